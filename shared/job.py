@@ -1,0 +1,159 @@
+"""The job contract: what the bot enqueues and the worker runs, as plain JSON-ready dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from shared import defaults
+
+log = logging.getLogger(__name__)
+
+
+class JobKind(StrEnum):
+    """What a job makes."""
+
+    GRID = "grid"
+    """Four images from a prompt, composed into a 2x2 grid."""
+    UPSCALE = "upscale"
+    """One image of an earlier job, upscaled."""
+    VARIATION = "variation"
+    """Four image-to-image variations of one image of an earlier job."""
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life (mirrors RQ's statuses that a member can see)."""
+
+    QUEUED = "queued"
+    STARTED = "started"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """One image of an earlier job: the input of upscales and variations."""
+
+    job_id: str
+    index: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < defaults.IMAGES_PER_GRID:
+            raise ValueError(f"source image index must be 0-{defaults.IMAGES_PER_GRID - 1}, got {self.index}")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where the result goes: the local publisher (``kind='local'``) or a Discord channel."""
+
+    kind: str = "local"
+    channel_id: str = ""
+    guild_id: str = ""
+    waiting_message_id: str = ""
+    """The "(Waiting to start)" message that progress edits go to and that is removed when the result is posted."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a worker needs to run one job; resolved from the prompt, so the worker makes no choices of its own."""
+
+    job_id: str
+    owner: str
+    """Who asked: a Discord user id, or ``local`` for the CLI."""
+    prompt: str
+    """The canonical prompt text, parameters included (``Prompt.to_text()``), as shown to members."""
+    parts: tuple[tuple[str, float], ...]
+    """Positive prompt parts with their ``::`` weights (one part of weight 1.0 without ``::``)."""
+    negative: tuple[str, ...]
+    """Negative prompt items from ``--no`` (encoded as the classifier-free guidance's unconditional side)."""
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    seeds: tuple[int, ...]
+    """One seed per image, so any image can be made again alone."""
+    lane: str = defaults.DEFAULT_LANE
+    model: str = ""
+    """Model folder or id; empty means the worker's resident model."""
+    kind: JobKind = JobKind.GRID
+    stop: int = 100
+    """Percentage of the denoising schedule to run before decoding the current estimate (``--stop``)."""
+    tile: bool = False
+    chaos: float = 0.0
+    """0-1: how far apart the four images of a grid are pushed (``--chaos`` / 100)."""
+    weird: float = 0.0
+    """0-1: how much off-distribution noise is mixed into the starting latents (``--weird`` / 3000)."""
+    strength: float = 1.0
+    """Image-to-image strength for variations, upscales' creative pass and image prompts (1.0 = pure text-to-image)."""
+    source: SourceImage | None = None
+    image_urls: tuple[str, ...] = ()
+    upscale_mode: str = ""
+    """``subtle`` or ``creative`` for upscale jobs."""
+    delivery: Delivery = field(default_factory=Delivery)
+    created_at: float = field(default_factory=time.time)
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Resolved prompt parameters for the reproducibility record (stylize, quality, version, ...)."""
+
+    @property
+    def negative_prompt(self) -> str:
+        """The ``--no`` items as one comma-separated negative prompt."""
+        return ", ".join(self.negative)
+
+    @property
+    def positive_prompt(self) -> str:
+        """The positive parts' texts joined (weights dropped), for display and for models without weighting."""
+        return " ".join(text for text, _ in self.parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists, enums their values)."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        """The inverse of ``to_dict``; unknown keys are an error naming them, so a bad payload never half-runs."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"job payload has unknown keys {unknown}")
+        values = dict(data)
+        values["parts"] = tuple((str(t), float(w)) for t, w in values["parts"])
+        values["negative"] = tuple(values.get("negative", ()))
+        values["seeds"] = tuple(int(s) for s in values["seeds"])
+        values["image_urls"] = tuple(values.get("image_urls", ()))
+        values["kind"] = JobKind(values.get("kind", JobKind.GRID))
+        if values.get("source") is not None:
+            values["source"] = SourceImage(**values["source"])
+        values["delivery"] = Delivery(**values.get("delivery", {}))
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> JobSpec:
+        """A copy with ``changes`` (the spec is frozen)."""
+        return dataclasses.replace(self, **changes)
+
+
+def new_job_id() -> str:
+    """A short, URL- and custom_id-safe unique id (Discord custom_ids are limited to 100 characters)."""
+    return uuid.uuid4().hex[:16]
+
+
+def derive_seeds(seed: int, count: int = defaults.IMAGES_PER_GRID) -> tuple[int, ...]:
+    """``seed, seed+1, ...`` wrapped into Midjourney's seed range, so image n can be re-made alone from ``seed + n``."""
+    if not 0 <= seed <= defaults.MAX_SEED:
+        raise ValueError(f"seed must be an integer from 0 to {defaults.MAX_SEED}, got {seed}")
+    return tuple((seed + i) % (defaults.MAX_SEED + 1) for i in range(count))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, StrEnum):
+        return value.value
+    return value

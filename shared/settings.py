@@ -1,0 +1,104 @@
+"""Typed settings: environment variables over ``config/imagine.toml`` over the defaults in ``shared.defaults``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from shared import defaults
+
+log = logging.getLogger(__name__)
+
+
+def config_file() -> Path:
+    """The TOML file in force: ``IMAGINE_CONFIG`` if set, else ``config/imagine.toml`` in the checkout."""
+    return Path(os.environ.get("IMAGINE_CONFIG", str(defaults.CONFIG_FILE)))
+
+
+class Settings(BaseSettings):
+    """All settings of bot and workers. Secrets are ``SecretStr`` so they never show in logs or ``repr``."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, env_prefix="")
+
+    redis_url: SecretStr = Field(default=SecretStr(""), description="Redis URL; empty starts the embedded Redis.")
+    model: str = Field(default=defaults.DEFAULT_MODEL, description="diffusers model folder or id.")
+    model_aliases: dict[str, str] = Field(default_factory=dict, description="--v/--niji names -> model folder or id.")
+    device: str = Field(default="auto", description="torch device: auto, cpu, cuda, cuda:N, mps.")
+    dtype: str = Field(default="auto", description="torch dtype: auto, float32, float16, bfloat16.")
+    data_dir: Path = Field(default=Path(defaults.DATA_DIR), description="Embedded Redis and image store folder.")
+    output_dir: Path = Field(default=Path(defaults.OUTPUT_DIR), description="Local publisher output folder.")
+    queue_prefix: str = Field(default=defaults.QUEUE_PREFIX, description="Prefix of Redis keys and queue names.")
+    lanes: tuple[str, ...] = Field(default=defaults.LANES, description="Lanes in service priority order.")
+    default_lane: str = Field(default=defaults.DEFAULT_LANE, description="Lane when none is asked for.")
+    job_timeout_s: int = Field(default=defaults.JOB_TIMEOUT_S, description="Seconds a job may run.")
+    result_ttl_s: int = Field(default=defaults.RESULT_TTL_S, description="Seconds finished jobs are kept.")
+    failure_ttl_s: int = Field(default=defaults.FAILURE_TTL_S, description="Seconds failed jobs are kept.")
+    image_ttl_s: int = Field(default=defaults.IMAGE_TTL_S, description="Seconds stored images are kept.")
+    steps: int = Field(default=defaults.DEFAULT_STEPS, description="Denoising steps at --quality 1.")
+    guidance: float = Field(default=defaults.DEFAULT_GUIDANCE, description="Guidance scale at --stylize 100.")
+    discord_token: SecretStr = Field(default=SecretStr(""), description="Bot token.")
+    discord_guild_ids: str = Field(default="", description="Comma-separated guild ids for instant command sync.")
+    discord_api_base: str = Field(default="https://discord.com/api/v10", description="Discord REST base URL.")
+    discord_gateway_url: str = Field(default="", description="Optional Discord gateway URL override.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
+        return (init_settings, env_settings, toml, file_secret_settings)
+
+    @field_validator("data_dir", "output_dir")
+    @classmethod
+    def _resolve_path(cls, value: Path) -> Path:
+        return value if value.is_absolute() else defaults.PROJECT_ROOT / value
+
+    @field_validator("lanes", mode="before")
+    @classmethod
+    def _split_lanes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    def resolve_model(self, name: str | None = None) -> str:
+        """The model folder (absolute, when it exists under the checkout) or id for ``name`` (an alias or a ref)."""
+        ref = self.model if not name else self.model_aliases.get(name, name)
+        candidate = Path(ref)
+        if not candidate.is_absolute() and (defaults.PROJECT_ROOT / candidate).exists():
+            return str(defaults.PROJECT_ROOT / candidate)
+        return ref
+
+    @property
+    def guild_ids(self) -> list[int]:
+        """``discord_guild_ids`` parsed; a malformed id raises ``ValueError`` naming it."""
+        ids = []
+        for raw in self.discord_guild_ids.split(","):
+            raw = raw.strip()
+            if not raw:
+                continue
+            if not raw.isdigit():
+                raise ValueError(f"DISCORD_GUILD_IDS must be comma-separated numeric ids, got {raw!r}")
+            ids.append(int(raw))
+        return ids
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
