@@ -159,3 +159,31 @@ def _last_line(job: Job) -> str:
     text = results[0].exc_string if results and results[0].exc_string else (job.exc_info or "")
     lines = [line for line in str(text).strip().splitlines() if line.strip()]
     return lines[-1] if lines else "the job failed without an error message"
+
+
+def cancel_key(settings: Settings, job_id: str) -> str:
+    """Redis key whose presence asks the worker running ``job_id`` to stop at its next denoising step."""
+    return f"{settings.queue_prefix}:cancel:{job_id}"
+
+
+def request_cancel(connection: redis.Redis, settings: Settings, job_id: str) -> str:
+    """Cancel ``job_id``: a queued job is removed from its queue now; a running one stops at its next step.
+
+    Returns what happened: ``"canceled"`` (was queued), ``"stopping"`` (running), or ``"not-active"``.
+    """
+    job = fetch_job(connection, job_id)
+    if job is None:
+        return "not-active"
+    status = str(getattr(job.get_status(refresh=True), "value", job.get_status()))
+    if status in {"queued", "deferred", "scheduled"}:
+        job.cancel()
+        return "canceled"
+    if status == "started":
+        connection.set(cancel_key(settings, job_id), "1", ex=settings.job_timeout_s)
+        return "stopping"
+    return "not-active"
+
+
+def cancel_requested(connection: redis.Redis, settings: Settings, job_id: str) -> bool:
+    """Whether someone asked to cancel the running job ``job_id``."""
+    return bool(connection.exists(cancel_key(settings, job_id)))
