@@ -7,6 +7,7 @@ given the same data folder shares it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import subprocess
@@ -108,9 +109,8 @@ class EmbeddedRedis:
             if self._alive():
                 return self.url
             if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"embedded redis-server exited with code {self._process.returncode}; see {self.data_dir / 'redis.log'}"
-                )
+                code = self._process.returncode
+                raise RuntimeError(f"embedded redis-server exited with code {code}; see {self.data_dir / 'redis.log'}")
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"embedded redis-server did not answer within {defaults.EMBEDDED_REDIS_STARTUP_S} s")
@@ -120,10 +120,8 @@ class EmbeddedRedis:
         if self._process is None:
             return
         if self._process.poll() is None:
-            try:
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, OSError):
                 redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=5).shutdown(nosave=True)
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                pass
             try:
                 self._process.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -147,4 +145,3 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-

@@ -88,8 +88,8 @@ class Settings(BaseSettings):
     def guild_ids(self) -> list[int]:
         """``discord_guild_ids`` parsed; a malformed id raises ``ValueError`` naming it."""
         ids = []
-        for raw in self.discord_guild_ids.split(","):
-            raw = raw.strip()
+        for item in self.discord_guild_ids.split(","):
+            raw = item.strip()
             if not raw:
                 continue
             if not raw.isdigit():
