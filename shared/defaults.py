@@ -66,3 +66,145 @@ WORKER_HEARTBEAT_S: int = 10
 
 TEXT_CACHE_SIZE: int = 256
 """Entries in a worker's LRU cache of prompt encodings keyed by (model, text)."""
+
+# --- Discord front end and follow-up jobs (bot/, worker/discord_publisher.py, shared/followups.py) ---
+
+DISCORD_CUSTOM_ID_MAX: int = 100
+"""Longest ``custom_id`` Discord accepts on a button."""
+
+DISCORD_PROMPT_SHOWN_MAX: int = 1500
+"""Longest prompt shown in a message line (Discord messages are limited to 2000 characters)."""
+
+DISCORD_REASON_SHOWN_MAX: int = 300
+"""Longest failure reason shown to a member in a message."""
+
+REROLL_EMOJI: str = "\N{ANTICLOCKWISE DOWNWARDS AND UPWARDS OPEN CIRCLE ARROWS}"
+"""Emoji of the re-roll button."""
+
+UPSCALE_MODES: tuple[str, ...] = ("subtle", "creative")
+"""Upscale modes: subtle keeps the image, creative re-details it with an image-to-image pass."""
+
+DEFAULT_UPSCALE_MODE: str = "subtle"
+"""Mode of the U<n> buttons under a grid."""
+
+UPSCALE_CREATIVE_STRENGTH: float = 0.35
+"""Image-to-image strength of the creative upscale's re-detailing pass."""
+
+VARY_SUBTLE_STRENGTH: float = 0.35
+"""Image-to-image strength of "Vary (Subtle)"."""
+
+VARY_STRONG_STRENGTH: float = 0.7
+"""Image-to-image strength of "Vary (Strong)" and of the V<n> buttons."""
+
+DISCORD_HTTP_TIMEOUT_S: float = 30.0
+"""Seconds a worker waits for one Discord REST answer."""
+
+DISCORD_HTTP_ATTEMPTS: int = 6
+"""Tries of one Discord REST call that meets 429 or 5xx or a network error before the worker gives up."""
+
+DISCORD_RETRY_BASE_S: float = 0.5
+"""First back-off after a 5xx or network error; doubled at each further try."""
+
+DISCORD_RETRY_MAX_S: float = 60.0
+"""Longest single wait before retrying a Discord REST call (a longer 429 ``retry_after`` fails the call)."""
+
+DISCORD_PREVIEW_MAX_SIDE: int = 256
+"""Longest side in pixels of the low-resolution preview attached to progress edits."""
+
+DISCORD_GUILD_READY_TIMEOUT_S: float = 2.0
+"""Seconds the bot waits for guilds after READY before it calls itself ready (discord.py's default)."""
+
+STYLIZE_PRESETS: dict[str, int] = {"low": 50, "med": 100, "high": 250, "very high": 750}
+"""Member setting "stylize" presets and the ``--stylize`` value each adds to a prompt."""
+
+ASPECT_RATIOS: tuple[str, ...] = ("1:1", "2:3", "3:2", "4:5", "5:4", "9:16", "16:9")
+"""Aspect ratios a member can choose as their default in /settings."""
+
+MEMBER_SUFFIX_MAX: int = 300
+"""Longest prompt suffix a member can save in /settings."""
+
+INFO_JOBS_SHOWN: int = 10
+"""Most jobs listed by /info."""
+
+MEMBER_JOBS_TTL_S: int = 7 * 24 * 3600
+"""Seconds the bot remembers which jobs a member made (for /info and /cancel without a job id)."""
+
+MAX_RESIDENT_MODELS: int = 2
+"""Models a worker keeps loaded at once (--v aliases may name others); the least recently used is evicted."""
+
+# --- Prompt language (shared/prompt.py, shared/resolve.py, shared/model_info.py; table in docs/parameters.md) ---
+
+MAX_PERMUTATIONS: int = 40
+"""Most prompts one ``{a, b}`` permutation prompt may expand to (Midjourney's Pro-plan limit)."""
+
+MAX_PERMUTATION_DEPTH: int = 8
+"""Deepest nesting of ``{...}`` groups a prompt may use."""
+
+MAX_PROMPT_CHARS: int = 2000
+"""Longest canonical prompt (``Prompt.to_text()``) accepted, after expansion; Discord's message length."""
+
+MAX_PROMPT_INPUT_CHARS: int = 6000
+"""Longest raw prompt input accepted before any parsing (Discord's limit on a slash-command string option)."""
+
+MAX_JOBS_PER_PROMPT: int = 40
+"""Most jobs one prompt may create: permutations times ``--repeat``."""
+
+CHAOS_MAX: int = 100
+"""Largest ``--chaos`` (range 0 to this)."""
+
+QUALITY_VALUES: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+"""The ``--quality`` values accepted; steps = round(settings.steps x quality)."""
+
+STOP_MIN: int = 10
+"""Smallest ``--stop`` (range this to 100)."""
+
+STYLIZE_MAX: int = 1000
+"""Largest ``--stylize`` (range 0 to this; 100 is the default)."""
+
+STYLES: tuple[str, ...] = ("raw",)
+"""The ``--style`` values accepted."""
+
+WEIRD_MAX: int = 3000
+"""Largest ``--weird`` (range 0 to this)."""
+
+IMAGE_WEIGHT_MAX: float = 3.0
+"""Largest ``--iw`` (range 0 to this; 1 is the default)."""
+
+REPEAT_MAX: int = 40
+"""Largest ``--repeat`` (range 1 to this)."""
+
+MAX_MULTIPROMPT_WEIGHT: float = 1000.0
+"""Largest absolute ``::`` weight of one multi-prompt part."""
+
+MAX_ASPECT_RATIO: int = 8
+"""Most elongated ``--ar`` accepted: the long side at most this many times the short side (8:1 or 1:8)."""
+
+MAX_ASPECT_TERM: int = 10000
+"""Largest number on either side of ``--ar W:H``."""
+
+ASPECT_EXACT_AREA_TOLERANCE: float = 0.2
+"""An exact-ratio size is used when its area is within this fraction of native_resolution**2 (else nearest multiples)."""
+
+GUIDANCE_AT_STYLIZE_0: float = 3.0
+"""Guidance scale at ``--stylize 0`` (linear from here to settings.guidance at 100)."""
+
+GUIDANCE_AT_STYLIZE_MAX: float = 15.0
+"""Guidance scale at ``--stylize 1000`` (linear from settings.guidance at 100 to here)."""
+
+RAW_STYLE_GUIDANCE_FACTOR: float = 0.7
+"""``--style raw`` multiplies the stylize guidance by this (less "opinionated" images)."""
+
+MIN_GUIDANCE: float = 1.0
+"""Smallest guidance scale a prompt can resolve to (below 1 classifier-free guidance inverts)."""
+
+IMAGE_WEIGHT_STRENGTH_STEP: float = 0.25
+"""Image-prompt strength = 1 - iw x this: --iw 0 -> 1.0 (image ignored), 1 -> 0.75, 3 -> 0.25 (closest to the image)."""
+
+DEFAULT_NATIVE_RESOLUTION: int = 512
+"""Native square side (px) assumed for a model id with no local config."""
+
+DEFAULT_NATIVE_RESOLUTION_XL: int = 1024
+"""Native square side (px) assumed for a model id with no local config whose name contains "xl"."""
+
+DEFAULT_SIZE_MULTIPLE: int = 64
+"""Width/height multiple assumed for a model id with no local config (VAE 8 x three UNet downsamplings)."""

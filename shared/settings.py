@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     image_ttl_s: int = Field(default=defaults.IMAGE_TTL_S, description="Seconds stored images are kept.")
     steps: int = Field(default=defaults.DEFAULT_STEPS, description="Denoising steps at --quality 1.")
     guidance: float = Field(default=defaults.DEFAULT_GUIDANCE, description="Guidance scale at --stylize 100.")
+    alignment_clip: str = Field(default="", description="Local CLIP folder for alignment scores of any model.")
+    upscaler: str = Field(default="", description="Upscaler model name; empty means the default (see worker.upscaler).")
     discord_token: SecretStr = Field(default=SecretStr(""), description="Bot token.")
     discord_guild_ids: str = Field(default="", description="Comma-separated guild ids for instant command sync.")
     discord_api_base: str = Field(default="https://discord.com/api/v10", description="Discord REST base URL.")

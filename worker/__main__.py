@@ -1,0 +1,52 @@
+"""``python -m worker`` / ``imagine-worker``: serve imagine-bot jobs with a resident model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+
+from shared.settings import get_settings
+from worker.runner import run_per_gpu, run_worker, visible_gpus
+
+log = logging.getLogger(__name__)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="imagine-worker", description="Serve imagine-bot jobs from Redis.")
+    parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    parser.add_argument("--lanes", default="", help="comma-separated lanes to serve (default: all, by priority)")
+    parser.add_argument("--gpus", default="", help="'all' starts one worker process per visible GPU")
+    parser.add_argument("--name", default="", help="worker name (default: host and pid)")
+    parser.add_argument("--name-suffix", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.gpus:
+        if args.gpus != "all":
+            raise SystemExit(f"--gpus takes 'all', got {args.gpus!r}")
+        child_args = ["--log-level", args.log_level]
+        if args.burst:
+            child_args.append("--burst")
+        if args.lanes:
+            child_args += ["--lanes", args.lanes]
+        if args.name:
+            child_args += ["--name", args.name]
+        return run_per_gpu(child_args, visible_gpus())
+    settings = get_settings()
+    lanes = [lane.strip() for lane in args.lanes.split(",") if lane.strip()]
+    name = args.name or None
+    if args.name_suffix:
+        name = f"{name or socket.gethostname()}-{os.getpid()}-{args.name_suffix}"
+    return run_worker(settings, burst=args.burst, lanes=lanes, name=name)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

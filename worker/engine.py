@@ -1,0 +1,329 @@
+"""The generation engine: one resident pipeline per worker process, run in named stages for every job.
+
+Stages of a grid job: ``encode_prompt`` (text-encoding module) -> ``prepare_latents`` (one generator per image, so each
+image is reproducible alone; ``--weird`` noise) -> ``condition_images`` (``--chaos`` per-image conditioning) -> ``denoise``
+(the diffusers pipeline with a step callback for progress, cancel and ``--stop``) -> the pipeline's decode. Variations and
+upscales reuse the same pipeline's weights through its image-to-image sibling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+from torch import nn
+
+from shared.job import JobKind, JobSpec
+from worker.model_loader import LoadedPipelines, choose_device, choose_dtype, describe, load_pipelines
+from worker.text_encoding import Conditioning, TextEncoding
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int, torch.Tensor | None], None]
+"""Called after every denoising step with (steps done, steps in total, current latents (batch, C, h, w))."""
+
+
+class JobCanceled(Exception):
+    """Raised inside the denoising loop when the member cancelled the job."""
+
+
+@dataclass
+class Generation:
+    """What the engine made for one job."""
+
+    images: list[Image.Image]
+    seeds: tuple[int, ...]
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+    """Facts for the reproducibility record (steps run, stop handling, token reports, alignment scores)."""
+
+
+class Engine:
+    """A model held resident in one worker process; ``generate`` runs one job."""
+
+    loads: int = 0
+    """How many engines this process has loaded (a worker must load exactly one)."""
+
+    def __init__(self, pipes: LoadedPipelines, text: TextEncoding) -> None:
+        self.pipes = pipes
+        self.text = text
+        self.scorer: Any = None
+
+    @classmethod
+    def load(cls, model_ref: str, device: str = "auto", dtype: str = "auto", alignment_clip: str = "") -> Engine:
+        """Load ``model_ref`` once; logged with the process id so tests and operators can count loads."""
+        torch_device = choose_device(device)
+        pipes = load_pipelines(model_ref, torch_device, choose_dtype(dtype, torch_device))
+        text = TextEncoding.from_pipeline(pipes.text2img, model_key=model_ref)
+        engine = cls(pipes, text)
+        engine.scorer = _load_scorer(pipes, alignment_clip)
+        Engine.loads += 1
+        log.info("engine loaded: model %s, pid %d, load #%d in this process", model_ref, os.getpid(), Engine.loads)
+        return engine
+
+    @property
+    def model_ref(self) -> str:
+        return self.pipes.model_ref
+
+    def describe(self) -> dict[str, Any]:
+        """Model, device, dtype and component classes for job records."""
+        return {
+            "model": self.pipes.model_ref,
+            "pipeline": type(self.pipes.text2img).__name__,
+            "device": str(self.pipes.device),
+            "dtype": str(self.pipes.dtype).removeprefix("torch."),
+            "components": describe(self.pipes.text2img),
+        }
+
+    # -- stages -------------------------------------------------------------------------------------------------
+
+    def encode_prompt(self, spec: JobSpec) -> Conditioning:
+        """Weighted ``::`` parts and the ``--no`` negative prompt, encoded (cached per text)."""
+        return self.text.encode(spec.parts, spec.negative)
+
+    def latent_shape(self, width: int, height: int) -> tuple[int, int, int]:
+        """(channels, h, w) of one image's starting latents: VAE latents, or pixels for pixel-space models."""
+        pipe = self.pipes.text2img
+        scale = int(getattr(pipe, "vae_scale_factor", 1) or 1)
+        if width % scale or height % scale:
+            raise ValueError(f"width and height must be multiples of {scale} for this model, got {width}x{height}")
+        return int(pipe.unet.config.in_channels), height // scale, width // scale
+
+    def generators(self, seeds: tuple[int, ...]) -> list[torch.Generator]:
+        """One CPU generator per image: the same seed gives the same noise on any device and in any batch."""
+        return [torch.Generator(device="cpu").manual_seed(int(seed)) for seed in seeds]
+
+    def prepare_latents(self, spec: JobSpec, generators: list[torch.Generator]) -> torch.Tensor:
+        """Unit-variance starting noise (batch, C, h, w); ``--weird`` mixes in low-frequency noise, off the model's
+        training distribution, drawn from the same per-image generator (so batching cannot change an image)."""
+        channels, height, width = self.latent_shape(spec.width, spec.height)
+        per_image = []
+        for generator in generators:
+            noise = randn_tensor((1, channels, height, width), generator=generator, dtype=torch.float32)
+            if spec.weird > 0:
+                coarse_h, coarse_w = max(1, height // 8), max(1, width // 8)
+                coarse = randn_tensor((1, channels, coarse_h, coarse_w), generator=generator, dtype=torch.float32)
+                smooth = nn.functional.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+                smooth = smooth / smooth.std().clamp_min(1e-6)
+                noise = math.sqrt(1 - spec.weird) * noise + math.sqrt(spec.weird) * smooth
+            per_image.append(noise)
+        return torch.cat(per_image).to(self.pipes.device, self.pipes.dtype)
+
+    def condition_images(self, spec: JobSpec, cond: Conditioning, count: int) -> dict[str, torch.Tensor]:
+        """Pipeline kwargs with one conditioning row per image (batch, T, D); ``--chaos`` pushes each image's text
+        embedding apart by a seeded perturbation scaled to the embedding's spread, so the grid varies more."""
+        kwargs = cond.as_pipeline_kwargs()
+        expanded: dict[str, torch.Tensor] = {}
+        for name, tensor in kwargs.items():
+            expanded[name] = tensor.expand(count, *tensor.shape[1:]).clone()
+        if spec.chaos > 0:
+            embeds = expanded["prompt_embeds"]
+            scale = spec.chaos * embeds.float().std()
+            for index, seed in enumerate(spec.seeds[:count]):
+                generator = torch.Generator(device="cpu").manual_seed(int(seed) ^ 0x5EED)
+                noise = torch.randn(embeds.shape[1:], generator=generator)
+                embeds[index] += (scale * noise).to(embeds.device, embeds.dtype)
+        return {name: tensor.to(self.pipes.device) for name, tensor in expanded.items()}
+
+    # -- jobs ---------------------------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        spec: JobSpec,
+        *,
+        on_progress: ProgressCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        source: Image.Image | None = None,
+        upscaler: Any = None,
+    ) -> Generation:
+        """Run ``spec``: a grid, a variation grid of ``source``, or an upscale of ``source``."""
+        if spec.kind is JobKind.UPSCALE:
+            if source is None or upscaler is None:
+                raise ValueError("an upscale job needs its source image and an upscaler")
+            return self._upscale(spec, source, upscaler, on_progress, should_cancel)
+        if spec.kind is JobKind.VARIATION and source is None:
+            raise ValueError("a variation job needs its source image")
+        return self._grid(spec, source, on_progress, should_cancel)
+
+    def _grid(
+        self,
+        spec: JobSpec,
+        source: Image.Image | None,
+        on_progress: ProgressCallback | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> Generation:
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        hits_before = self.text.cache_info().hits
+        cond = self.encode_prompt(spec)
+        timings["encode_s"] = time.perf_counter() - started
+        count = len(spec.seeds)
+        generators = self.generators(spec.seeds)
+        kwargs = self.condition_images(spec, cond, count)
+        call: dict[str, Any] = {
+            "num_inference_steps": spec.steps,
+            "guidance_scale": spec.guidance,
+            "generator": generators,
+            "output_type": "pil",
+            **kwargs,
+        }
+        if source is None:
+            pipe = self.pipes.text2img
+            call.update(height=spec.height, width=spec.width, latents=self.prepare_latents(spec, generators))
+        else:
+            pipe = self.pipes.img2img
+            image = source.convert("RGB").resize((spec.width, spec.height), Image.Resampling.LANCZOS)
+            call.update(image=image, strength=spec.strength)
+            if pipe is self.pipes.text2img:  # our pixel-space pipeline takes height/width for img2img too
+                call.update(height=spec.height, width=spec.width)
+        notes: dict[str, Any] = {
+            "text_cache_hit": self.text.cache_info().hits > hits_before,
+            "tokens": [report.__dict__ for report in cond.token_reports],
+        }
+        with self._tiling(pipe, spec.tile), self._x0_recorder(pipe) as x0:
+            denoise_started = time.perf_counter()
+            step_times: list[float] = []
+            stop_at = self._stop_step(spec, pipe, source)
+
+            def on_step(pipeline: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+                step_times.append(time.perf_counter())
+                done = index + 1
+                total = int(getattr(pipeline, "num_timesteps", 0) or spec.steps)
+                if should_cancel is not None and should_cancel():
+                    raise JobCanceled(f"job {spec.job_id} was cancelled at step {done} of {total}")
+                if on_progress is not None:
+                    on_progress(done, total, tensors.get("latents"))
+                if stop_at is not None and done >= stop_at and not getattr(pipeline, "_interrupt", False):
+                    pipeline._interrupt = True
+                    notes["stopped_at_step"] = done
+                    if x0.get("latest") is not None:
+                        notes["stop_decoded"] = "x0 estimate"
+                        return {"latents": x0["latest"]}
+                    notes["stop_decoded"] = "current latents (scheduler gives no x0 estimate)"
+                return {}
+
+            output = pipe(callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"], **call)
+            pipe._interrupt = False
+            finished = time.perf_counter()
+        if step_times:
+            timings["denoise_s"] = step_times[-1] - denoise_started
+            timings["decode_s"] = finished - step_times[-1]
+            notes["steps_run"] = len(step_times)
+        timings["generate_s"] = finished - started
+        images = [image.convert("RGB") for image in output.images]
+        generation = Generation(images=images, seeds=spec.seeds, timings=timings, notes=notes)
+        self._score(generation, spec)
+        return generation
+
+    def _upscale(
+        self,
+        spec: JobSpec,
+        source: Image.Image,
+        upscaler: Any,
+        on_progress: ProgressCallback | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> Generation:
+        started = time.perf_counter()
+        image = upscaler.upscale(source.convert("RGB"))
+        timings = {"upscale_s": time.perf_counter() - started}
+        notes: dict[str, Any] = {"upscaler": type(upscaler).__name__, "mode": spec.upscale_mode}
+        if spec.upscale_mode == "creative":
+            creative = spec.replace(
+                kind=JobKind.VARIATION, width=image.width, height=image.height, seeds=spec.seeds[:1]
+            )
+            refined = self._grid(creative, image, on_progress, should_cancel)
+            image = refined.images[0]
+            timings.update({f"creative_{k}": v for k, v in refined.timings.items()})
+        elif on_progress is not None:
+            on_progress(1, 1, None)
+        timings["generate_s"] = time.perf_counter() - started
+        return Generation(images=[image], seeds=spec.seeds[:1], timings=timings, notes=notes)
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+
+    def _stop_step(self, spec: JobSpec, pipe: Any, source: Image.Image | None) -> int | None:
+        """The step after which ``--stop`` decodes (None = run to the end)."""
+        if spec.stop >= 100:
+            return None
+        total = spec.steps if source is None else max(1, int(spec.steps * spec.strength))
+        return max(1, round(total * spec.stop / 100))
+
+    @contextlib.contextmanager
+    def _tiling(self, pipe: Any, enabled: bool) -> Iterator[None]:
+        """``--tile``: circular padding in every convolution of the denoiser and decoder, so images wrap."""
+        if not enabled:
+            yield
+            return
+        convs = [
+            module
+            for name in ("unet", "vae")
+            if getattr(pipe, name, None) is not None
+            for module in getattr(pipe, name).modules()
+            if isinstance(module, nn.Conv2d)
+        ]
+        previous = [conv.padding_mode for conv in convs]
+        for conv in convs:
+            conv.padding_mode = "circular"
+        try:
+            yield
+        finally:
+            for conv, mode in zip(convs, previous, strict=True):
+                conv.padding_mode = mode
+
+    @contextlib.contextmanager
+    def _x0_recorder(self, pipe: Any) -> Iterator[dict[str, torch.Tensor | None]]:
+        """Records the scheduler's latest estimate of the clean sample (``--stop`` decodes it)."""
+        scheduler = pipe.scheduler
+        original = scheduler.step
+        box: dict[str, torch.Tensor | None] = {"latest": None}
+
+        def step(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            if isinstance(out, tuple) and len(out) > 1 and isinstance(out[1], torch.Tensor):
+                box["latest"] = out[1]
+            elif getattr(out, "pred_original_sample", None) is not None:
+                box["latest"] = out.pred_original_sample
+            elif getattr(scheduler, "model_outputs", None) and scheduler.config.get("algorithm_type", "").endswith(
+                "dpmsolver++"
+            ):
+                box["latest"] = scheduler.model_outputs[-1]
+            return out
+
+        scheduler.step = step  # an instance attribute shadowing the class's method for this job only
+        try:
+            yield box
+        finally:
+            del scheduler.step
+
+    def _score(self, generation: Generation, spec: JobSpec) -> None:
+        """Alignment of each image with the positive prompt, when the model has a scorer."""
+        if self.scorer is None:
+            return
+        started = time.perf_counter()
+        texts = [spec.positive_prompt] * len(generation.images)
+        generation.notes["alignment"] = [round(float(s), 4) for s in self.scorer.score(generation.images, texts)]
+        generation.timings["score_s"] = time.perf_counter() - started
+
+
+def _load_scorer(pipes: LoadedPipelines, clip_path: str) -> Any:
+    """The model's contrastive scorer (shipped model) or a configured local CLIP; None when neither exists."""
+    from worker.alignment import load_scorer
+
+    return load_scorer(pipes.model_ref, pipes.text2img, clip_path or None)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """PNG encoding of an image (for the shared image store)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

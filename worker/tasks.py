@@ -1,0 +1,186 @@
+"""The job function RQ runs (enqueued by the dotted path ``worker.tasks.run_job``) and the resident engines."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from PIL import Image
+from rq import get_current_job
+from rq.job import Job
+
+from shared import defaults
+from shared.image_store import ImageExpired, get_image, put_images, put_record
+from shared.job import Delivery, JobKind, JobSpec
+from shared.queue import META_PHASE, META_PROGRESS, META_STEP, META_TOTAL, cancel_requested
+from shared.settings import Settings, get_settings
+from worker.engine import Engine, Generation, JobCanceled, png_bytes
+from worker.grid import compose_grid
+from worker.preview import latents_to_preview
+from worker.publisher import JobResult, LocalPublisher, Publisher
+
+log = logging.getLogger(__name__)
+
+_engines: OrderedDict[str, Engine] = OrderedDict()
+_upscaler: Any = None
+
+
+def install_engine(engine: Engine) -> None:
+    """Make ``engine`` resident (the worker loads its model once at start, before taking jobs)."""
+    _engines[engine.model_ref] = engine
+
+
+def get_engine(settings: Settings, model: str = "") -> Engine:
+    """The resident engine for ``model`` (default: the configured one), loaded on first use and kept."""
+    ref = settings.resolve_model(model) if model else settings.resolve_model()
+    if ref in _engines:
+        _engines.move_to_end(ref)
+        return _engines[ref]
+    while len(_engines) >= defaults.MAX_RESIDENT_MODELS:
+        evicted, _ = _engines.popitem(last=False)
+        log.info("evicting resident model %s to make room for %s", evicted, ref)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    engine = Engine.load(ref, settings.device, settings.dtype, settings.alignment_clip)
+    _engines[ref] = engine
+    return engine
+
+
+def get_upscaler(settings: Settings) -> Any:
+    """The process's upscaler, loaded on first upscale job."""
+    global _upscaler
+    if _upscaler is None:
+        from worker.upscaler import load_upscaler
+
+        _upscaler = load_upscaler(settings.upscaler or None)
+    return _upscaler
+
+
+def make_publisher(delivery: Delivery, settings: Settings) -> Publisher:
+    """The publisher for a job's delivery kind; an unknown kind is an error naming it."""
+    if delivery.kind == "local":
+        return LocalPublisher(settings.output_dir)
+    if delivery.kind == "discord":
+        from worker.discord_publisher import DiscordPublisher
+
+        return DiscordPublisher(settings)
+    raise ValueError(f"delivery kind must be 'local' or 'discord', got {delivery.kind!r}")
+
+
+class ProgressReporter:
+    """Writes progress into the RQ job's meta every step and hands throttled previews to the publisher."""
+
+    def __init__(self, job: Job | None, publisher: Publisher, spec: JobSpec, every_s: float) -> None:
+        self.job = job
+        self.publisher = publisher
+        self.spec = spec
+        self.every_s = every_s
+        self._last_publish = 0.0
+
+    def phase(self, name: str) -> None:
+        if self.job is not None:
+            self.job.meta[META_PHASE] = name
+            self.job.save_meta()
+
+    def __call__(self, done: int, total: int, latents: torch.Tensor | None) -> None:
+        fraction = done / max(total, 1)
+        if self.job is not None:
+            self.job.meta.update({META_PROGRESS: fraction, META_STEP: done, META_TOTAL: total, META_PHASE: "denoising"})
+            self.job.save_meta()
+        now = time.monotonic()
+        if done < total and now - self._last_publish >= self.every_s:
+            self._last_publish = now
+            preview = latents_to_preview(latents) if latents is not None else None
+            self.publisher.progress(self.spec, fraction, preview)
+
+
+def run_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Run one job end to end: generate, compose, store images, publish. Returns the job's record (JSON)."""
+    spec = JobSpec.from_dict(payload)
+    settings = get_settings()
+    job = get_current_job()
+    connection = job.connection if job is not None else None
+    publisher = make_publisher(spec.delivery, settings)
+    reporter = ProgressReporter(job, publisher, spec, defaults.PROGRESS_EVERY_S)
+    started = time.perf_counter()
+    try:
+        reporter.phase("loading")
+        engine = get_engine(settings, spec.model)
+        source = _source_image(connection, settings, spec)
+        upscaler = get_upscaler(settings) if spec.kind is JobKind.UPSCALE else None
+        reporter.phase("generating")
+        generation = engine.generate(
+            spec,
+            on_progress=reporter,
+            should_cancel=(lambda: cancel_requested(connection, settings, spec.job_id)) if connection else None,
+            source=source,
+            upscaler=upscaler,
+        )
+    except JobCanceled as exc:
+        log.info("%s", exc)
+        if job is not None:
+            job.meta.update({"canceled": True, META_PHASE: "canceled"})
+            job.save_meta()
+        publisher.failed(spec, "Cancelled.")
+        return {"job_id": spec.job_id, "canceled": True}
+    except Exception as exc:
+        message = member_message(exc)
+        log.exception("job %s failed: %s", spec.job_id, message)
+        if job is not None:
+            job.meta.update({"error": message, META_PHASE: "failed"})
+            job.save_meta()
+        publisher.failed(spec, message)
+        raise
+    reporter.phase("publishing")
+    record = build_record(spec, engine, generation)
+    grid = compose_grid(generation.images) if len(generation.images) == defaults.IMAGES_PER_GRID else None
+    if connection is not None:
+        put_images(connection, settings, spec.job_id, [png_bytes(image) for image in generation.images])
+    files = publisher.publish(JobResult(spec=spec, images=generation.images, grid=grid, record=record))
+    record["files"] = files
+    record["timings"]["job_s"] = time.perf_counter() - started
+    if connection is not None:
+        put_record(connection, settings, spec.job_id, record)
+    if job is not None:
+        job.meta.update({META_PROGRESS: 1.0, META_PHASE: "done"})
+        job.save_meta()
+    return record
+
+
+def build_record(spec: JobSpec, engine: Engine, generation: Generation) -> dict[str, Any]:
+    """The reproducibility record of a finished job (written to job.json, Redis and the RQ result)."""
+    return {
+        "job_id": spec.job_id,
+        "spec": spec.to_dict(),
+        "seeds": list(generation.seeds),
+        "engine": engine.describe(),
+        "worker": {"pid": os.getpid(), "engine_loads": Engine.loads},
+        "timings": dict(generation.timings),
+        "notes": generation.notes,
+        "size": [generation.images[0].width, generation.images[0].height],
+    }
+
+
+def member_message(exc: BaseException) -> str:
+    """A short, member-friendly sentence for a failure (the details go to the worker's log)."""
+    if isinstance(exc, ImageExpired):
+        return str(exc)
+    if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):
+        return "The GPU ran out of memory for this job; try a smaller --ar or --quality."
+    if isinstance(exc, ValueError):
+        return f"Could not run this job: {exc}"
+    return f"The worker hit an internal error ({type(exc).__name__}); the admins can see the details in its log."
+
+
+def _source_image(connection: Any, settings: Settings, spec: JobSpec) -> Image.Image | None:
+    if spec.source is None:
+        return None
+    if connection is None:
+        raise ValueError(f"job {spec.job_id} needs image {spec.source.index + 1} of {spec.source.job_id} but has no Redis")
+    data = get_image(connection, settings, spec.source.job_id, spec.source.index)
+    return Image.open(io.BytesIO(data)).convert("RGB")
