@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` (a grid from the embedded default model, through the real queue and a
+# real worker) and `make test`. Both set up .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU wheel on machines without a GPU; GPU images install a CUDA build of the same range (see Dockerfile).
+TORCH_SPEC ?= torch==2.13.0
+PROMPT ?= a red circle above a blue square --seed 7
+
+.PHONY: demo test lint bench setup
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/imagine --local "$(PROMPT)"
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check bot worker shared training tests bench
+	$(VENV)/bin/ruff format --check bot worker shared training tests bench
+	$(VENV)/bin/mypy
+
+-include training/train.mk
