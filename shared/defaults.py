@@ -208,3 +208,20 @@ DEFAULT_NATIVE_RESOLUTION_XL: int = 1024
 
 DEFAULT_SIZE_MULTIPLE: int = 64
 """Width/height multiple assumed for a model id with no local config (VAE 8 x three UNet downsamplings)."""
+
+# --- Text encoding and upscaling (worker/text_encoding.py, worker/upscaler.py) ---
+
+TEXT_MAX_CHUNKS: int = 32
+"""Most encoder windows (77-token CLIP / 32-token BERT chunks) per prompt; longer prompts are cut and reported."""
+
+BERT_TEXT_WINDOW: int = 32
+"""Token window of the shipped model's BERT conditioning, [CLS] and [SEP] included (docs/ARCHITECTURE.md)."""
+
+UPSCALER_MODEL: str = "realesr-animevideov3-x4"
+"""Default upscaler: Real-ESRGAN animevideov3 x4 through ncnn on CPU (see worker/upscaler.py for the names)."""
+
+UPSCALER_TILE: int = 256
+"""Largest input tile side in pixels the ncnn upscaler processes at once (bigger images are tiled)."""
+
+UPSCALER_TILE_PAD: int = 24
+"""Input pixels of context added around each tile and cropped after upscaling, so tiles join without seams."""
