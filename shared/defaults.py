@@ -183,7 +183,7 @@ MAX_ASPECT_TERM: int = 10000
 """Largest number on either side of ``--ar W:H``."""
 
 ASPECT_EXACT_AREA_TOLERANCE: float = 0.2
-"""An exact-ratio size is used when its area is within this fraction of native_resolution**2 (else nearest multiples)."""
+"""An exact-ratio size is used if its area is within this fraction of native_resolution**2 (else nearest multiples)."""
 
 GUIDANCE_AT_STYLIZE_0: float = 3.0
 """Guidance scale at ``--stylize 0`` (linear from here to settings.guidance at 100)."""

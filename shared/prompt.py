@@ -1,0 +1,588 @@
+"""The Midjourney prompt language: ``parse(text) -> list[Prompt]``, one ``Prompt`` per ``{a, b}`` permutation.
+
+Grammar and decisions (the member-facing table is docs/parameters.md):
+
+1. The raw text is at most ``MAX_PROMPT_INPUT_CHARS``; control characters are an error. Phone and IME input is
+   mapped character by character: full-width ASCII (``：｛｝，－``) to ASCII, smart quotes to straight quotes, the
+   minus sign and Unicode hyphens to ``-``, the ratio sign ``∶`` to ``:``; zero-width spaces and BOMs are dropped.
+   Every Unicode space (non-breaking, ideographic, ...) separates words like a space.
+2. ``{a, b}`` expands to one prompt per option, anywhere, also inside parameter values; several groups multiply (the
+   first group varies slowest), groups nest, options are stripped, ``\\,`` inside a group is a literal comma (outside a
+   group a backslash is literal). Unbalanced braces, nesting deeper than ``MAX_PERMUTATION_DEPTH`` and more than
+   ``max_expansions`` prompts are errors.
+3. Each expanded prompt is split on whitespace. Leading ``http(s)://`` words are image URLs; a URL anywhere else is an
+   error. A word that starts with ``--``, a single en dash, an em dash (what iOS makes of ``--``) or any run of two or
+   more dashes, followed by a letter, is a parameter; names are case-insensitive. A single ASCII hyphen (``-ar``) is
+   text. Everything before the first parameter is the prompt body; each parameter takes the words up to the next.
+4. Duplicate parameters are an error (also via an alias: ``--s 50 --stylize 60``), except ``--no``, whose lists are
+   joined. ``--v`` with ``--niji``, and two speed flags, are errors too.
+5. ``--ar`` accepts spaces around the colon (``16 : 9``); whole numbers only.
+6. The body splits into multi-prompt parts at ``::``; a number right after ``::`` (``::2``, ``::-.5``), followed by a
+   space or the end, is the weight of the text before it; without one the weight is 1. Runs of three or more colons
+   are an error. The weights must sum to more than 0.
+7. The canonical form (``Prompt.to_text()``) uses long names, omits defaults, and ``parse(p.to_text()) == [p]``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import logging
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TypeAlias
+from urllib.parse import urlsplit
+
+from shared import defaults
+
+log = logging.getLogger(__name__)
+
+SPEEDS: tuple[str, ...] = ("fast", "relax", "turbo")
+
+_CHAR_MAP: dict[int, str | None] = {c: chr(c - 0xFEE0) for c in range(0xFF01, 0xFF5F)}
+_CHAR_MAP.update(
+    {
+        0x3000: " ",  # ideographic space
+        0x2018: "'",
+        0x2019: "'",
+        0x201A: "'",
+        0x201B: "'",
+        0x201C: '"',
+        0x201D: '"',
+        0x201E: '"',
+        0x201F: '"',
+        0x2010: "-",  # hyphen
+        0x2011: "-",  # non-breaking hyphen
+        0x2212: "-",  # minus sign
+        0x2236: ":",  # ratio
+        0x200B: None,  # zero-width space
+        0x2060: None,  # word joiner
+        0xFEFF: None,  # BOM / zero-width no-break space
+    }
+)
+
+# Control and surrogate code points that str.isspace() does not count as whitespace.
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\ud800-\udfff]")
+_PARAM_WORD = re.compile(r"([-–—―]+)([A-Za-z].*)", re.DOTALL)
+_URL_WORD = re.compile(r"https?://", re.IGNORECASE)
+_INT = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+_WEIGHT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?=\s|$)")
+_COLONS = re.compile(r":+")
+_VERSION = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
+_ASPECT = re.compile(r"([0-9]+):([0-9]+)")
+_INT_DIGITS_MAX = 12
+
+# Every spelling -> the canonical parameter; the speed flags map to "speed" and carry their value in the name.
+_ALIASES: dict[str, str] = {
+    "ar": "ar",
+    "aspect": "ar",
+    "c": "chaos",
+    "chaos": "chaos",
+    "q": "quality",
+    "quality": "quality",
+    "seed": "seed",
+    "stop": "stop",
+    "s": "stylize",
+    "stylize": "stylize",
+    "style": "style",
+    "tile": "tile",
+    "w": "weird",
+    "weird": "weird",
+    "iw": "iw",
+    "v": "version",
+    "version": "version",
+    "niji": "niji",
+    "fast": "speed",
+    "relax": "speed",
+    "turbo": "speed",
+    "r": "repeat",
+    "repeat": "repeat",
+    "no": "no",
+}
+_FLAGS = frozenset({"tile", "speed"})
+# Parameters that claim the same Prompt field: giving two of them is a conflict, not a duplicate.
+_FIELD_OF = {"niji": "version"}
+
+
+class PromptError(ValueError):
+    """A prompt that cannot be run; the message names the parameter and value and says what is allowed."""
+
+
+def _show(value: str) -> str:
+    return value if len(value) <= 40 else value[:37] + "..."
+
+
+def _fmt_num(x: float) -> str:
+    """Shortest exact decimal (no exponent) that reads back as ``x``: 2.0 -> "2", 0.25 -> "0.25", 1e-05 -> "0.00001"."""
+    if x.is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    return format(Decimal(repr(x)), "f")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One runnable prompt. Build with ``parse``; constructing one directly validates the ranges the same way."""
+
+    text: str
+    """Prompt words without parameters and image URLs, whitespace-normalised; for multi-prompts the parts' texts joined
+    by spaces (the weights live in ``parts``)."""
+    parts: tuple[tuple[str, float], ...] = ()
+    """``::`` parts with weights as given; empty on construction means ``((text, 1.0),)``."""
+    negative: tuple[str, ...] = ()
+    image_urls: tuple[str, ...] = ()
+    aspect_ratio: tuple[int, int] = (1, 1)
+    chaos: int = 0
+    quality: float = 1.0
+    seed: int | None = None
+    stop: int = 100
+    stylize: int = 100
+    style: str | None = None
+    tile: bool = False
+    weird: int = 0
+    image_weight: float = 1.0
+    version: str | None = None
+    """``--v`` value, or ``niji`` / ``niji <n>`` from ``--niji [n]``: a key of ``settings.model_aliases``."""
+    speed: str | None = None
+    repeat: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            object.__setattr__(self, "parts", ((self.text, 1.0),))
+        if not self.text.strip():
+            raise PromptError("the prompt has no text (only parameters or image URLs); describe the image")
+        joined = " ".join(t for t, _ in self.parts)
+        if joined != self.text:
+            raise PromptError(f"Prompt.text {self.text!r} must be the parts' texts joined by spaces, {joined!r}")
+        weights = [w for _, w in self.parts]
+        if not sum(weights) > 0:
+            shown = " ".join(f"{t}::{_fmt_num(w)}" for t, w in self.parts)
+            raise PromptError(
+                f"multi-prompt weights must add up to more than 0, got {_fmt_num(sum(weights))} ({shown})"
+            )
+        w, h = self.aspect_ratio
+        ar = f"{w}:{h}"
+        if not (1 <= w <= defaults.MAX_ASPECT_TERM and 1 <= h <= defaults.MAX_ASPECT_TERM):
+            raise PromptError(
+                f"--ar must be two whole numbers from 1 to {defaults.MAX_ASPECT_TERM} as W:H (e.g. 16:9), got {ar}"
+            )
+        if max(w, h) > defaults.MAX_ASPECT_RATIO * min(w, h):
+            m = defaults.MAX_ASPECT_RATIO
+            raise PromptError(f"--ar can be at most {m}:1 or 1:{m}, got {ar}")
+        _check_range("--chaos", self.chaos, 0, defaults.CHAOS_MAX)
+        if self.quality not in defaults.QUALITY_VALUES:
+            raise PromptError(f"--quality must be one of {_quality_list()}, got {_fmt_num(self.quality)}")
+        if self.seed is not None:
+            _check_range("--seed", self.seed, 0, defaults.MAX_SEED)
+        _check_range("--stop", self.stop, defaults.STOP_MIN, 100)
+        _check_range("--stylize", self.stylize, 0, defaults.STYLIZE_MAX)
+        if self.style is not None and self.style not in defaults.STYLES:
+            raise PromptError(f"--style must be one of {', '.join(defaults.STYLES)}, got {self.style}")
+        _check_range("--weird", self.weird, 0, defaults.WEIRD_MAX)
+        if not 0 <= self.image_weight <= defaults.IMAGE_WEIGHT_MAX:
+            raise PromptError(
+                f"--iw must be a number from 0 to {_fmt_num(defaults.IMAGE_WEIGHT_MAX)}, "
+                f"got {_fmt_num(self.image_weight)}"
+            )
+        if self.image_weight != 1.0 and not self.image_urls:
+            raise PromptError(f"--iw {_fmt_num(self.image_weight)} needs an image URL at the start of the prompt")
+        if self.speed is not None and self.speed not in SPEEDS:
+            raise PromptError(f"speed must be one of {', '.join(SPEEDS)}, got {self.speed}")
+        _check_range("--repeat", self.repeat, 1, defaults.REPEAT_MAX)
+
+    @property
+    def weighted(self) -> bool:
+        """Whether the prompt has ``::`` weights other than a single part of weight 1."""
+        return self.parts != ((self.text, 1.0),)
+
+    def to_text(self) -> str:
+        """The canonical prompt string: image URLs, body, then non-default parameters in a fixed order."""
+        words: list[str] = list(self.image_urls)
+        if self.weighted:
+            # A part ending in ":" would run into "::" and read as ":::".
+            words.extend(f"{t}{' ' if t.endswith(':') else ''}::{_fmt_num(w)}" for t, w in self.parts)
+        else:
+            words.append(self.text)
+        if self.aspect_ratio != (1, 1):
+            words.append(f"--ar {self.aspect_ratio[0]}:{self.aspect_ratio[1]}")
+        if self.chaos:
+            words.append(f"--chaos {self.chaos}")
+        if self.quality != 1.0:
+            words.append(f"--quality {_fmt_num(self.quality)}")
+        if self.seed is not None:
+            words.append(f"--seed {self.seed}")
+        if self.stop != 100:
+            words.append(f"--stop {self.stop}")
+        if self.stylize != 100:
+            words.append(f"--stylize {self.stylize}")
+        if self.style is not None:
+            words.append(f"--style {self.style}")
+        if self.tile:
+            words.append("--tile")
+        if self.weird:
+            words.append(f"--weird {self.weird}")
+        if self.image_weight != 1.0:
+            words.append(f"--iw {_fmt_num(self.image_weight)}")
+        if self.version is not None:
+            if self.version == "niji" or self.version.startswith("niji "):
+                words.append("--" + self.version)
+            else:
+                words.append(f"--v {self.version}")
+        if self.speed is not None:
+            words.append(f"--{self.speed}")
+        if self.repeat != 1:
+            words.append(f"--repeat {self.repeat}")
+        if self.negative:
+            words.append("--no " + ", ".join(self.negative))
+        return " ".join(words)
+
+
+def _check_range(name: str, value: int, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise PromptError(f"{name} must be an integer from {lo} to {hi}, got {value}")
+
+
+def _quality_list() -> str:
+    return ", ".join(_fmt_num(q).removeprefix("0") for q in defaults.QUALITY_VALUES)
+
+
+# --- permutations ---------------------------------------------------------------------------------------------------
+
+# A sequence is a list of literal strings and groups; a group is a list of options, each a sequence.
+_Seq: TypeAlias = "list[str | _Group]"
+_Group: TypeAlias = "list[_Seq]"
+
+
+def _parse_braces(text: str) -> _Seq:
+    root: _Seq = []
+    seq = root
+    stack: list[tuple[_Seq, _Group, int]] = []
+    buf: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\" and stack and i + 1 < n and text[i + 1] == ",":
+            buf.append(",")
+            i += 2
+            continue
+        if ch == "{":
+            if len(stack) >= defaults.MAX_PERMUTATION_DEPTH:
+                raise PromptError(
+                    f"permutations nest at most {defaults.MAX_PERMUTATION_DEPTH} deep, got deeper at character {i + 1}"
+                )
+            seq.append("".join(buf))
+            buf = []
+            option: _Seq = []
+            stack.append((seq, [option], i))
+            seq = option
+        elif ch == "," and stack:
+            seq.append("".join(buf))
+            buf = []
+            option = []
+            stack[-1][1].append(option)
+            seq = option
+        elif ch == "}":
+            if not stack:
+                raise PromptError(f"unmatched '}}' at character {i + 1}; permutations look like {{a, b}}")
+            seq.append("".join(buf))
+            buf = []
+            outer, group, _ = stack.pop()
+            outer.append(group)
+            seq = outer
+        else:
+            buf.append(ch)
+        i += 1
+    if stack:
+        raise PromptError(f"unclosed '{{' at character {stack[-1][2] + 1}; permutations look like {{a, b}}")
+    seq.append("".join(buf))
+    return root
+
+
+def _count_seq(seq: _Seq) -> int:
+    total = 1
+    for item in seq:
+        if not isinstance(item, str):
+            total *= sum(_count_seq(option) for option in item)
+    return total
+
+
+def _expand_seq(seq: _Seq) -> list[str]:
+    choices: list[list[str]] = []
+    for item in seq:
+        if isinstance(item, str):
+            choices.append([item])
+        else:
+            choices.append([text.strip() for option in item for text in _expand_seq(option)])
+    return ["".join(combo) for combo in itertools.product(*choices)]
+
+
+def _describe_count(count: int) -> str:
+    return f"{count:,}" if count < 10**15 else f"about 10^{len(str(count)) - 1}"
+
+
+# --- one expanded prompt --------------------------------------------------------------------------------------------
+
+
+def _param_name(word: str) -> str | None:
+    """The lower-cased parameter name if ``word`` is a parameter (``--ar``, ``—ar``, ``–ar``), else None."""
+    match = _PARAM_WORD.fullmatch(word)
+    if match is None:
+        return None
+    dashes = match.group(1)
+    if dashes == "-":
+        return None
+    return match.group(2).lower()
+
+
+def _unknown(name: str) -> PromptError:
+    for known in sorted(_ALIASES, key=len, reverse=True):
+        rest = name[len(known) :]
+        if name.startswith(known) and rest and rest[0] in "0123456789.:":
+            return PromptError(f"unknown parameter --{_show(name)}; write --{known} {_show(rest)} with a space")
+    close = difflib.get_close_matches(name, list(_ALIASES), n=1, cutoff=0.6)
+    if close:
+        return PromptError(f"unknown parameter --{_show(name)}; did you mean --{close[0]}?")
+    known_list = ", ".join("--" + k for k in _ALIASES)
+    return PromptError(f"unknown parameter --{_show(name)}; known parameters: {known_list}")
+
+
+def _int_value(name: str, value: str, lo: int, hi: int) -> int:
+    if not _INT.fullmatch(value) or len(value) > _INT_DIGITS_MAX or not lo <= int(value) <= hi:
+        raise PromptError(f"--{name} must be an integer from {lo} to {hi}, got {_show(value)}")
+    return int(value)
+
+
+def _single(name: str, values: list[str], allowed: str) -> str:
+    if not values:
+        raise PromptError(f"--{name} needs a value: {allowed}")
+    if len(values) > 1:
+        raise PromptError(
+            f"--{name} takes one value ({allowed}), got {_show(' '.join(values))!r}; "
+            "parameters go at the end of the prompt"
+        )
+    return values[0]
+
+
+def _parse_body(body: str) -> tuple[tuple[str, float], ...]:
+    """Split the body into ``::`` parts; ``((body, 1.0),)`` when it has no ``::``."""
+    parts: list[tuple[str, float]] = []
+    start = 0
+    pos = 0
+    for run in _COLONS.finditer(body):
+        if run.start() < pos:  # inside a weight already consumed
+            continue
+        length = run.end() - run.start()
+        if length == 1:
+            continue
+        if length > 2:
+            raise PromptError(
+                f"'{run.group()}' in the prompt is ambiguous; multi-prompts separate parts with '::' (e.g. cat::2 dog)"
+            )
+        text = " ".join(body[start : run.start()].split())
+        weight = 1.0
+        pos = run.end()
+        match = _WEIGHT.match(body, pos)
+        if match is not None:
+            weight = float(match.group()) + 0.0  # + 0.0 turns -0.0 into 0.0
+            pos = match.end()
+            if not abs(weight) <= defaults.MAX_MULTIPROMPT_WEIGHT:
+                raise PromptError(
+                    f"multi-prompt weight ::{_show(match.group())} must be from "
+                    f"-{_fmt_num(defaults.MAX_MULTIPROMPT_WEIGHT)} to {_fmt_num(defaults.MAX_MULTIPROMPT_WEIGHT)}"
+                )
+        if not text:
+            raise PromptError(
+                f"multi-prompt part {len(parts) + 1} is empty; write text before each '::' (e.g. cat::2 dog::1)"
+            )
+        parts.append((text, weight))
+        start = pos
+    if not parts:
+        return ((" ".join(body.split()), 1.0),)
+    tail = " ".join(body[start:].split())
+    if tail:
+        parts.append((tail, 1.0))
+    return tuple(parts)
+
+
+def _parse_one(text: str) -> Prompt:
+    words = text.split()
+    if not words:
+        raise PromptError("the prompt is empty; describe the image, e.g. 'a red fox in snow --ar 3:2'")
+    urls: list[str] = []
+    i = 0
+    while i < len(words) and _URL_WORD.match(words[i]):
+        url = words[i]
+        try:
+            host = urlsplit(url).hostname
+        except ValueError:
+            host = None
+        if not host:
+            raise PromptError(f"image URL {_show(url)!r} has no host; image URLs look like https://example.com/a.png")
+        urls.append(url)
+        i += 1
+    body: list[str] = []
+    params: list[tuple[str, list[str]]] = []
+    for word in words[i:]:
+        if _URL_WORD.match(word):
+            raise PromptError(f"image URL {_show(word)!r} must come first in the prompt, before any text")
+        name = _param_name(word)
+        if name is not None:
+            if name not in _ALIASES:
+                raise _unknown(name)
+            params.append((name, []))
+        elif params:
+            params[-1][1].append(word)
+        else:
+            body.append(word)
+
+    fields: dict[str, object] = {}
+    given: dict[str, str] = {}  # Prompt field -> the name the member typed
+    negative: list[str] = []
+    for name, values in params:
+        canon = _ALIASES[name]
+        if canon == "no":
+            items = [" ".join(item.split()) for item in " ".join(values).split(",")]
+            items = [item for item in items if item]
+            if not items:
+                raise PromptError("--no needs what to leave out, e.g. --no text, people")
+            negative.extend(items)
+            continue
+        key = _FIELD_OF.get(canon, canon)
+        if key in given:
+            first = given[key]
+            if first == name:
+                raise PromptError(f"--{name} is given twice; give it once")
+            raise PromptError(f"--{first} and --{name} are both given; give one of them once")
+        given[key] = name
+        if canon in _FLAGS and values:
+            raise PromptError(
+                f"--{name} takes no value, got {_show(' '.join(values))!r}; parameters go at the end of the prompt"
+            )
+        if canon == "ar":
+            value = "".join(values)
+            if not values:
+                raise PromptError("--ar needs a value: W:H in whole numbers, e.g. 16:9")
+            match = _ASPECT.fullmatch(value)
+            if match is None or max(len(match.group(1)), len(match.group(2))) > _INT_DIGITS_MAX:
+                if re.fullmatch(r"[0-9.]+:[0-9.]+", value):
+                    raise PromptError(f"--ar takes whole numbers only (e.g. 3:2 rather than 1.5:1), got {_show(value)}")
+                raise PromptError(f"--ar must be W:H in whole numbers (e.g. 16:9), got {_show(' '.join(values))!r}")
+            fields["aspect_ratio"] = (int(match.group(1)), int(match.group(2)))
+        elif canon == "chaos":
+            allowed = f"an integer from 0 to {defaults.CHAOS_MAX}"
+            fields["chaos"] = _int_value(name, _single(name, values, allowed), 0, defaults.CHAOS_MAX)
+        elif canon == "quality":
+            value = _single(name, values, f"one of {_quality_list()}")
+            quality = float(value) if _DECIMAL.fullmatch(value) and len(value) <= 20 else None
+            if quality not in defaults.QUALITY_VALUES:
+                raise PromptError(f"--{name} must be one of {_quality_list()}, got {_show(value)}")
+            fields["quality"] = quality
+        elif canon == "seed":
+            allowed = f"an integer from 0 to {defaults.MAX_SEED}"
+            fields["seed"] = _int_value(name, _single(name, values, allowed), 0, defaults.MAX_SEED)
+        elif canon == "stop":
+            fields["stop"] = _int_value(
+                name, _single(name, values, "an integer from 10 to 100"), defaults.STOP_MIN, 100
+            )
+        elif canon == "stylize":
+            allowed = f"an integer from 0 to {defaults.STYLIZE_MAX}"
+            fields["stylize"] = _int_value(name, _single(name, values, allowed), 0, defaults.STYLIZE_MAX)
+        elif canon == "style":
+            value = _single(name, values, "one of " + ", ".join(defaults.STYLES)).lower()
+            if value not in defaults.STYLES:
+                raise PromptError(f"--{name} must be one of {', '.join(defaults.STYLES)}, got {_show(value)}")
+            fields["style"] = value
+        elif canon == "tile":
+            fields["tile"] = True
+        elif canon == "weird":
+            allowed = f"an integer from 0 to {defaults.WEIRD_MAX}"
+            fields["weird"] = _int_value(name, _single(name, values, allowed), 0, defaults.WEIRD_MAX)
+        elif canon == "iw":
+            top = _fmt_num(defaults.IMAGE_WEIGHT_MAX)
+            value = _single(name, values, f"a number from 0 to {top}")
+            if not _DECIMAL.fullmatch(value) or len(value) > 20 or not 0 <= float(value) <= defaults.IMAGE_WEIGHT_MAX:
+                raise PromptError(f"--{name} must be a number from 0 to {top}, got {_show(value)}")
+            if not urls:
+                raise PromptError(f"--{name} {value} needs an image URL at the start of the prompt")
+            fields["image_weight"] = float(value)
+        elif canon == "version":
+            value = _single(name, values, "a model version such as 6").lower()
+            if not _VERSION.fullmatch(value):
+                raise PromptError(f"--{name} must be a model version such as 6 or 5.2, got {_show(value)!r}")
+            fields["version"] = value
+        elif canon == "niji":
+            if len(values) > 1:
+                raise PromptError(
+                    f"--niji takes at most one value (a version such as 6), got {_show(' '.join(values))!r}; "
+                    "parameters go at the end of the prompt"
+                )
+            value = values[0].lower() if values else ""
+            if value and not _VERSION.fullmatch(value):
+                raise PromptError(f"--niji must be followed by nothing or a version such as 6, got {_show(value)!r}")
+            fields["version"] = f"niji {value}" if value else "niji"
+        elif canon == "speed":
+            fields["speed"] = name
+        elif canon == "repeat":
+            allowed = f"an integer from 1 to {defaults.REPEAT_MAX}"
+            fields["repeat"] = _int_value(name, _single(name, values, allowed), 1, defaults.REPEAT_MAX)
+
+    parts = _parse_body(" ".join(body))
+    text_joined = " ".join(t for t, _ in parts)
+    if not text_joined:
+        raise PromptError("the prompt has no text (only parameters or image URLs); describe the image")
+    prompt = Prompt(
+        text=text_joined,
+        parts=parts,
+        negative=tuple(negative),
+        image_urls=tuple(urls),
+        **fields,  # type: ignore[arg-type]
+    )
+    length = len(prompt.to_text())
+    if length > defaults.MAX_PROMPT_CHARS:
+        raise PromptError(
+            f"the prompt is {length} characters long in canonical form; at most {defaults.MAX_PROMPT_CHARS} are allowed"
+        )
+    return prompt
+
+
+def normalise(text: str) -> str:
+    """Phone/IME punctuation mapped to ASCII (see the module doc); raises PromptError on control characters."""
+    text = text.translate(_CHAR_MAP)
+    bad = _CONTROL.search(text)
+    if bad is not None:
+        raise PromptError(
+            f"the prompt contains the control character U+{ord(bad.group()):04X} at character {bad.start() + 1}"
+        )
+    return text
+
+
+def expand(text: str, *, max_expansions: int = defaults.MAX_PERMUTATIONS) -> list[str]:
+    """The ``{a, b}`` permutations of normalised ``text``, first group slowest; PromptError past ``max_expansions``."""
+    tree = _parse_braces(text)
+    count = _count_seq(tree)
+    if count > max_expansions:
+        raise PromptError(
+            f"the prompt expands to {_describe_count(count)} permutations; at most {max_expansions} are allowed"
+        )
+    return _expand_seq(tree)
+
+
+def parse(text: str, *, max_expansions: int = defaults.MAX_PERMUTATIONS) -> list[Prompt]:
+    """One ``Prompt`` per permutation of ``text``; raises ``PromptError`` naming the problem on bad input."""
+    if not isinstance(text, str):
+        raise PromptError(f"a prompt must be a string, got {type(text).__name__}")
+    if max_expansions < 1:
+        raise ValueError(f"max_expansions must be at least 1, got {max_expansions}")
+    if len(text) > defaults.MAX_PROMPT_INPUT_CHARS:
+        raise PromptError(
+            f"the prompt is {len(text)} characters long; at most {defaults.MAX_PROMPT_INPUT_CHARS} are accepted"
+        )
+    if not text.strip():
+        raise PromptError("the prompt is empty; describe the image, e.g. 'a red fox in snow --ar 3:2'")
+    prompts = [_parse_one(variant) for variant in expand(normalise(text), max_expansions=max_expansions)]
+    log.debug("parsed %d prompt(s) from %d characters", len(prompts), len(text))
+    return prompts
+
+
+__all__ = ["SPEEDS", "Prompt", "PromptError", "expand", "normalise", "parse"]
