@@ -126,7 +126,7 @@ def valid_prompts(draw: st.DrawFn) -> tuple[Prompt, str]:
     if draw(st.booleans()):
         fields["tile"] = True
         emit("tile", name("tile"))
-    if urls and draw(st.booleans()):
+    if draw(st.booleans()) and urls:
         iw, spelled = draw(st.sampled_from([(0.0, "0"), (0.5, ".5"), (1.5, "1.5"), (3.0, "3"), (2.0, "2")]))
         fields["image_weight"] = iw
         emit("iw", f"{name('iw')} {spelled}")
@@ -144,9 +144,7 @@ def valid_prompts(draw: st.DrawFn) -> tuple[Prompt, str]:
     if negative:
         emit("no", f"{name('no')} " + draw(st.sampled_from([", ", ",", " , "])).join(negative))
 
-    expected = Prompt(
-        text=" ".join(t for t, _ in parts), parts=parts, negative=negative, image_urls=urls, **fields
-    )
+    expected = Prompt(text=" ".join(t for t, _ in parts), parts=parts, negative=negative, image_urls=urls, **fields)
     order = draw(st.permutations(words))
     if len(parts) == 1 and parts[0][1] == 1.0 and draw(st.booleans()):
         body = parts[0][0]
