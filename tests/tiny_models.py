@@ -11,8 +11,15 @@ import logging
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -105,4 +112,75 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
         requires_safety_checker=False,
     )
     pipe.save_pretrained(folder)
+    return folder
+
+
+def clip_text_model_with_projection(seed: int = 1, hidden_size: int = TEXT_DIM) -> CLIPTextModelWithProjection:
+    """A 2-layer CLIP text encoder with a text projection (SDXL's second encoder), byte vocabulary."""
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        vocab_size=514,
+        hidden_size=hidden_size,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=77,
+        projection_dim=TEXT_DIM,
+        bos_token_id=512,
+        eos_token_id=513,
+        pad_token_id=513,
+    )
+    return CLIPTextModelWithProjection(config).eval()
+
+
+def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
+    """A tiny SDXL-style pipeline (two CLIP encoders of width 32, cross-attention 64, pooled 32) saved to ``folder``.
+
+    The second tokenizer pads with "!" like SDXL's ``tokenizer_2``.
+    """
+    torch.manual_seed(seed)
+    time_dim = 8
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=2 * TEXT_DIM,
+        attention_head_dim=4,
+        norm_num_groups=4,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=6 * time_dim + TEXT_DIM,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+        timestep_spacing="leading",
+    )
+    tokenizer_2 = clip_tokenizer()
+    tokenizer_2.pad_token = "!"
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=clip_text_model(seed),
+        text_encoder_2=clip_text_model_with_projection(seed + 1),
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
+    )
+    pipe.save_pretrained(folder)  # type: ignore[attr-defined]
     return folder
