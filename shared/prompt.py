@@ -66,6 +66,7 @@ _CHAR_MAP.update(
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\ud800-\udfff]")
 _PARAM_WORD = re.compile(r"([-–—―]+)([A-Za-z].*)", re.DOTALL)
 _URL_WORD = re.compile(r"https?://", re.IGNORECASE)
+_SPECIAL_FIRST = frozenset("-–—―hH")
 _INT = re.compile(r"[0-9]+")
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _WEIGHT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?=\s|$)")
@@ -424,9 +425,11 @@ def _parse_one(text: str) -> Prompt:
     body: list[str] = []
     params: list[tuple[str, list[str]]] = []
     for word in words[i:]:
-        if _URL_WORD.match(word):
+        # Only words starting with a dash or h/H can be parameters or URLs; the regexes run for those alone.
+        special = word[0] in _SPECIAL_FIRST
+        if special and _URL_WORD.match(word):
             raise PromptError(f"image URL {_show(word)!r} must come first in the prompt, before any text")
-        name = _param_name(word)
+        name = _param_name(word) if special else None
         if name is not None:
             if name not in _ALIASES:
                 raise _unknown(name)
