@@ -40,7 +40,7 @@ def get_image(connection: redis.Redis, settings: Settings, job_id: str, index: i
     if data is None:
         days = settings.image_ttl_s // 86400
         raise ImageExpired(f"image {index + 1} of job {job_id} is no longer stored (images are kept {days} days)")
-    return bytes(data)
+    return data if isinstance(data, bytes) else str(data).encode()
 
 
 def record_key(settings: Settings, job_id: str) -> str:

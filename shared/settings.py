@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     discord_guild_ids: str = Field(default="", description="Comma-separated guild ids for instant command sync.")
     discord_api_base: str = Field(default="https://discord.com/api/v10", description="Discord REST base URL.")
     discord_gateway_url: str = Field(default="", description="Optional Discord gateway URL override.")
+    discord_guild_ready_timeout_s: float = Field(
+        default=defaults.DISCORD_GUILD_READY_TIMEOUT_S, description="Seconds the bot waits for guilds after READY."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bot.cli", *args],
+        check=False,
         cwd=ROOT,
         env=child_env(env),
         capture_output=True,

@@ -1,9 +1,9 @@
 """The generation engine: one resident pipeline per worker process, run in named stages for every job.
 
-Stages of a grid job: ``encode_prompt`` (text-encoding module) -> ``prepare_latents`` (one generator per image, so each
-image is reproducible alone; ``--weird`` noise) -> ``condition_images`` (``--chaos`` per-image conditioning) -> ``denoise``
-(the diffusers pipeline with a step callback for progress, cancel and ``--stop``) -> the pipeline's decode. Variations and
-upscales reuse the same pipeline's weights through its image-to-image sibling.
+Stages of a grid job: ``encode_prompt`` (text-encoding module) -> ``prepare_latents`` (one generator per image, so
+each image is reproducible alone; ``--weird`` noise) -> ``condition_images`` (``--chaos`` per-image conditioning) ->
+denoising (the diffusers pipeline with a step callback for progress, cancel and ``--stop``) -> the pipeline's decode.
+Variations and upscales reuse the same pipeline's weights through its image-to-image sibling.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from worker.publisher import JobResult, LocalPublisher, Publisher
 log = logging.getLogger(__name__)
 
 _engines: OrderedDict[str, Engine] = OrderedDict()
-_upscaler: Any = None
+_upscalers: dict[str, Any] = {}
 
 
 def install_engine(engine: Engine) -> None:
@@ -53,12 +53,11 @@ def get_engine(settings: Settings, model: str = "") -> Engine:
 
 def get_upscaler(settings: Settings) -> Any:
     """The process's upscaler, loaded on first upscale job."""
-    global _upscaler
-    if _upscaler is None:
+    if settings.upscaler not in _upscalers:
         from worker.upscaler import load_upscaler
 
-        _upscaler = load_upscaler(settings.upscaler or None)
-    return _upscaler
+        _upscalers[settings.upscaler] = load_upscaler(settings.upscaler or None)
+    return _upscalers[settings.upscaler]
 
 
 def make_publisher(delivery: Delivery, settings: Settings) -> Publisher:
@@ -181,6 +180,7 @@ def _source_image(connection: Any, settings: Settings, spec: JobSpec) -> Image.I
     if spec.source is None:
         return None
     if connection is None:
-        raise ValueError(f"job {spec.job_id} needs image {spec.source.index + 1} of {spec.source.job_id} but has no Redis")
+        source = f"image {spec.source.index + 1} of {spec.source.job_id}"
+        raise ValueError(f"job {spec.job_id} needs {source} but runs without Redis")
     data = get_image(connection, settings, spec.source.job_id, spec.source.index)
     return Image.open(io.BytesIO(data)).convert("RGB")
