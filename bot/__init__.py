@@ -1,0 +1,1 @@
+"""The Discord front end: slash commands and persistent result buttons that enqueue jobs for the workers."""

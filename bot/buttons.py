@@ -1,0 +1,78 @@
+"""Persistent result buttons: one ``DynamicItem`` whose ``custom_id`` carries the action, the job id and the image.
+
+Registered in ``setup_hook``, it answers clicks on messages of any age and after restarts: everything it needs is in
+the ``custom_id`` and in the job's record in the shared image store. A click makes a new job owned by the clicker.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+import redis
+
+from bot import messages
+from bot.submission import delivery_for, submit
+from shared import defaults, discord_format, image_store
+from shared.discord_format import ButtonAction, ButtonRef
+from shared.followups import reroll_spec, upscale_spec, variation_spec
+from shared.job import JobSpec
+
+if TYPE_CHECKING:
+    from bot.client import ImagineClient
+
+log = logging.getLogger(__name__)
+
+
+class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=discord_format.CUSTOM_ID_TEMPLATE):
+    """Any result button (U<n>, V<n>, re-roll, Upscale/Vary (Subtle/Creative/Strong))."""
+
+    def __init__(self, item: discord.ui.Button[Any], ref: ButtonRef) -> None:
+        super().__init__(item)
+        self.ref = ref
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> JobButton:
+        if not isinstance(item, discord.ui.Button):
+            raise TypeError(f"result buttons must be buttons, got {type(item).__name__}")
+        return cls(item, discord_format.parse_custom_id(match.string))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        client: ImagineClient = interaction.client  # type: ignore[assignment]
+        try:
+            spec = follow_up(client, interaction, self.ref)
+        except image_store.ImageExpired as exc:
+            await interaction.response.send_message(messages.expired(str(exc)), ephemeral=True)
+            return
+        except redis.RedisError:
+            log.exception("queue unavailable for click %s", self.custom_id)
+            await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
+            return
+        except ValueError:
+            log.exception("cannot make a job from click %s", self.custom_id)
+            await interaction.response.send_message(messages.UNKNOWN_BUTTON, ephemeral=True)
+            return
+        await submit(interaction, [spec], client.desk)
+        log.info("click %s by %s -> job %s", self.custom_id, interaction.user.id, spec.job_id)
+
+
+def follow_up(client: ImagineClient, interaction: discord.Interaction, ref: ButtonRef) -> JobSpec:
+    """The new job a click asks for, owned by the clicker and delivered to the click's channel."""
+    record = image_store.get_record(client.connection, client.settings, ref.job_id)
+    owner = str(interaction.user.id)
+    delivery = delivery_for(interaction)
+    if ref.action is ButtonAction.UPSCALE:
+        return upscale_spec(record, ref.index, owner, defaults.DEFAULT_UPSCALE_MODE, delivery=delivery)
+    if ref.action is ButtonAction.UPSCALE_SUBTLE:
+        return upscale_spec(record, ref.index, owner, "subtle", delivery=delivery)
+    if ref.action is ButtonAction.UPSCALE_CREATIVE:
+        return upscale_spec(record, ref.index, owner, "creative", delivery=delivery)
+    if ref.action is ButtonAction.VARY_SUBTLE:
+        return variation_spec(record, ref.index, owner, defaults.VARY_SUBTLE_STRENGTH, delivery=delivery)
+    if ref.action in (ButtonAction.VARY, ButtonAction.VARY_STRONG):
+        return variation_spec(record, ref.index, owner, defaults.VARY_STRONG_STRENGTH, delivery=delivery)
+    return reroll_spec(record, owner, delivery=delivery)

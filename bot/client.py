@@ -1,0 +1,91 @@
+"""The discord.py client: command tree, persistent buttons registered in ``setup_hook``, command sync, resilience."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import discord
+import redis
+from discord import app_commands
+
+from bot import messages
+from bot.buttons import JobButton
+from bot.commands import all_commands
+from bot.jobs import JobDesk
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ImagineTree(app_commands.CommandTree["ImagineClient"]):
+    """The command tree; an unexpected error gets a short ephemeral answer, the details go to the log."""
+
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        log.error("command %r failed", interaction.command and interaction.command.name, exc_info=error)
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(messages.SOMETHING_WRONG, ephemeral=True)
+            else:
+                await interaction.response.send_message(messages.SOMETHING_WRONG, ephemeral=True)
+        except discord.HTTPException:
+            log.exception("could not tell the member about the error")
+
+
+class ImagineClient(discord.Client):
+    """The bot: slash commands and result buttons, backed by the job queue in Redis."""
+
+    def __init__(self, settings: Settings, connection: redis.Redis, **options: Any) -> None:
+        options.setdefault("intents", discord.Intents(guilds=True))
+        super().__init__(**options)
+        self.settings = settings
+        self.connection = connection
+        self.desk = JobDesk(connection, settings)
+        self.tree = ImagineTree(self)
+        for command in all_commands(settings):
+            self.tree.add_command(command)
+        self._guard_parser("INTERACTION_CREATE")
+
+    def _guard_parser(self, event: str) -> None:
+        """A malformed gateway payload is logged and dropped instead of ending the gateway loop (and the bot)."""
+        parsers: dict[str, Callable[[Any], None]] = self._connection.parsers
+        original = parsers[event]
+
+        def guarded(data: Any) -> None:
+            try:
+                original(data)
+            except Exception:
+                log.exception("ignoring malformed %s payload: %.500r", event, data)
+
+        parsers[event] = guarded
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(JobButton)
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(self.close()))
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - not on the main thread / Windows
+            log.debug("no SIGTERM handler: not on the main thread")
+        await self.sync_commands()
+
+    async def sync_commands(self) -> None:
+        """Sync to ``DISCORD_GUILD_IDS`` (instant) or globally; a failed sync is logged and the bot runs on."""
+        try:
+            guild_ids = self.settings.guild_ids
+            if guild_ids:
+                for guild_id in guild_ids:
+                    guild = discord.Object(guild_id)
+                    self.tree.copy_global_to(guild=guild)
+                    synced = await self.tree.sync(guild=guild)
+                    log.info("synced %d commands to guild %s", len(synced), guild_id)
+            else:
+                synced = await self.tree.sync()
+                log.info("synced %d commands globally", len(synced))
+        except discord.HTTPException:
+            log.exception("command sync failed; the commands Discord has stay in force")
+
+    async def on_ready(self) -> None:
+        log.info("ready as %s in %d guild(s)", self.user, len(self.guilds))

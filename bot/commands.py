@@ -1,0 +1,283 @@
+"""Slash commands (/imagine, /settings, /info, /show, /cancel, /record) and the "Job record" message command."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import random
+from typing import TYPE_CHECKING, Any
+
+import discord
+import redis
+from discord import app_commands
+from PIL import Image
+
+from bot import messages
+from bot.submission import delivery_for, mentions_for, submit
+from shared import defaults, discord_format, image_store, member_settings
+from shared.job import JobKind
+from shared.prompt import PromptError, parse
+from shared.queue import request_cancel
+from shared.resolve import build_jobs
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.client import ImagineClient
+
+log = logging.getLogger(__name__)
+
+
+def _client(interaction: discord.Interaction) -> ImagineClient:
+    return interaction.client  # type: ignore[return-value]
+
+
+async def imagine(interaction: discord.Interaction, prompt: str) -> None:
+    """/imagine: parse, resolve and enqueue one job per permutation and repeat; a bad prompt is answered privately."""
+    client = _client(interaction)
+    owner = str(interaction.user.id)
+    try:
+        member = member_settings.load(client.connection, client.settings, owner)
+    except redis.RedisError:
+        log.exception("queue unavailable for /imagine by %s", owner)
+        await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
+        return
+    try:
+        prompts = [member.apply_prompt(p) for p in parse(member.apply_text(prompt))]
+        specs = build_jobs(
+            prompts,
+            settings=client.settings,
+            owner=owner,
+            delivery=delivery_for(interaction),
+            lane=member.lane or None,
+            rng=random.Random(),
+        )
+    except (PromptError, ValueError) as exc:
+        await interaction.response.send_message(messages.prompt_error(str(exc)), ephemeral=True)
+        return
+    queued = await submit(interaction, specs, client.desk)
+    log.info("/imagine by %s: %d job(s) %s", owner, len(queued), [spec.job_id for spec in queued])
+
+
+def settings_command(settings: Settings) -> app_commands.Command[Any, Any, Any]:
+    """/settings: show or change the member's defaults (choices come from ``settings`` and ``shared.defaults``)."""
+
+    @app_commands.command(name="settings", description="Your defaults: stylize, lane, aspect ratio, prompt suffix")
+    @app_commands.describe(
+        stylize="Stylize preset added as --stylize",
+        lane="Speed lane of your jobs",
+        aspect="Aspect ratio added as --ar",
+        suffix="Text added to every prompt (words and/or --parameters)",
+        reset="Forget all your defaults",
+    )
+    @app_commands.choices(
+        stylize=[app_commands.Choice(name=name, value=name) for name in defaults.STYLIZE_PRESETS],
+        lane=[app_commands.Choice(name=name, value=name) for name in settings.lanes],
+        aspect=[app_commands.Choice(name=ratio, value=ratio) for ratio in defaults.ASPECT_RATIOS],
+    )
+    async def command(
+        interaction: discord.Interaction,
+        stylize: str | None = None,
+        lane: str | None = None,
+        aspect: str | None = None,
+        suffix: str | None = None,
+        reset: bool = False,
+    ) -> None:
+        client = _client(interaction)
+        owner = str(interaction.user.id)
+        current = (
+            member_settings.MemberSettings()
+            if reset
+            else member_settings.load(client.connection, client.settings, owner)
+        )
+        changes = {
+            key: value
+            for key, value in {"stylize": stylize, "lane": lane, "aspect": aspect, "suffix": suffix}.items()
+            if value is not None
+        }
+        updated = member_settings.MemberSettings(**{**current.to_dict(), **changes})
+        if changes or reset:
+            try:
+                member_settings.save(client.connection, client.settings, owner, updated)
+            except ValueError as exc:
+                await interaction.response.send_message(f"Not saved: {exc}", ephemeral=True)
+                return
+        shown = ", ".join(f"{key}: `{value or '-'}`" for key, value in updated.to_dict().items())
+        await interaction.response.send_message(f"Your defaults - {shown}", ephemeral=True)
+
+    return command
+
+
+@app_commands.command(name="imagine", description="Make four images from a prompt")
+@app_commands.describe(prompt="What to imagine, with --parameters at the end")
+async def imagine_command(interaction: discord.Interaction, prompt: str) -> None:
+    """The /imagine slash command."""
+    await imagine(interaction, prompt)
+
+
+@app_commands.command(name="info", description="Your running and queued jobs")
+async def info_command(interaction: discord.Interaction) -> None:
+    """/info: the member's running and queued jobs with queue positions, and totals."""
+    client = _client(interaction)
+    owner = str(interaction.user.id)
+    states = await asyncio.to_thread(client.desk.active_jobs, owner)
+    totals = await asyncio.to_thread(client.desk.totals, owner)
+    await interaction.response.send_message(
+        messages.info(states[: defaults.INFO_JOBS_SHOWN], totals), ephemeral=True
+    )
+
+
+@app_commands.command(name="cancel", description="Cancel one of your jobs (default: your newest)")
+@app_commands.describe(job_id="The job to cancel; your newest running or queued job when empty")
+async def cancel_command(interaction: discord.Interaction, job_id: str | None = None) -> None:
+    """/cancel: a queued job leaves the queue now, a running one stops at its next step; only your own."""
+    client = _client(interaction)
+    owner = str(interaction.user.id)
+    target = (job_id or "").strip() or await asyncio.to_thread(client.desk.latest_active, owner)
+    if not target:
+        await interaction.response.send_message(messages.NO_ACTIVE_JOBS, ephemeral=True)
+        return
+    state = await asyncio.to_thread(client.desk.state, target)
+    if state is None:
+        await interaction.response.send_message(messages.unknown_job(target), ephemeral=True)
+        return
+    if str(state.spec.get("owner", "")) != owner:
+        await interaction.response.send_message(messages.not_yours(target), ephemeral=True)
+        return
+    outcome = await asyncio.to_thread(request_cancel, client.connection, client.settings, target)
+    await interaction.response.send_message(messages.cancel_outcome(target, outcome), ephemeral=True)
+    if outcome == "canceled":
+        await _mark_canceled(client, state.spec)
+
+
+async def _mark_canceled(client: ImagineClient, spec: dict[str, Any]) -> None:
+    """A job canceled while queued never reaches a worker, so the bot updates its waiting message itself."""
+    delivery = spec.get("delivery", {})
+    channel_id, message_id = delivery.get("channel_id"), delivery.get("waiting_message_id")
+    if not (channel_id and message_id):
+        return
+    owner = str(spec.get("owner", ""))
+    try:
+        channel = client.get_partial_messageable(int(channel_id))
+        await channel.get_partial_message(int(message_id)).edit(
+            content=discord_format.failed_line(str(spec.get("prompt", "")), owner, "Cancelled."),
+            allowed_mentions=mentions_for(owner),
+        )
+    except (discord.HTTPException, ValueError):
+        log.exception("could not mark the waiting message of a canceled job")
+
+
+@app_commands.command(name="show", description="Post a finished job again, with working buttons")
+@app_commands.describe(job_id="The job id (from /info, /record or the file name)")
+async def show_command(interaction: discord.Interaction, job_id: str) -> None:
+    """/show: re-post a finished job's result from the shared image store."""
+    client = _client(interaction)
+    job_id = job_id.strip()
+    try:
+        record = await asyncio.to_thread(image_store.get_record, client.connection, client.settings, job_id)
+        kind = JobKind(record["spec"].get("kind", JobKind.GRID))
+        count = 1 if kind is JobKind.UPSCALE else defaults.IMAGES_PER_GRID
+        pngs = [
+            await asyncio.to_thread(image_store.get_image, client.connection, client.settings, job_id, index)
+            for index in range(count)
+        ]
+    except image_store.ImageExpired as exc:
+        await interaction.response.send_message(messages.expired(str(exc)), ephemeral=True)
+        return
+    except (KeyError, ValueError):
+        log.exception("unreadable record of job %s", job_id)
+        await interaction.response.send_message(messages.unknown_job(job_id), ephemeral=True)
+        return
+    await interaction.response.defer(thinking=True)
+    picture = pngs[0] if count == 1 else await asyncio.to_thread(_grid_png, pngs)
+    spec = record["spec"]
+    owner = str(spec.get("owner", ""))
+    line = discord_format.result_line(
+        str(spec.get("prompt", "")), owner, str(spec.get("lane", "")), kind, _detail(spec, kind)
+    )
+    await interaction.followup.send(
+        line,
+        file=discord.File(io.BytesIO(picture), filename=discord_format.attachment_name(job_id, kind)),
+        view=_buttons_view(kind, job_id),
+        allowed_mentions=discord.AllowedMentions.none(),
+    )
+
+
+def _detail(spec: dict[str, Any], kind: JobKind) -> str:
+    if kind is JobKind.UPSCALE:
+        return str(spec.get("upscale_mode", ""))
+    if kind is JobKind.VARIATION:
+        return discord_format.variation_detail(float(spec.get("strength", 1.0)))
+    return ""
+
+
+def _grid_png(pngs: list[bytes]) -> bytes:
+    """The 2x2 grid of four stored images (PNG), as the worker composed it."""
+    images = [Image.open(io.BytesIO(data)).convert("RGB") for data in pngs]
+    width, height = images[0].size
+    grid = Image.new("RGB", (2 * width, 2 * height))
+    for index, image in enumerate(images):
+        grid.paste(image.resize((width, height)), ((index % 2) * width, (index // 2) * height))
+    out = io.BytesIO()
+    grid.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _buttons_view(kind: JobKind, job_id: str) -> discord.ui.View:
+    """The same buttons the worker attaches, as a discord.py view (persistent: no timeout)."""
+    view = discord.ui.View(timeout=None)
+    for row_index, row in enumerate(discord_format.components_for(kind, job_id)):
+        for button in row["components"]:
+            emoji = button.get("emoji", {}).get("name")
+            view.add_item(
+                discord.ui.Button(
+                    style=discord.ButtonStyle.secondary,
+                    label=button.get("label"),
+                    emoji=emoji,
+                    custom_id=button["custom_id"],
+                    row=row_index,
+                )
+            )
+    return view
+
+
+async def send_record(interaction: discord.Interaction, job_id: str) -> None:
+    """The job's reproducibility record (job id, seeds, model, resolved parameters), privately."""
+    client = _client(interaction)
+    try:
+        record = await asyncio.to_thread(image_store.get_record, client.connection, client.settings, job_id)
+    except image_store.ImageExpired as exc:
+        await interaction.response.send_message(messages.expired(str(exc)), ephemeral=True)
+        return
+    await interaction.response.send_message(messages.record(record), ephemeral=True)
+
+
+@app_commands.command(name="record", description="The reproducibility record of a job")
+@app_commands.describe(job_id="The job id")
+async def record_command(interaction: discord.Interaction, job_id: str) -> None:
+    """/record: job id, seeds, model and resolved parameters."""
+    await send_record(interaction, job_id.strip())
+
+
+@app_commands.context_menu(name="Job record")
+async def record_menu(interaction: discord.Interaction, message: discord.Message) -> None:
+    """Right-click a result -> Apps -> Job record: the record of the job whose buttons the message carries."""
+    components = [component.to_dict() for component in message.components]
+    job_ids = discord_format.job_ids_in_components(components)  # type: ignore[arg-type]
+    if not job_ids:
+        await interaction.response.send_message("That message is not an imagine result.", ephemeral=True)
+        return
+    await send_record(interaction, job_ids[0])
+
+
+def all_commands(settings: Settings) -> list[app_commands.Command[Any, Any, Any] | app_commands.ContextMenu]:
+    """Every application command the bot registers."""
+    return [
+        imagine_command,
+        settings_command(settings),
+        info_command,
+        cancel_command,
+        show_command,
+        record_command,
+        record_menu,
+    ]

@@ -1,0 +1,78 @@
+"""Member-facing texts of the bot: short and friendly; the details go to the logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from shared.queue import JobState
+
+log = logging.getLogger(__name__)
+
+QUEUE_DOWN = "The image queue is unavailable right now; please try again in a minute."
+"""When Redis cannot be reached."""
+
+SOMETHING_WRONG = "Something went wrong on our side; please try again. (The admins have the details in the logs.)"
+"""Any unexpected error."""
+
+UNKNOWN_BUTTON = "This button is not one I know any more."
+"""A click on a custom_id this version cannot read."""
+
+NO_ACTIVE_JOBS = "You have no running or queued jobs."
+"""/cancel without a job id, or /info, when the member has none."""
+
+
+def prompt_error(message: str) -> str:
+    """A bad prompt: the parser's message as it is (it names the parameter and what is allowed)."""
+    return f"Sorry, I can't read that prompt: {message}"
+
+
+def expired(message: str) -> str:
+    """A follow-up whose source images are no longer stored."""
+    return f"Sorry, {message}. Make a new one with /imagine."
+
+
+def not_yours(job_id: str) -> str:
+    """/cancel of someone else's job."""
+    return f"Job `{job_id}` is not yours to cancel."
+
+
+def unknown_job(job_id: str) -> str:
+    """/cancel, /show or /record of an id Redis does not know."""
+    return f"I don't know a job `{job_id}` (or it has expired)."
+
+
+def cancel_outcome(job_id: str, outcome: str) -> str:
+    """What ``shared.queue.request_cancel`` did, in words."""
+    return {
+        "canceled": f"Job `{job_id}` was removed from the queue.",
+        "stopping": f"Job `{job_id}` is stopping at its next step.",
+    }.get(outcome, f"Job `{job_id}` is not running or queued any more.")
+
+
+def info(states: list[tuple[JobState, int | None]], totals: dict[str, int]) -> str:
+    """/info: the member's running and queued jobs (with queue positions) and the totals."""
+    lines = ["**Your jobs**"]
+    if not states:
+        lines.append(NO_ACTIVE_JOBS)
+    for state, position in states:
+        prompt = str(state.spec.get("prompt", ""))[:80]
+        if state.status.value == "started":
+            where = f"running, {round(100 * state.progress)}%"
+        else:
+            where = f"queued, #{position}" if position else "queued"
+        lines.append(f"`{state.job_id}` {where} ({state.spec.get('lane', '?')}): {prompt}")
+    lines.append(
+        f"Queued in all lanes: {totals.get('queued', 0)} - running: {totals.get('running', 0)}"
+        f" - jobs you made: {totals.get('made', 0)}"
+    )
+    return "\n".join(lines)
+
+
+def record(data: dict[str, Any]) -> str:
+    """A job's reproducibility record as a JSON code block (cut to fit one message)."""
+    text = json.dumps(data, indent=1, sort_keys=True, default=str)
+    if len(text) > 1900:
+        text = text[:1880] + "\n... (cut)"
+    return f"```json\n{text}\n```"

@@ -1,0 +1,185 @@
+"""Discord message text and button JSON shared by the bot and the workers (no discord import here).
+
+The bot answers interactions with these lines; a worker posts results over REST with the same lines and builds the
+buttons' component JSON from the same ``custom_id`` templates that the bot's persistent ``DynamicItem`` parses.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from shared import defaults
+from shared.job import JobKind
+
+log = logging.getLogger(__name__)
+
+
+class ButtonAction(StrEnum):
+    """What a result button asks for; the value is the action's tag inside the ``custom_id``."""
+
+    UPSCALE = "u"
+    """U<n> on a grid: image n alone, upscaled with the default mode."""
+    VARY = "v"
+    """V<n> on a grid: four variations of image n (strong)."""
+    REROLL = "r"
+    """Re-roll: the same prompt with new seeds."""
+    UPSCALE_SUBTLE = "us"
+    """"Upscale (Subtle)" on an upscaled image."""
+    UPSCALE_CREATIVE = "uc"
+    """"Upscale (Creative)" on an upscaled image."""
+    VARY_SUBTLE = "vs"
+    """"Vary (Subtle)" on an upscaled image."""
+    VARY_STRONG = "vx"
+    """"Vary (Strong)" on an upscaled image."""
+
+
+CUSTOM_ID_TEMPLATE = r"imagine:(?P<action>us|uc|vs|vx|u|v|r):(?P<job_id>[0-9A-Za-z_-]{1,64}):(?P<n>[0-9])"
+"""Regex of every result button's ``custom_id``: ``imagine:<action>:<job_id>:<n>`` (n is 1-based; 0 for re-roll)."""
+
+_CUSTOM_ID = re.compile(CUSTOM_ID_TEMPLATE)
+
+_MARKDOWN = re.compile(r"([\\*_~`|>])")
+
+
+@dataclass(frozen=True)
+class ButtonRef:
+    """A parsed button ``custom_id``."""
+
+    action: ButtonAction
+    job_id: str
+    n: int
+    """1-based image number as shown on the button (0 for re-roll)."""
+
+    @property
+    def index(self) -> int:
+        """0-based image index inside the source job (re-roll: 0)."""
+        return max(self.n - 1, 0)
+
+
+def custom_id(action: ButtonAction, job_id: str, n: int) -> str:
+    """The ``custom_id`` of a button; an impossible combination is an error naming it."""
+    value = f"imagine:{action.value}:{job_id}:{n}"
+    if len(value) > defaults.DISCORD_CUSTOM_ID_MAX or not _CUSTOM_ID.fullmatch(value):
+        raise ValueError(f"cannot build a button custom_id from action={action!r}, job_id={job_id!r}, n={n!r}")
+    return value
+
+
+def parse_custom_id(value: str) -> ButtonRef:
+    """The action, job id and image number of a button's ``custom_id``; anything else is a ``ValueError`` naming it."""
+    match = _CUSTOM_ID.fullmatch(value)
+    if match is None:
+        raise ValueError(f"custom_id must look like imagine:<action>:<job_id>:<n>, got {value!r}")
+    return ButtonRef(ButtonAction(match["action"]), match["job_id"], int(match["n"]))
+
+
+def escape(text: str) -> str:
+    """``text`` with Discord markdown characters escaped, so a prompt cannot break the bold line around it."""
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
+def _prompt(prompt: str) -> str:
+    limit = defaults.DISCORD_PROMPT_SHOWN_MAX
+    shown = prompt if len(prompt) <= limit else prompt[: limit - 1] + "…"
+    return f"**{escape(shown)}**"
+
+
+def mention(owner: str) -> str:
+    """A user mention for a Discord user id (a non-numeric owner, e.g. ``local``, is shown as is)."""
+    return f"<@{owner}>" if owner.isdigit() else escape(owner)
+
+
+def waiting_line(prompt: str, owner: str, position: int | None = None) -> str:
+    """"**prompt** - <@user> (Waiting to start)", with the queue position when known."""
+    line = f"{_prompt(prompt)} - {mention(owner)} (Waiting to start)"
+    if position is not None and position > 0:
+        line += f" - #{position} in the queue"
+    return line
+
+
+def progress_line(prompt: str, owner: str, fraction: float, lane: str) -> str:
+    """"**prompt** - <@user> (42%) (fast)": the waiting message while the job runs."""
+    percent = round(100 * min(max(fraction, 0.0), 1.0))
+    return f"{_prompt(prompt)} - {mention(owner)} ({percent}%) ({lane})"
+
+
+def result_line(prompt: str, owner: str, lane: str, kind: JobKind = JobKind.GRID, detail: str = "") -> str:
+    """The final message's line: "**prompt** - <@user> (fast)"; upscales and variations say what they are."""
+    if kind is JobKind.UPSCALE:
+        return f"{_prompt(prompt)} - Upscaled ({detail.title() or 'Subtle'}) by {mention(owner)} ({lane})"
+    if kind is JobKind.VARIATION:
+        return f"{_prompt(prompt)} - Variations ({detail.title() or 'Strong'}) by {mention(owner)} ({lane})"
+    return f"{_prompt(prompt)} - {mention(owner)} ({lane})"
+
+
+def failed_line(prompt: str, owner: str, reason: str) -> str:
+    """The waiting message's last words when a job fails or is canceled (``reason`` is member-facing)."""
+    return f"{_prompt(prompt)} - {mention(owner)} ({escape(reason)[: defaults.DISCORD_REASON_SHOWN_MAX]})"
+
+
+def variation_detail(strength: float) -> str:
+    """"subtle" or "strong": the name of a variation strength, for the result line."""
+    return "subtle" if strength <= defaults.VARY_SUBTLE_STRENGTH else "strong"
+
+
+def _button(label: str, cid: str, *, emoji: str = "") -> dict[str, Any]:
+    button: dict[str, Any] = {"type": 2, "style": 2, "custom_id": cid}
+    if label:
+        button["label"] = label
+    if emoji:
+        button["emoji"] = {"name": emoji}
+    return button
+
+
+def _row(buttons: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": 1, "components": buttons}
+
+
+def grid_components(job_id: str) -> list[dict[str, Any]]:
+    """Two rows: U1-U4 and re-roll, then V1-V4 (the buttons under a grid)."""
+    count = defaults.IMAGES_PER_GRID
+    upscales = [_button(f"U{n}", custom_id(ButtonAction.UPSCALE, job_id, n)) for n in range(1, count + 1)]
+    reroll = _button("", custom_id(ButtonAction.REROLL, job_id, 0), emoji=defaults.REROLL_EMOJI)
+    variations = [_button(f"V{n}", custom_id(ButtonAction.VARY, job_id, n)) for n in range(1, count + 1)]
+    return [_row([*upscales, reroll]), _row(variations)]
+
+
+def upscale_components(job_id: str) -> list[dict[str, Any]]:
+    """One row under an upscaled image: Upscale (Subtle), Upscale (Creative), Vary (Subtle), Vary (Strong)."""
+    return [
+        _row(
+            [
+                _button("Upscale (Subtle)", custom_id(ButtonAction.UPSCALE_SUBTLE, job_id, 1)),
+                _button("Upscale (Creative)", custom_id(ButtonAction.UPSCALE_CREATIVE, job_id, 1)),
+                _button("Vary (Subtle)", custom_id(ButtonAction.VARY_SUBTLE, job_id, 1)),
+                _button("Vary (Strong)", custom_id(ButtonAction.VARY_STRONG, job_id, 1)),
+            ]
+        )
+    ]
+
+
+def components_for(kind: JobKind, job_id: str) -> list[dict[str, Any]]:
+    """The buttons under a finished job's message."""
+    return upscale_components(job_id) if kind is JobKind.UPSCALE else grid_components(job_id)
+
+
+def job_ids_in_components(components: list[dict[str, Any]]) -> list[str]:
+    """The job ids named by result buttons in a message's component JSON (in order, without repeats)."""
+    found: list[str] = []
+    for row in components:
+        for item in row.get("components", []):
+            try:
+                ref = parse_custom_id(str(item.get("custom_id", "")))
+            except ValueError:
+                continue
+            if ref.job_id not in found:
+                found.append(ref.job_id)
+    return found
+
+
+def attachment_name(job_id: str, kind: JobKind) -> str:
+    """File name of a result's attachment (names the job, so a saved file can be traced to its record)."""
+    return f"{'upscale' if kind is JobKind.UPSCALE else 'grid'}_{job_id}.png"

@@ -1,0 +1,112 @@
+"""Per-member defaults (/settings): stylize preset, lane, aspect ratio and a prompt suffix, as JSON in Redis."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from shared import defaults
+from shared.prompt import Prompt
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_FIRST_PARAM = re.compile(r"(?:^|\s)(?:--|[–—―])[A-Za-z]")
+_DEFAULT_PROMPT = Prompt(text="x")
+
+
+@dataclass(frozen=True)
+class MemberSettings:
+    """A member's defaults; empty fields add nothing to their prompts."""
+
+    stylize: str = ""
+    """A key of ``defaults.STYLIZE_PRESETS`` or empty."""
+    lane: str = ""
+    """A lane name or empty (the system default)."""
+    aspect: str = ""
+    """One of ``defaults.ASPECT_RATIOS`` or empty."""
+    suffix: str = ""
+    """Text (words and/or parameters) added to every prompt."""
+
+    def validate(self, settings: Settings) -> MemberSettings:
+        """``self`` if every field is allowed; else a ``ValueError`` naming the field, its value and what is allowed."""
+        if self.stylize and self.stylize not in defaults.STYLIZE_PRESETS:
+            allowed = ", ".join(defaults.STYLIZE_PRESETS)
+            raise ValueError(f"stylize must be one of {allowed}, got {self.stylize!r}")
+        if self.lane and self.lane not in settings.lanes:
+            raise ValueError(f"lane must be one of {', '.join(settings.lanes)}, got {self.lane!r}")
+        if self.aspect and self.aspect not in defaults.ASPECT_RATIOS:
+            raise ValueError(f"aspect must be one of {', '.join(defaults.ASPECT_RATIOS)}, got {self.aspect!r}")
+        if len(self.suffix) > defaults.MEMBER_SUFFIX_MAX:
+            raise ValueError(f"suffix must be at most {defaults.MEMBER_SUFFIX_MAX} characters, got {len(self.suffix)}")
+        return self
+
+    def apply_text(self, text: str) -> str:
+        """``text`` with the member's suffix: its words go before the prompt's first ``--`` parameter (parameters come
+        last), its parameters at the end (naming a parameter the prompt names too is the parser's duplicate error)."""
+        text = text.strip()
+        suffix = self.suffix.strip()
+        if not suffix:
+            return text
+        cut = _FIRST_PARAM.search(suffix)
+        words, params = (suffix[: cut.start()], suffix[cut.start() :]) if cut else (suffix, "")
+        words = words.strip()
+        if words:
+            at = _FIRST_PARAM.search(text)
+            text = f"{text[: at.start()]} {words}{text[at.start() :]}" if at else f"{text} {words}"
+        return f"{text} {params.strip()}" if params.strip() else text
+
+    def apply_prompt(self, prompt: Prompt) -> Prompt:
+        """``prompt`` with the member's stylize and aspect ratio where the prompt has the system defaults."""
+        changes: dict[str, Any] = {}
+        if self.stylize and prompt.stylize == _DEFAULT_PROMPT.stylize:
+            changes["stylize"] = defaults.STYLIZE_PRESETS[self.stylize]
+        if self.aspect and prompt.aspect_ratio == _DEFAULT_PROMPT.aspect_ratio:
+            w, h = self.aspect.split(":")
+            changes["aspect_ratio"] = (int(w), int(h))
+        return dataclasses.replace(prompt, **changes) if changes else prompt
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MemberSettings:
+        """The inverse of ``to_dict``; unknown keys (from a newer version) are dropped with a log line."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            log.warning("ignoring unknown member settings keys %s", unknown)
+        return cls(**{k: str(v) for k, v in data.items() if k in names})
+
+
+def settings_key(settings: Settings, member_id: str) -> str:
+    """Redis key of a member's settings."""
+    return f"{settings.queue_prefix}:member:{member_id}:settings"
+
+
+def load(connection: redis.Redis, settings: Settings, member_id: str) -> MemberSettings:
+    """The member's saved settings, or the empty defaults (also when the stored JSON is unreadable, logged)."""
+    raw = connection.get(settings_key(settings, member_id))
+    if raw is None:
+        return MemberSettings()
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        return MemberSettings.from_dict(data)
+    except ValueError:
+        log.exception("unreadable settings of member %s; using defaults", member_id)
+        return MemberSettings()
+
+
+def save(connection: redis.Redis, settings: Settings, member_id: str, member: MemberSettings) -> None:
+    """Validate and store the member's settings (kept until changed)."""
+    member.validate(settings)
+    connection.set(settings_key(settings, member_id), json.dumps(member.to_dict(), sort_keys=True))

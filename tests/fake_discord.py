@@ -1,0 +1,830 @@
+"""A fake Discord on loopback (aiohttp): a gateway and the REST routes that the bot and the workers use.
+
+It runs in a background thread with its own event loop, so synchronous tests (and the benchmark) drive the real bot
+process and real workers through it: ``slash()`` and ``click()`` dispatch INTERACTION_CREATE over the gateway, every
+REST call is recorded in ``calls``, messages live in ``messages`` (deleted ones are kept, flagged), and ``wait_for``
+blocks until a condition on that state holds.
+
+Facts that discord.py 2.7 needs (found by building this): JSON responses carry exactly ``Content-Type:
+application/json``; READY carries ``resume_gateway_url``; interaction payloads carry ``attachment_size_limit``; the
+callback endpoint answers ``{"interaction": ..., "resource": ...}`` (``?with_response=1``), not 204; component clicks
+carry the message (with its components) that this fake returned when it was posted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from aiohttp import BodyPartReader, WSMsgType, web
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+EPHEMERAL = 64
+"""Message flag of ephemeral messages."""
+
+DISCORD_EPOCH_MS = 1_420_070_400_000
+"""Discord's snowflake epoch (2015-01-01) in Unix milliseconds."""
+
+INTERACTION_TOKEN_INVALID = 50027
+"""Discord's error code for an expired or unknown interaction (webhook) token."""
+
+ALREADY_ACKNOWLEDGED = 40060
+"""Discord's error code for a second callback to one interaction."""
+
+
+@dataclass
+class Call:
+    """One REST request as the fake saw it."""
+
+    method: str
+    path: str
+    """Path below the API base, e.g. ``/channels/1/messages``."""
+    query: dict[str, str]
+    json: Any
+    """The JSON body, or ``payload_json`` of a multipart body; None without a body."""
+    files: dict[str, tuple[str, bytes]]
+    """Multipart files: form field name -> (file name, bytes)."""
+    auth: str
+    """The Authorization header ("Bot <token>" for the bot token; empty for interaction-token routes)."""
+    status: int = 0
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class InteractionRecord:
+    """An interaction the fake dispatched, and how the bot answered it."""
+
+    id: int
+    token: str
+    kind: int
+    """2: application command, 3: component."""
+    user_id: int
+    dispatched_at: float = 0.0
+    acked_at: float | None = None
+    response_type: int | None = None
+    response: Any = None
+    response_message_id: int | None = None
+    expired: bool = False
+
+    @property
+    def ack_latency_s(self) -> float | None:
+        """Seconds from dispatch to the callback's arrival (None if not acknowledged)."""
+        return None if self.acked_at is None else self.acked_at - self.dispatched_at
+
+    @property
+    def ephemeral(self) -> bool:
+        """Whether the response was ephemeral."""
+        data = (self.response or {}).get("data") or {}
+        return bool(int(data.get("flags") or 0) & EPHEMERAL)
+
+    @property
+    def content(self) -> str:
+        """Text of the response message ("" if none)."""
+        data = (self.response or {}).get("data") or {}
+        return str(data.get("content") or "")
+
+
+class FakeDiscord:
+    """Gateway + REST on 127.0.0.1, recording everything; start with ``start()`` or use as a context manager."""
+
+    def __init__(
+        self,
+        *,
+        token: str = "fake-bot-token",
+        application_id: int = 700000000000000001,
+        guild_id: int = 700000000000000002,
+        channel_id: int = 700000000000000003,
+        bot_user_id: int = 700000000000000001,
+    ) -> None:
+        self.token = token
+        self.application_id = application_id
+        self.guild_id = guild_id
+        self.channel_id = channel_id
+        self.bot_user_id = bot_user_id
+        self.port = 0
+        self.calls: list[Call] = []
+        self.messages: dict[int, dict[str, Any]] = {}
+        """Every message ever created, by id; deleted ones carry ``"deleted": True``."""
+        self.message_history: dict[int, list[dict[str, Any]]] = {}
+        """Each message's versions, oldest first (creation, then every edit)."""
+        self.files: dict[int, bytes] = {}
+        """Attachment id -> bytes."""
+        self.interactions: dict[int, InteractionRecord] = {}
+        self.commands: dict[str, dict[str, Any]] = {}
+        """Synced application commands by name (guild or global)."""
+        self.identifies = 0
+        self.gateway_errors: list[str] = []
+        self.fail_next: list[tuple[str, int, float]] = []
+        """Queued faults for channel-message routes: (method or "*", status, retry_after for 429)."""
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._sequence = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._started = threading.Event()
+
+    # --- life cycle -------------------------------------------------------------------------------------------
+
+    @property
+    def api_base(self) -> str:
+        """The REST base URL (``DISCORD_API_BASE``)."""
+        return f"http://127.0.0.1:{self.port}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        """The gateway URL (``DISCORD_GATEWAY_URL``)."""
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point a bot or worker process at this fake."""
+        return {
+            "DISCORD_TOKEN": self.token,
+            "DISCORD_API_BASE": self.api_base,
+            "DISCORD_GATEWAY_URL": self.gateway_url,
+            "DISCORD_GUILD_IDS": str(self.guild_id),
+            "DISCORD_GUILD_READY_TIMEOUT_S": "0.1",
+        }
+
+    def start(self) -> FakeDiscord:
+        """Serve on a free loopback port in a background thread; returns self once it accepts connections."""
+        self._thread = threading.Thread(target=self._serve, name="fake-discord", daemon=True)
+        self._thread.start()
+        if not self._started.wait(10):
+            raise RuntimeError("fake Discord did not start within 10 s")
+        return self
+
+    def stop(self) -> None:
+        """Close sockets, stop the server and its thread."""
+        if self._loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+        self._loop = None
+
+    def __enter__(self) -> FakeDiscord:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        self._runner = web.AppRunner(app, access_log=None)
+        loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._started.set()
+        loop.run_forever()
+        loop.close()
+
+    async def _shutdown(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close(code=4000)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _run(self, coro: Any) -> Any:
+        assert self._loop is not None, "fake Discord is not started"
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
+
+    # --- state helpers ------------------------------------------------------------------------------------------
+
+    def snowflake(self) -> int:
+        """A new, increasing snowflake id."""
+        return ((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) + next(self._ids)
+
+    def wait_for(self, condition: Callable[[], T], timeout: float = 60.0, what: str = "") -> T:
+        """Block until ``condition()`` is truthy (re-checked on every change and every 0.2 s); return its value."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                value = condition()
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"fake Discord: timed out after {timeout} s waiting for {what or condition}")
+                self._changed.wait(min(left, 0.2))
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def channel_messages(self, channel_id: int | None = None, *, include_deleted: bool = False) -> list[dict[str, Any]]:
+        """Messages of a channel in creation order (ephemeral ones included; deleted ones only if asked)."""
+        channel = str(channel_id or self.channel_id)
+        with self._lock:
+            return [
+                m
+                for m in self.messages.values()
+                if m["channel_id"] == channel and (include_deleted or not m.get("deleted"))
+            ]
+
+    def calls_to(self, method: str, path_part: str = "") -> list[Call]:
+        """Recorded calls with ``method`` (or "*") whose path contains ``path_part``."""
+        with self._lock:
+            return [c for c in self.calls if (method == "*" or c.method == method) and path_part in c.path]
+
+    def user(self, user_id: int, name: str = "") -> dict[str, Any]:
+        """A user object."""
+        return {
+            "id": str(user_id),
+            "username": name or f"user{user_id % 10000}",
+            "discriminator": "0",
+            "global_name": None,
+            "avatar": None,
+            "bot": user_id == self.bot_user_id,
+            "public_flags": 0,
+            "flags": 0,
+        }
+
+    def _member(self, user_id: int) -> dict[str, Any]:
+        return {
+            "user": self.user(user_id),
+            "roles": [],
+            "joined_at": _iso(),
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "pending": False,
+            "nick": None,
+            "avatar": None,
+            "permissions": "2251799813685247",
+        }
+
+    def _channel(self) -> dict[str, Any]:
+        return {
+            "id": str(self.channel_id),
+            "type": 0,
+            "guild_id": str(self.guild_id),
+            "name": "imagine",
+            "position": 0,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+        }
+
+    def _guild(self) -> dict[str, Any]:
+        return {
+            "id": str(self.guild_id),
+            "name": "Fake guild",
+            "icon": None,
+            "owner_id": "1",
+            "roles": [
+                {
+                    "id": str(self.guild_id),
+                    "name": "@everyone",
+                    "permissions": "2251799813685247",
+                    "position": 0,
+                    "color": 0,
+                    "hoist": False,
+                    "managed": False,
+                    "mentionable": False,
+                    "flags": 0,
+                }
+            ],
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "member_count": 2,
+            "members": [self._member(self.bot_user_id)],
+            "channels": [self._channel()],
+            "threads": [],
+            "presences": [],
+            "voice_states": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "unavailable": False,
+            "large": False,
+            "joined_at": _iso(),
+            "premium_tier": 0,
+            "preferred_locale": "en-US",
+            "nsfw_level": 0,
+            "mfa_level": 0,
+            "verification_level": 0,
+            "explicit_content_filter": 0,
+            "default_message_notifications": 0,
+            "system_channel_flags": 0,
+        }
+
+    def _application(self) -> dict[str, Any]:
+        return {
+            "id": str(self.application_id),
+            "name": "imagine",
+            "icon": None,
+            "description": "",
+            "bot_public": True,
+            "bot_require_code_grant": False,
+            "owner": self.user(1, "owner"),
+            "verify_key": "00",
+            "flags": 0,
+            "team": None,
+            "summary": "",
+        }
+
+    # --- gateway ------------------------------------------------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None}))
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                payload = json.loads(msg.data)
+                op = payload.get("op")
+                if op == 1:
+                    await ws.send_str(json.dumps({"op": 11, "d": None, "s": None, "t": None}))
+                elif op == 2:
+                    if payload["d"].get("token") != self.token:
+                        self.gateway_errors.append("identify with a wrong token")
+                        await ws.close(code=4004)
+                        break
+                    await self._ready(ws)
+                elif op == 6:
+                    # No session resumption here: the client re-identifies.
+                    await ws.send_str(json.dumps({"op": 9, "d": False, "s": None, "t": None}))
+        finally:
+            self._sockets.discard(ws)
+        return ws
+
+    async def _ready(self, ws: web.WebSocketResponse) -> None:
+        ready = {
+            "v": 10,
+            "user": self.user(self.bot_user_id, "imagine"),
+            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "session_id": f"session-{self.snowflake()}",
+            "resume_gateway_url": self.gateway_url,
+            "shard": [0, 1],
+            "application": {"id": str(self.application_id), "flags": 0},
+            "private_channels": [],
+            "relationships": [],
+        }
+        await self._send_dispatch(ws, "READY", ready)
+        await self._send_dispatch(ws, "GUILD_CREATE", self._guild())
+        with self._lock:
+            self.identifies += 1
+        self._notify()
+
+    async def _send_dispatch(self, ws: web.WebSocketResponse, event: str, data: Any) -> None:
+        self._sequence += 1
+        await ws.send_str(json.dumps({"op": 0, "t": event, "s": self._sequence, "d": data}))
+
+    async def _dispatch_all(self, event: str, data: Any) -> None:
+        if not self._sockets:
+            raise RuntimeError(f"no bot is connected to the fake gateway to receive {event}")
+        for ws in list(self._sockets):
+            await self._send_dispatch(ws, event, data)
+
+    def wait_connected(self, identifies: int = 1, timeout: float = 60.0) -> None:
+        """Block until the bot has identified ``identifies`` times in all (i.e. is connected and set up)."""
+        self.wait_for(lambda: self.identifies >= identifies and self._sockets, timeout, f"{identifies} IDENTIFY")
+
+    # --- interactions -------------------------------------------------------------------------------------------
+
+    def _interaction(self, kind: int, data: dict[str, Any], user_id: int, **extra: Any) -> dict[str, Any]:
+        interaction_id = self.snowflake()
+        token = f"itoken-{interaction_id}"
+        with self._lock:
+            self.interactions[interaction_id] = InteractionRecord(interaction_id, token, kind, user_id)
+        return {
+            "id": str(interaction_id),
+            "application_id": str(self.application_id),
+            "type": kind,
+            "data": data,
+            "guild_id": str(self.guild_id),
+            "channel_id": str(self.channel_id),
+            "channel": self._channel(),
+            "member": self._member(user_id),
+            "token": token,
+            "version": 1,
+            "app_permissions": "2251799813685247",
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "context": 0,
+            "attachment_size_limit": 10 * 1024 * 1024,
+            **extra,
+        }
+
+    def _send_interaction(self, payload: dict[str, Any]) -> InteractionRecord:
+        record = self.interactions[int(payload["id"])]
+
+        async def send() -> None:
+            with self._lock:
+                record.dispatched_at = time.monotonic()
+            await self._dispatch_all("INTERACTION_CREATE", payload)
+
+        self._run(send())
+        return record
+
+    def slash(self, name: str, options: dict[str, Any] | None = None, *, user_id: int = 42) -> InteractionRecord:
+        """Dispatch a slash command as member ``user_id``; returns the interaction's record (filled in as answered)."""
+        return self._send_interaction(self.slash_payload(name, options, user_id=user_id))
+
+    def slash_payload(self, name: str, options: dict[str, Any] | None = None, *, user_id: int = 42) -> dict[str, Any]:
+        """The INTERACTION_CREATE payload of a slash command (for ``dispatch_many`` and malformed-payload tests)."""
+        command = self.commands.get(name, {})
+        data = {
+            "id": command.get("id", str(self.snowflake())),
+            "name": name,
+            "type": 1,
+            "guild_id": str(self.guild_id),
+            "options": [_option(key, value) for key, value in (options or {}).items()],
+        }
+        return self._interaction(2, data, user_id)
+
+    def dispatch_many(self, payloads: list[dict[str, Any]]) -> list[InteractionRecord]:
+        """Dispatch many interactions back to back, as fast as the gateway socket takes them."""
+
+        async def send_all() -> None:
+            for payload in payloads:
+                with self._lock:
+                    self.interactions[int(payload["id"])].dispatched_at = time.monotonic()
+                await self._dispatch_all("INTERACTION_CREATE", payload)
+
+        self._run(send_all())
+        return [self.interactions[int(p["id"])] for p in payloads]
+
+    def click(self, message_id: int, custom_id: str, *, user_id: int = 42) -> InteractionRecord:
+        """Click the button ``custom_id`` on message ``message_id`` (the message as this fake stores it)."""
+        with self._lock:
+            message = dict(self.messages[message_id])
+        message.pop("deleted", None)
+        data = {"custom_id": custom_id, "component_type": 2}
+        return self._send_interaction(self._interaction(3, data, user_id, message=message))
+
+    def message_command(self, name: str, message_id: int, *, user_id: int = 42) -> InteractionRecord:
+        """Use the message (context menu) command ``name`` on message ``message_id``."""
+        with self._lock:
+            message = dict(self.messages[message_id])
+        command = self.commands.get(name, {})
+        data = {
+            "id": command.get("id", str(self.snowflake())),
+            "name": name,
+            "type": 3,
+            "target_id": str(message_id),
+            "guild_id": str(self.guild_id),
+            "resolved": {"messages": {str(message_id): message}},
+        }
+        return self._send_interaction(self._interaction(2, data, user_id))
+
+    def dispatch_raw(self, event: str, data: Any) -> None:
+        """Send any gateway dispatch as is (for malformed-payload tests)."""
+        self._run(self._dispatch_all(event, data))
+
+    def expire_interaction_tokens(self) -> None:
+        """Make every interaction token issued so far invalid, as Discord does after 15 minutes."""
+        with self._lock:
+            for record in self.interactions.values():
+                record.expired = True
+
+    def disconnect_bot(self) -> None:
+        """Close the bot's gateway sockets (it reconnects and identifies again)."""
+
+        async def close() -> None:
+            for ws in list(self._sockets):
+                await ws.close(code=4000)
+
+        self._run(close())
+
+    # --- REST ---------------------------------------------------------------------------------------------------
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["tail"]
+        body, files = await _read_body(request)
+        call = Call(request.method, path, dict(request.query), body, files, request.headers.get("Authorization", ""))
+        try:
+            response = self._route(call)
+        except Exception:
+            log.exception("fake Discord failed on %s %s", request.method, path)
+            response = _json({"message": "fake Discord error", "code": 0}, 500)
+        call.status = response.status
+        with self._lock:
+            self.calls.append(call)
+        self._notify()
+        return response
+
+    def _route(self, call: Call) -> web.Response:
+        parts = [p for p in call.path.split("/") if p]
+        method = call.method
+        if parts[:1] == ["interactions"] and len(parts) == 4 and parts[3] == "callback" and method == "POST":
+            return self._callback(int(parts[1]), parts[2], call)
+        if parts[:1] == ["webhooks"] and len(parts) >= 3:
+            return self._webhook(parts, call)
+        if call.auth != f"Bot {self.token}":
+            return _json({"message": "401: Unauthorized", "code": 0}, 401)
+        if parts == ["users", "@me"] and method == "GET":
+            return _json(self.user(self.bot_user_id, "imagine"))
+        if parts == ["oauth2", "applications", "@me"] and method == "GET":
+            return _json(self._application())
+        if parts[:1] == ["applications"] and parts[-1] == "commands" and method == "PUT":
+            return self._sync_commands(call)
+        if parts[:1] == ["channels"] and len(parts) >= 3 and parts[2] == "messages":
+            return self._channel_message(parts, call)
+        return _json({"message": "404: Not Found", "code": 0}, 404)
+
+    def _sync_commands(self, call: Call) -> web.Response:
+        synced = []
+        for command in call.json or []:
+            item = {
+                "id": str(self.snowflake()),
+                "application_id": str(self.application_id),
+                "version": str(self.snowflake()),
+                "default_member_permissions": None,
+                "dm_permission": True,
+                "nsfw": False,
+                "description": "",
+                "options": [],
+                "type": 1,
+                **command,
+            }
+            synced.append(item)
+            with self._lock:
+                self.commands[item["name"]] = item
+        return _json(synced)
+
+    def _fault(self, method: str) -> web.Response | None:
+        with self._lock:
+            for index, (want, status, retry_after) in enumerate(self.fail_next):
+                if want in ("*", method):
+                    del self.fail_next[index]
+                    break
+            else:
+                return None
+        if status == 429:
+            return _json(
+                {"message": "You are being rate limited.", "retry_after": retry_after, "global": False},
+                429,
+                headers={"Retry-After": str(max(1, round(retry_after))), "X-RateLimit-Scope": "user"},
+            )
+        return _json({"message": "upstream error", "code": 0}, status)
+
+    def _channel_message(self, parts: list[str], call: Call) -> web.Response:
+        channel_id = int(parts[1])
+        fault = self._fault(call.method)
+        if fault is not None:
+            return fault
+        if len(parts) == 3 and call.method == "POST":
+            message = self._new_message(channel_id, call, author=self.user(self.bot_user_id, "imagine"))
+            return _json(message)
+        if len(parts) != 4:
+            return _json({"message": "404: Not Found", "code": 0}, 404)
+        message_id = int(parts[3])
+        with self._lock:
+            message = self.messages.get(message_id)
+        if message is None or message.get("deleted") or message["channel_id"] != str(channel_id):
+            return _json({"message": "Unknown Message", "code": 10008}, 404)
+        if call.method == "GET":
+            return _json(message)
+        if call.method == "PATCH":
+            return _json(self._edit_message(message, call))
+        if call.method == "DELETE":
+            with self._lock:
+                message["deleted"] = True
+            return web.Response(status=204)
+        return _json({"message": "405: Method Not Allowed", "code": 0}, 405)
+
+    def _callback(self, interaction_id: int, token: str, call: Call) -> web.Response:
+        with self._lock:
+            record = self.interactions.get(interaction_id)
+        if record is None or record.token != token:
+            return _json({"message": "Unknown interaction", "code": 10062}, 404)
+        if record.acked_at is not None:
+            return _json({"message": "Interaction has already been acknowledged.", "code": ALREADY_ACKNOWLEDGED}, 400)
+        now = time.monotonic()
+        payload = call.json or {}
+        response_type = int(payload.get("type", 0))
+        data = payload.get("data") or {}
+        resource: dict[str, Any] = {"type": response_type}
+        message_id: int | None = None
+        if response_type in (4, 5):
+            content = data if response_type == 4 else {"content": "", "flags": data.get("flags", 0)}
+            fake_call = Call("POST", call.path, {}, content, call.files if response_type == 4 else {}, "")
+            message = self._new_message(
+                self.channel_id, fake_call, author=self.user(self.bot_user_id, "imagine"), webhook=True
+            )
+            message["interaction_token"] = token
+            message_id = int(message["id"])
+            resource["message"] = message
+        elif response_type == 7 and "message" in payload:
+            resource["message"] = payload["message"]
+        with self._lock:
+            record.acked_at = now
+            record.response_type = response_type
+            record.response = payload
+            record.response_message_id = message_id
+        body = {
+            "interaction": {
+                "id": str(interaction_id),
+                "type": record.kind,
+                "response_message_id": str(message_id) if message_id else None,
+                "response_message_loading": response_type == 5,
+                "response_message_ephemeral": bool(int(data.get("flags") or 0) & EPHEMERAL),
+            },
+            "resource": resource,
+        }
+        return _json(body)
+
+    def _webhook(self, parts: list[str], call: Call) -> web.Response:
+        token = parts[2]
+        with self._lock:
+            record = next((r for r in self.interactions.values() if r.token == token), None)
+        if record is None or record.expired:
+            return _json({"message": "Invalid Webhook Token", "code": INTERACTION_TOKEN_INVALID}, 401)
+        if len(parts) == 3 and call.method == "POST":
+            message = self._new_message(self.channel_id, call, author=self.user(self.bot_user_id), webhook=True)
+            message["interaction_token"] = token
+            return _json(message)
+        if len(parts) == 5 and parts[3] == "messages":
+            target = record.response_message_id if parts[4] == "@original" else int(parts[4])
+            with self._lock:
+                message = self.messages.get(target or -1)
+            if message is None or message.get("deleted"):
+                return _json({"message": "Unknown Message", "code": 10008}, 404)
+            if call.method == "GET":
+                return _json(message)
+            if call.method == "PATCH":
+                return _json(self._edit_message(message, call))
+            if call.method == "DELETE":
+                with self._lock:
+                    message["deleted"] = True
+                return web.Response(status=204)
+        return _json({"message": "404: Not Found", "code": 0}, 404)
+
+    def _attachments(self, call: Call) -> list[dict[str, Any]]:
+        made = []
+        for field_name, (filename, data) in sorted(call.files.items()):
+            attachment_id = self.snowflake()
+            self.files[attachment_id] = data
+            made.append(
+                {
+                    "id": str(attachment_id),
+                    "filename": filename,
+                    "size": len(data),
+                    "url": f"{self.api_base}/attachments/{attachment_id}/{filename}",
+                    "proxy_url": f"{self.api_base}/attachments/{attachment_id}/{filename}",
+                    "content_type": "image/png" if filename.endswith(".png") else "application/octet-stream",
+                    "field": field_name,
+                }
+            )
+        return made
+
+    def _new_message(
+        self, channel_id: int, call: Call, *, author: dict[str, Any], webhook: bool = False
+    ) -> dict[str, Any]:
+        data = call.json or {}
+        message_id = self.snowflake()
+        message: dict[str, Any] = {
+            "id": str(message_id),
+            "channel_id": str(channel_id),
+            "guild_id": str(self.guild_id),
+            "type": 0,
+            "content": str(data.get("content") or ""),
+            "author": author,
+            "attachments": self._attachments(call),
+            "embeds": data.get("embeds") or [],
+            "mentions": [],
+            "mention_roles": [],
+            "mention_everyone": False,
+            "pinned": False,
+            "tts": False,
+            "timestamp": _iso(),
+            "edited_timestamp": None,
+            "flags": int(data.get("flags") or 0),
+            "components": data.get("components") or [],
+            "allowed_mentions": data.get("allowed_mentions"),
+        }
+        if webhook:
+            message["webhook_id"] = str(self.application_id)
+            message["application_id"] = str(self.application_id)
+        with self._lock:
+            self.messages[message_id] = message
+            self.message_history[message_id] = [dict(message)]
+        return message
+
+    def _edit_message(self, message: dict[str, Any], call: Call) -> dict[str, Any]:
+        data = call.json or {}
+        new_files = self._attachments(call)
+        with self._lock:
+            if "content" in data:
+                message["content"] = str(data["content"] or "")
+            if "components" in data:
+                message["components"] = data["components"] or []
+            if "embeds" in data:
+                message["embeds"] = data["embeds"] or []
+            if "attachments" in data:
+                keep = {str(a.get("id")) for a in data["attachments"] or []}
+                message["attachments"] = [a for a in message["attachments"] if a["id"] in keep] + new_files
+            else:
+                message["attachments"] = message["attachments"] + new_files
+            message["edited_timestamp"] = _iso()
+            self.message_history[int(message["id"])].append(dict(message))
+        return message
+
+    # --- queries for tests --------------------------------------------------------------------------------------
+
+    def buttons(self, message_id: int) -> list[dict[str, Any]]:
+        """The buttons of a message, row by row flattened."""
+        with self._lock:
+            rows = self.messages[message_id].get("components") or []
+        return [item for row in rows for item in row.get("components", [])]
+
+    def button_id(self, message_id: int, label: str) -> str:
+        """The ``custom_id`` of the button labelled ``label`` (the re-roll button is found by "re-roll")."""
+        for button in self.buttons(message_id):
+            name = button.get("label") or ("re-roll" if button.get("emoji") else "")
+            if name == label:
+                return str(button["custom_id"])
+        raise KeyError(f"message {message_id} has no button {label!r}: {self.buttons(message_id)}")
+
+    def attachment_bytes(self, message_id: int, index: int = 0) -> bytes:
+        """Bytes of attachment ``index`` of a message."""
+        with self._lock:
+            attachment = self.messages[message_id]["attachments"][index]
+            return self.files[int(attachment["id"])]
+
+
+def _option(name: str, value: Any) -> dict[str, Any]:
+    kind = 5 if isinstance(value, bool) else 4 if isinstance(value, int) else 10 if isinstance(value, float) else 3
+    return {"name": name, "type": kind, "value": value}
+
+
+def _iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    # discord.py only parses JSON when the header is exactly "application/json" (no charset).
+    return web.Response(
+        body=json.dumps(body).encode(),
+        status=status,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+async def _read_body(request: web.Request) -> tuple[Any, dict[str, tuple[str, bytes]]]:
+    if not request.body_exists:
+        return None, {}
+    if request.content_type.startswith("multipart/"):
+        payload: Any = None
+        files: dict[str, tuple[str, bytes]] = {}
+        reader = await request.multipart()
+        async for part in reader:
+            if not isinstance(part, BodyPartReader):
+                continue
+            data = await part.read()
+            name = part.name or ""
+            if name == "payload_json":
+                payload = json.loads(bytes(data))
+            else:
+                files[name] = (part.filename or name, bytes(data))
+        return payload, files
+    raw = await request.read()
+    if not raw:
+        return None, {}
+    with contextlib.suppress(ValueError):
+        return json.loads(raw), {}
+    return raw.decode(errors="replace"), {}
+
+
+@contextlib.contextmanager
+def running() -> Iterator[FakeDiscord]:
+    """A started fake Discord, stopped on exit."""
+    fake = FakeDiscord().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()

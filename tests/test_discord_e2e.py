@@ -1,0 +1,217 @@
+"""End to end through the fake Discord: the real bot process, a real worker and a real Redis."""
+
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from PIL import Image
+
+from shared import discord_format, image_store
+from shared.job import JobStatus
+from shared.queue import all_queues, job_state
+from shared.settings import Settings
+from tests.conftest import ROOT, child_env
+from tests.fake_discord import FakeDiscord, InteractionRecord
+
+pytestmark = pytest.mark.slow
+
+MEMBER = 4242
+OTHER = 5151
+
+
+@pytest.fixture
+def fake_discord() -> Iterator[FakeDiscord]:
+    """A started fake Discord on loopback."""
+    with FakeDiscord() as fake:
+        yield fake
+
+
+@pytest.fixture
+def discord_env(settings_env: dict[str, str], fake_discord: FakeDiscord) -> dict[str, str]:
+    """Environment of bot and workers: the test Redis and model, and the fake Discord."""
+    return {**settings_env, **fake_discord.env()}
+
+
+@pytest.fixture
+def start_bot(discord_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """Start ``python -m bot`` against the fake Discord; every bot started is stopped at teardown."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        log_path = tmp_path / f"bot-{len(processes)}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bot"],
+            cwd=ROOT,
+            env=child_env(discord_env),
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        proc.log_path = log_path  # type: ignore[attr-defined]
+        processes.append(proc)
+        return proc
+
+    yield start
+    for proc in processes:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 15 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def log_of(proc: subprocess.Popen[bytes]) -> str:
+    return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+
+
+def answered(fake: FakeDiscord, record: InteractionRecord, timeout: float = 30) -> InteractionRecord:
+    fake.wait_for(lambda: record.acked_at is not None, timeout, f"an answer to interaction {record.id}")
+    return record
+
+
+def final_message(fake: FakeDiscord, job_id: str, timeout: float = 240) -> dict[str, Any]:
+    """The result message whose buttons name ``job_id``."""
+
+    def find() -> dict[str, Any] | None:
+        for message in fake.channel_messages():
+            if job_id in discord_format.job_ids_in_components(message.get("components") or []):
+                return message
+        return None
+
+    return fake.wait_for(find, timeout, f"the result of job {job_id}")
+
+
+def job_of_waiting(conn: redis.Redis, settings: Settings, waiting_id: int, timeout: float = 30) -> str:
+    """The job id whose delivery points at the waiting message ``waiting_id`` (queued, started or finished)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for key in conn.scan_iter("rq:job:*"):
+            job_id = key.decode().split(":", 2)[2]
+            state = job_state(conn, job_id)
+            if state and str(state.spec.get("delivery", {}).get("waiting_message_id")) == str(waiting_id):
+                return job_id
+        time.sleep(0.1)
+    raise AssertionError(f"no job points at waiting message {waiting_id}")
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "PNG"
+    return image.size
+
+
+def click_and_get_result(
+    fake: FakeDiscord, conn: redis.Redis, settings: Settings, message_id: int, label: str, user_id: int = MEMBER
+) -> tuple[str, dict[str, Any]]:
+    """Click a button; returns the new job id and its result message."""
+    record = answered(fake, fake.click(message_id, fake.button_id(message_id, label), user_id=user_id))
+    assert record.response_type == 4 and not record.ephemeral, record.response
+    assert "(Waiting to start)" in record.content
+    assert record.response_message_id is not None
+    job_id = job_of_waiting(conn, settings, record.response_message_id)
+    return job_id, final_message(fake, job_id)
+
+
+def wait_finished(conn: redis.Redis, job_id: str, timeout: float = 60) -> None:
+    """Until RQ has the job as finished (the record is stored right after the post)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = job_state(conn, job_id)
+        if state is not None and state.status is JobStatus.FINISHED:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def test_imagine_buttons_restart_and_bad_prompt(
+    fake_discord: FakeDiscord,
+    start_bot: Callable[[], subprocess.Popen[bytes]],
+    start_worker: Callable[..., subprocess.Popen[bytes]],
+    discord_env: dict[str, str],
+    settings: Settings,
+    redis_conn: redis.Redis,
+) -> None:
+    fake = fake_discord
+    bot = start_bot()
+    fake.wait_connected()
+    assert {"imagine", "settings", "info", "show", "cancel"} <= set(fake.commands)
+
+    # A bad prompt: an ephemeral error, nothing enqueued.
+    bad = answered(fake, fake.slash("imagine", {"prompt": "a cat --ar 0:1"}, user_id=MEMBER))
+    assert bad.ephemeral and "--ar" in bad.content
+    assert sum(queue.count for queue in all_queues(redis_conn, settings)) == 0
+    assert not list(redis_conn.scan_iter("rq:job:*"))
+
+    # /imagine -> public waiting message, one job queued.
+    record = answered(fake, fake.slash("imagine", {"prompt": "a red circle --seed 7"}, user_id=MEMBER))
+    assert not record.ephemeral
+    assert record.content.startswith("**a red circle --seed 7** - <@4242> (Waiting to start)"), record.content
+    waiting_id = record.response_message_id
+    assert waiting_id is not None
+    job_id = job_of_waiting(redis_conn, settings, waiting_id)
+
+    worker = start_worker(env=fake.env(), name="discord")
+    grid_message = final_message(fake, job_id)
+    wait_finished(redis_conn, job_id)
+
+    # At least one progress edit of the waiting message (percentage), which is then removed.
+    versions = fake.message_history[waiting_id]
+    assert any("%)" in version["content"] for version in versions[1:]), versions
+    assert fake.messages[waiting_id].get("deleted")
+    patches = fake.calls_to("PATCH", f"/channels/{fake.channel_id}/messages/{waiting_id}")
+    assert patches and all(call.auth == f"Bot {fake.token}" for call in patches)
+
+    # The final message: line, 2x2 grid PNG, 9 buttons.
+    assert grid_message["content"] == f"**a red circle --seed 7** - <@{MEMBER}> (fast)"
+    record_data = image_store.get_record(redis_conn, settings, job_id)
+    width, height = record_data["size"]
+    assert png_size(fake.attachment_bytes(int(grid_message["id"]))) == (2 * width, 2 * height)
+    labels = [b.get("label") or "re-roll" for b in fake.buttons(int(grid_message["id"]))]
+    assert labels == ["U1", "U2", "U3", "U4", "re-roll", "V1", "V2", "V3", "V4"]
+
+    # U2 -> the second image alone, upscaled, with its four buttons; owned by the clicker.
+    up_id, up_message = click_and_get_result(fake, redis_conn, settings, int(grid_message["id"]), "U2", OTHER)
+    up_labels = [b["label"] for b in fake.buttons(int(up_message["id"]))]
+    assert up_labels == ["Upscale (Subtle)", "Upscale (Creative)", "Vary (Subtle)", "Vary (Strong)"]
+    assert f"<@{OTHER}>" in up_message["content"]
+    up_size = png_size(fake.attachment_bytes(int(up_message["id"])))
+    assert up_size[0] > width and up_size[1] > height
+    wait_finished(redis_conn, up_id)
+    assert image_store.get_record(redis_conn, settings, up_id)["spec"]["source"] == {"job_id": job_id, "index": 1}
+
+    # V1 -> a new grid of variations of image 1.
+    var_id, var_message = click_and_get_result(fake, redis_conn, settings, int(grid_message["id"]), "V1")
+    assert png_size(fake.attachment_bytes(int(var_message["id"]))) == (2 * width, 2 * height)
+    assert len(fake.buttons(int(var_message["id"]))) == 9
+    wait_finished(redis_conn, var_id)
+
+    # Re-roll -> a new grid with other seeds.
+    reroll_id, reroll_message = click_and_get_result(fake, redis_conn, settings, int(grid_message["id"]), "re-roll")
+    wait_finished(redis_conn, reroll_id)
+    reroll_seeds = image_store.get_record(redis_conn, settings, reroll_id)["seeds"]
+    assert reroll_seeds != record_data["seeds"]
+    assert reroll_message["content"].startswith("**a red circle --seed 7**")
+
+    # Restart the bot: a button on the old message still works.
+    stop(bot)
+    start_bot()
+    fake.wait_connected(identifies=2)
+    again_id, again_message = click_and_get_result(fake, redis_conn, settings, int(grid_message["id"]), "U4")
+    wait_finished(redis_conn, again_id)
+    assert image_store.get_record(redis_conn, settings, again_id)["spec"]["source"]["index"] == 3
+    assert worker.poll() is None, log_of(worker)

@@ -1,0 +1,357 @@
+"""Deliver jobs to Discord over REST with the bot token (channel message endpoints; never the interaction token).
+
+The member's "(Waiting to start)" message is edited with the percentage and a low-resolution preview while the job
+runs (at most every ``PROGRESS_EVERY_S``; an edit that meets a rate limit is skipped, not waited for), then the result
+is posted as a new message with its buttons and the waiting message is removed. Final posts honour 429
+``retry_after`` and retry 5xx and network errors with exponential back-off. Small and synchronous on purpose: a
+worker does one job at a time.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from PIL import Image
+
+from shared import defaults, discord_format
+from shared.job import JobKind, JobSpec
+from shared.queue import connect
+from shared.settings import Settings
+from worker.publisher import JobResult
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "DiscordBot (https://github.com/imagine-bot/imagine-bot, 0.1) imagine-worker"
+"""Discord asks every REST client to name itself this way."""
+
+UNKNOWN_MESSAGE = 10008
+"""Discord's error code for a message that does not exist (deleted by the member, say)."""
+
+
+class DiscordError(RuntimeError):
+    """A Discord REST call failed for good; names the call, the HTTP status and Discord's message."""
+
+    def __init__(self, method: str, path: str, status: int, body: Any) -> None:
+        self.status = status
+        self.code = int(body.get("code", 0)) if isinstance(body, dict) else 0
+        message = body.get("message", body) if isinstance(body, dict) else body
+        super().__init__(f"Discord {method} {path} failed with HTTP {status}: {str(message)[:300]}")
+
+
+class RateLimited(DiscordError):
+    """A 429 that the caller chose not to wait for (progress edits), or one longer than ``DISCORD_RETRY_MAX_S``."""
+
+    def __init__(self, method: str, path: str, retry_after: float) -> None:
+        super().__init__(method, path, 429, {"message": f"rate limited, retry after {retry_after:.2f} s"})
+        self.retry_after = retry_after
+
+
+class DiscordRest:
+    """A tiny synchronous Discord REST client: JSON and multipart bodies, 429 and 5xx handling, per-channel buckets."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        timeout_s: float = defaults.DISCORD_HTTP_TIMEOUT_S,
+    ) -> None:
+        if not token:
+            raise ValueError("DISCORD_TOKEN is empty: workers need the bot token to deliver to Discord")
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"DISCORD_API_BASE must be an http(s) URL, got {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self._sleep = sleep
+        self._timeout_s = timeout_s
+        self._blocked_until: dict[str, float] = {}
+        """Bucket (channel) -> monotonic time when its exhausted rate limit resets."""
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        payload: dict[str, Any] | None = None,
+        files: list[tuple[str, bytes]] | None = None,
+        bucket: str = "",
+        wait: bool = True,
+    ) -> Any:
+        """Call ``method path``; returns the decoded JSON body (None for 204).
+
+        ``wait=False`` is for best-effort calls: a rate limit (known in advance or met) raises ``RateLimited`` at once
+        and errors are not retried.
+        """
+        attempts = defaults.DISCORD_HTTP_ATTEMPTS if wait else 1
+        delay = defaults.DISCORD_RETRY_BASE_S
+        for attempt in range(1, attempts + 1):
+            self._respect_bucket(method, path, bucket, wait)
+            body, content_type = _encode(payload, files)
+            req = urllib.request.Request(self.base_url + path, data=body, method=method)
+            req.add_header("Authorization", f"Bot {self._token}")
+            req.add_header("User-Agent", USER_AGENT)
+            if content_type:
+                req.add_header("Content-Type", content_type)
+            try:
+                with urllib.request.urlopen(req, timeout=self._timeout_s) as response:
+                    self._note_bucket(bucket, response.headers)
+                    raw = response.read()
+                    return json.loads(raw) if raw else None
+            except urllib.error.HTTPError as exc:
+                data = _decode(exc.read())
+                self._note_bucket(bucket, exc.headers)
+                if exc.code == 429:
+                    retry_after = _retry_after(data, exc.headers)
+                    if not wait or retry_after > defaults.DISCORD_RETRY_MAX_S:
+                        raise RateLimited(method, path, retry_after) from exc
+                    log.warning("Discord rate limit on %s %s: retrying in %.2f s", method, path, retry_after)
+                    self._sleep(retry_after)
+                    continue
+                if exc.code >= 500 and attempt < attempts:
+                    log.warning("Discord %s %s: HTTP %d, retry %d in %.1f s", method, path, exc.code, attempt, delay)
+                    self._sleep(delay)
+                    delay = min(2 * delay, defaults.DISCORD_RETRY_MAX_S)
+                    continue
+                raise DiscordError(method, path, exc.code, data) from exc
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                if attempt >= attempts:
+                    raise DiscordError(method, path, 0, {"message": f"network error: {exc}"}) from exc
+                log.warning("Discord %s %s: %s, retry %d in %.1f s", method, path, exc, attempt, delay)
+                self._sleep(delay)
+                delay = min(2 * delay, defaults.DISCORD_RETRY_MAX_S)
+        raise DiscordError(method, path, 429, {"message": f"still rate limited after {attempts} tries"})
+
+    def _respect_bucket(self, method: str, path: str, bucket: str, wait: bool) -> None:
+        if not bucket:
+            return
+        left = self._blocked_until.get(bucket, 0.0) - time.monotonic()
+        if left <= 0:
+            return
+        if not wait:
+            raise RateLimited(method, path, left)
+        self._sleep(min(left, defaults.DISCORD_RETRY_MAX_S))
+
+    def _note_bucket(self, bucket: str, headers: Any) -> None:
+        if not bucket or headers is None:
+            return
+        if headers.get("X-RateLimit-Remaining") == "0":
+            try:
+                reset_after = float(headers.get("X-RateLimit-Reset-After") or 0)
+            except ValueError:
+                reset_after = 0.0
+            self._blocked_until[bucket] = time.monotonic() + reset_after
+
+
+class DiscordPublisher:
+    """The ``worker.publisher.Publisher`` for ``Delivery(kind="discord")`` jobs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        rest: DiscordRest | None = None,
+        connection: redis.Redis | None = None,
+    ) -> None:
+        self.settings = settings
+        self.rest = rest or DiscordRest(settings.discord_api_base, settings.discord_token.get_secret_value())
+        self._connection = connection
+        self._last_progress: dict[str, float] = {}
+        self._gone: set[str] = set()
+        """Jobs whose waiting message no longer exists (no more progress edits for them)."""
+
+    @property
+    def connection(self) -> redis.Redis:
+        """Redis, for the posted-once marks (connected on first use)."""
+        if self._connection is None:
+            self._connection = connect(self.settings)
+        return self._connection
+
+    def progress(self, spec: JobSpec, fraction: float, preview: Image.Image | None) -> None:
+        """Edit the waiting message: "**prompt** - <@user> (42%) (fast)" and the preview; best effort, throttled."""
+        delivery = spec.delivery
+        if not (delivery.channel_id and delivery.waiting_message_id) or spec.job_id in self._gone:
+            return
+        now = time.monotonic()
+        # The caller throttles too; the 5% slack keeps its evenly spaced calls from being dropped here.
+        if now - self._last_progress.get(spec.job_id, -1e9) < 0.95 * defaults.PROGRESS_EVERY_S:
+            return
+        self._last_progress[spec.job_id] = now
+        payload: dict[str, Any] = {
+            "content": discord_format.progress_line(spec.prompt, spec.owner, fraction, spec.lane),
+            "allowed_mentions": _mentions(spec.owner),
+        }
+        files: list[tuple[str, bytes]] = []
+        if preview is not None:
+            payload["attachments"] = [{"id": 0, "filename": "preview.png"}]
+            files.append(("preview.png", _png(preview, defaults.DISCORD_PREVIEW_MAX_SIDE)))
+        try:
+            self.rest.request(
+                "PATCH",
+                f"/channels/{delivery.channel_id}/messages/{delivery.waiting_message_id}",
+                payload=payload,
+                files=files,
+                bucket=f"channel:{delivery.channel_id}",
+                wait=False,
+            )
+        except RateLimited as exc:
+            log.info("skipping a progress edit of job %s: %s", spec.job_id, exc)
+        except DiscordError as exc:
+            if exc.code == UNKNOWN_MESSAGE:
+                self._gone.add(spec.job_id)
+            log.warning("progress edit of job %s failed: %s", spec.job_id, exc)
+
+    def publish(self, result: JobResult) -> dict[str, Any]:
+        """Post the result with its buttons, then remove the waiting message; a job is posted at most once."""
+        spec = result.spec
+        channel = spec.delivery.channel_id
+        if not channel:
+            raise ValueError(f"job {spec.job_id} has delivery kind 'discord' but no channel_id")
+        mark = self._posted_key(spec.job_id)
+        posted = self.connection.get(mark)
+        if posted is not None:
+            log.info("job %s was already posted as message %s; not posting again", spec.job_id, posted.decode())
+            self._remove_waiting(spec)
+            return {"discord": {"channel_id": channel, "message_id": posted.decode(), "reposted": False}}
+        kind = spec.kind
+        picture = result.grid if result.grid is not None else result.images[0]
+        name = discord_format.attachment_name(spec.job_id, kind)
+        payload = {
+            "content": discord_format.result_line(spec.prompt, spec.owner, spec.lane, kind, _detail(spec)),
+            "components": discord_format.components_for(kind, spec.job_id),
+            "allowed_mentions": _mentions(spec.owner),
+            "attachments": [{"id": 0, "filename": name}],
+        }
+        started = time.perf_counter()
+        message = self.rest.request(
+            "POST", f"/channels/{channel}/messages", payload=payload, files=[(name, _png(picture))], bucket=f"channel:{channel}"
+        )
+        message_id = str(message["id"])
+        self.connection.set(mark, message_id, ex=self.settings.image_ttl_s)
+        self._remove_waiting(spec)
+        log.info("job %s posted as message %s in channel %s", spec.job_id, message_id, channel)
+        return {
+            "discord": {
+                "channel_id": channel,
+                "message_id": message_id,
+                "attachment": name,
+                "post_s": time.perf_counter() - started,
+            }
+        }
+
+    def failed(self, spec: JobSpec, message: str) -> None:
+        """Turn the waiting message into the failure line (or post it when that message is gone)."""
+        channel = spec.delivery.channel_id
+        if not channel:
+            log.warning("job %s failed without a Discord channel to tell: %s", spec.job_id, message)
+            return
+        payload = {
+            "content": discord_format.failed_line(spec.prompt, spec.owner, message),
+            "allowed_mentions": _mentions(spec.owner),
+            "attachments": [],
+            "components": [],
+        }
+        try:
+            if spec.delivery.waiting_message_id:
+                try:
+                    self.rest.request(
+                        "PATCH",
+                        f"/channels/{channel}/messages/{spec.delivery.waiting_message_id}",
+                        payload=payload,
+                        bucket=f"channel:{channel}",
+                    )
+                    return
+                except DiscordError as exc:
+                    if exc.code != UNKNOWN_MESSAGE:
+                        raise
+            self.rest.request("POST", f"/channels/{channel}/messages", payload=payload, bucket=f"channel:{channel}")
+        except DiscordError:
+            log.exception("could not tell the member that job %s failed (%s)", spec.job_id, message)
+
+    def _remove_waiting(self, spec: JobSpec) -> None:
+        waiting = spec.delivery.waiting_message_id
+        if not waiting:
+            return
+        channel = spec.delivery.channel_id
+        try:
+            self.rest.request("DELETE", f"/channels/{channel}/messages/{waiting}", bucket=f"channel:{channel}")
+        except DiscordError as exc:
+            if exc.code != UNKNOWN_MESSAGE:
+                log.warning("could not remove the waiting message of job %s: %s", spec.job_id, exc)
+
+    def _posted_key(self, job_id: str) -> str:
+        return f"{self.settings.queue_prefix}:discord:posted:{job_id}"
+
+
+def _detail(spec: JobSpec) -> str:
+    if spec.kind is JobKind.UPSCALE:
+        return spec.upscale_mode
+    if spec.kind is JobKind.VARIATION:
+        return discord_format.variation_detail(spec.strength)
+    return ""
+
+
+def _mentions(owner: str) -> dict[str, Any]:
+    """Only the owner may be pinged (a prompt saying @everyone pings nobody)."""
+    return {"parse": [], "users": [owner] if owner.isdigit() else []}
+
+
+def _png(image: Image.Image, max_side: int = 0) -> bytes:
+    if max_side and max(image.size) > max_side:
+        scale = max_side / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _encode(payload: dict[str, Any] | None, files: list[tuple[str, bytes]] | None) -> tuple[bytes | None, str]:
+    """The request body and its content type: JSON, or multipart with ``payload_json`` and ``files[n]``."""
+    if not files:
+        if payload is None:
+            return None, ""
+        return json.dumps(payload).encode(), "application/json"
+    boundary = uuid.uuid4().hex
+    chunks: list[bytes] = []
+
+    def part(headers: str, data: bytes) -> None:
+        chunks.append(f"--{boundary}\r\n{headers}\r\n\r\n".encode() + data + b"\r\n")
+
+    part(
+        'Content-Disposition: form-data; name="payload_json"\r\nContent-Type: application/json',
+        json.dumps(payload or {}).encode(),
+    )
+    for index, (filename, data) in enumerate(files):
+        safe = filename.replace('"', "")
+        part(
+            f'Content-Disposition: form-data; name="files[{index}]"; filename="{safe}"\r\nContent-Type: image/png',
+            data,
+        )
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        return {"message": raw.decode(errors="replace")[:300]}
+
+
+def _retry_after(body: Any, headers: Any) -> float:
+    """Seconds to wait after a 429: the body's ``retry_after`` (float), else the ``Retry-After`` header."""
+    if isinstance(body, dict) and body.get("retry_after") is not None:
+        return max(0.0, float(body["retry_after"]))
+    try:
+        return max(0.0, float(headers.get("Retry-After") or 1.0))
+    except (TypeError, ValueError):
+        return 1.0
