@@ -13,7 +13,8 @@ Grammar and decisions (the member-facing table is docs/parameters.md):
 3. Each expanded prompt is split on whitespace. Leading ``http(s)://`` words are image URLs; a URL anywhere else is an
    error. A word that starts with ``--``, a single en dash, an em dash (what iOS makes of ``--``) or any run of two or
    more dashes, followed by a letter, is a parameter; names are case-insensitive. A single ASCII hyphen (``-ar``) is
-   text. Everything before the first parameter is the prompt body; each parameter takes the words up to the next.
+   text. A parameter or URL may also start right after ``::`` or ``,`` (``castle::--ar 2:1``, ``--no fog,--v 6``).
+   Everything before the first parameter is the prompt body; each parameter takes the words up to the next.
 4. Duplicate parameters are an error (also via an alias: ``--s 50 --stylize 60``), except ``--no``, whose lists are
    joined. ``--v`` with ``--niji``, and two speed flags, are errors too.
 5. ``--ar`` accepts spaces around the colon (``16 : 9``); whole numbers only.
@@ -66,6 +67,7 @@ _CHAR_MAP.update(
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\ud800-\udfff]")
 _PARAM_WORD = re.compile(r"([-–—―]+)([A-Za-z].*)", re.DOTALL)
 _URL_WORD = re.compile(r"https?://", re.IGNORECASE)
+_BOUNDARY = re.compile(r"(?:(?<=::)(?<!:::)|(?<=,))(?=(?:[-–—―]*[–—―][-–—―]*|-{2,})[A-Za-z]|https?://)", re.IGNORECASE)
 _SPECIAL_FIRST = frozenset("-–—―hH")
 _INT = re.compile(r"[0-9]+")
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
@@ -422,9 +424,16 @@ def _parse_one(text: str) -> Prompt:
             raise PromptError(f"image URL {_show(url)!r} has no host; image URLs look like https://example.com/a.png")
         urls.append(url)
         i += 1
+    rest: list[str] = []
+    for word in words[i:]:
+        # "castle::--ar 2:1" and "--no fog,--v 6": a parameter or URL may start right after "::" or ",".
+        if (":" in word or "," in word) and _BOUNDARY.search(word):
+            rest.extend(piece for piece in _BOUNDARY.split(word) if piece)
+        else:
+            rest.append(word)
     body: list[str] = []
     params: list[tuple[str, list[str]]] = []
-    for word in words[i:]:
+    for word in rest:
         # Only words starting with a dash or h/H can be parameters or URLs; the regexes run for those alone.
         special = word[0] in _SPECIAL_FIRST
         if special and _URL_WORD.match(word):

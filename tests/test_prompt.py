@@ -251,6 +251,19 @@ def test_smart_quotes_and_minus_sign_are_mapped() -> None:
     assert p.parts == (('the "old" man\'s boat', 2.0), ("sea", -0.5))
 
 
+def test_parameter_may_start_right_after_separator_or_comma() -> None:
+    """Found by the 100k fuzz: a parameter glued to "::" or "," must not hide inside text and surface on re-parse."""
+    p = one("castle ::—ar 2:1")
+    assert (p.parts, p.aspect_ratio) == ((("castle", 1.0),), (2, 1))
+    p = one("a street --no text,--c 5")
+    assert (p.negative, p.chaos) == (("text",), 5)
+    with pytest.raises(PromptError, match="unknown parameter --roll"):
+        parse("rock,--roll")
+    with pytest.raises(PromptError, match="must come first in the prompt"):
+        parse("castle::https://x.io/a.png")
+    assert one("a::2-b").parts == (("a", 1.0), ("2-b", 1.0))
+
+
 # --- multi-prompts --------------------------------------------------------------------------------------------------
 
 

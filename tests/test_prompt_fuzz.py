@@ -60,6 +60,20 @@ def test_spaced_syntax_soup_only_raises_prompt_error_and_round_trips(text: str) 
     check_round_trip(text)
 
 
+SAMPLES = [
+    "a red fox in snow --ar 3:2 --s 250",
+    "https://x.io/a.png portrait::2 rain::-.5 --iw 1.5 --no text, logos --v 6",
+    "a {red, blue, {big\\, shiny, tiny}} car --ar {1:1, 16:9} --c 20 --q .5 --seed 9 --r 2 --relax",
+    "castle —ar 2:1 —stylize 750 —style raw —tile --weird 40 --stop 80 --niji 6",
+]
+
+
+@FUZZ
+@given(st.lists(st.sampled_from(SAMPLES + SYNTAX), min_size=1, max_size=6), st.sampled_from(["", " ", ","]))
+def test_valid_prompts_glued_with_syntax_round_trip(pieces: list[str], glue: str) -> None:
+    check_round_trip(glue.join(pieces))
+
+
 # --- a strategy of valid prompts, written the untidy ways members write them ----------------------------------------
 
 _LETTERS = st.characters(
