@@ -225,3 +225,73 @@ UPSCALER_TILE: int = 256
 
 UPSCALER_TILE_PAD: int = 24
 """Input pixels of context added around each tile and cropped after upscaling, so tiles join without seams."""
+
+# --- Reliability and input safety (shared/safe_fetch.py, shared/moderation.py, shared/outbox.py, worker/runner.py) ---
+
+IMAGE_FETCH_ALLOWED_HOSTS: tuple[str, ...] = ("cdn.discordapp.com", "media.discordapp.net")
+"""Hosts image prompts may be fetched from (exact names; an entry starting with '.' also admits its subdomains)."""
+
+IMAGE_FETCH_MAX_BYTES: int = 8 * 1024 * 1024
+"""Largest image prompt download in bytes (Discord's attachment limit for members without Nitro)."""
+
+IMAGE_FETCH_TIMEOUT_S: float = 10.0
+"""Seconds one image prompt download may take in all (connect, headers and body)."""
+
+IMAGE_FETCH_MAX_PIXELS: int = 4096 * 4096
+"""Largest image prompt in pixels (width x height), checked from the header before decoding."""
+
+IMAGE_FETCH_MAX_REDIRECTS: int = 3
+"""Redirects followed per image prompt download; each target is checked like the original URL."""
+
+IMAGE_FETCH_CONTENT_TYPES: tuple[str, ...] = ("image/png", "image/jpeg", "image/webp", "image/gif")
+"""Content types accepted for image prompts (the decoded format must agree)."""
+
+MODERATION_BANNED: tuple[str, ...] = ()
+"""Banned words (matched as whole words after de-obfuscation) or ``re:<regex>`` patterns; empty by default."""
+
+MAX_PROMPT_WORD_REPEATS: int = 20
+"""Most times one word may appear in a prompt (catches "cat cat cat ..." padding)."""
+
+IMAGE_MODERATION: str = "off"
+"""Image moderation hook: ``off``, or a dotted path ``module:function`` returning a flag score 0-1."""
+
+IMAGE_MODERATION_ACTION: str = "spoiler"
+"""What happens to a flagged result: ``spoiler`` (posted behind a spoiler) or ``withhold`` (not posted)."""
+
+IMAGE_MODERATION_THRESHOLD: float = 0.5
+"""Score at or above which the image moderation hook's verdict flags a result."""
+
+JOB_HEARTBEAT_S: float = 5.0
+"""Seconds between a worker's heartbeats while a job runs (keeps its started-registry entry alive)."""
+
+WORKER_ABANDON_AFTER_S: int = 20
+"""Seconds without a heartbeat after which a started job counts as abandoned (its worker died)."""
+
+WORKER_MAINTENANCE_S: int = 10
+"""Seconds between a worker's maintenance passes (abandoned jobs re-queued, outbox drained)."""
+
+ABANDONED_JOB_RETRIES: int = 1
+"""Times an abandoned job (its worker died mid-job) is re-queued before it fails and the member is told."""
+
+OUTBOX_ATTEMPTS: int = 8
+"""Delivery tries of a result kept in the outbox before it is given up and reported in the audit log."""
+
+OUTBOX_RETRY_BASE_S: float = 5.0
+"""First wait before an outbox delivery is retried; doubled at each further try."""
+
+AUDIT_LOG_MAX: int = 10000
+"""Most entries kept in the Redis audit log (oldest dropped first)."""
+
+# --- Throughput: cross-job batching and previews (worker/batching.py, worker/engine.py, bench/) ---
+
+BATCH_MAX_IMAGES: int = 16
+"""Most images one cross-job batch denoises together (4 grid jobs); 4 (one job) turns batching off."""
+
+BATCH_WAIT_S: float = 0.0
+"""Seconds a worker waits for compatible jobs to arrive before it starts a batch with what is queued."""
+
+BATCH_POLL_S: float = 0.05
+"""Seconds between looks at the queues while a batch waits for compatible jobs."""
+
+BATCH_SCAN_DEPTH: int = 64
+"""Queued jobs per queue looked at for batch followers (the head of each queue)."""

@@ -57,6 +57,44 @@ class Settings(BaseSettings):
         default=defaults.DISCORD_GUILD_READY_TIMEOUT_S, description="Seconds the bot waits for guilds after READY."
     )
 
+
+    # Reliability and input safety (shared/safe_fetch.py, shared/moderation.py, shared/outbox.py, worker/runner.py).
+    image_fetch_allowed_hosts: tuple[str, ...] = Field(
+        default=defaults.IMAGE_FETCH_ALLOWED_HOSTS, description="Hosts image prompts may be fetched from."
+    )
+    image_fetch_max_bytes: int = Field(default=defaults.IMAGE_FETCH_MAX_BYTES, description="Largest image download.")
+    image_fetch_timeout_s: float = Field(default=defaults.IMAGE_FETCH_TIMEOUT_S, description="Seconds per download.")
+    image_fetch_max_pixels: int = Field(default=defaults.IMAGE_FETCH_MAX_PIXELS, description="Largest image, pixels.")
+    unsafe_test_only_allow_http_loopback: bool = Field(
+        default=False,
+        description="TESTS ONLY, NEVER IN PRODUCTION: image prompts may be fetched over plain http from 127.0.0.1.",
+    )
+    moderation_banned: tuple[str, ...] = Field(
+        default=defaults.MODERATION_BANNED, description="Banned words, or re:<regex> patterns (case-insensitive)."
+    )
+    max_prompt_word_repeats: int = Field(default=defaults.MAX_PROMPT_WORD_REPEATS, description="Most word repeats.")
+    image_moderation: str = Field(default=defaults.IMAGE_MODERATION, description="off, or module:function hook.")
+    image_moderation_action: str = Field(
+        default=defaults.IMAGE_MODERATION_ACTION, description="Flagged results: spoiler or withhold."
+    )
+    image_moderation_threshold: float = Field(
+        default=defaults.IMAGE_MODERATION_THRESHOLD, description="Hook score that flags a result."
+    )
+    job_heartbeat_s: float = Field(default=defaults.JOB_HEARTBEAT_S, description="Seconds between job heartbeats.")
+    worker_abandon_after_s: int = Field(
+        default=defaults.WORKER_ABANDON_AFTER_S, description="Seconds without heartbeat before a job is abandoned."
+    )
+    worker_maintenance_s: int = Field(default=defaults.WORKER_MAINTENANCE_S, description="Seconds between maintenance.")
+    abandoned_job_retries: int = Field(
+        default=defaults.ABANDONED_JOB_RETRIES, description="Re-queues of a job whose worker died."
+    )
+    outbox_attempts: int = Field(default=defaults.OUTBOX_ATTEMPTS, description="Delivery tries of a kept result.")
+    outbox_retry_base_s: float = Field(default=defaults.OUTBOX_RETRY_BASE_S, description="First outbox retry wait.")
+    fault_injection: str = Field(
+        default="",
+        description="TESTS ONLY: 'oom' or 'error' makes jobs whose prompt contains '[fault]' raise that fault.",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -74,7 +112,7 @@ class Settings(BaseSettings):
     def _resolve_path(cls, value: Path) -> Path:
         return value if value.is_absolute() else defaults.PROJECT_ROOT / value
 
-    @field_validator("lanes", mode="before")
+    @field_validator("lanes", "image_fetch_allowed_hosts", "moderation_banned", mode="before")
     @classmethod
     def _split_lanes(cls, value: Any) -> Any:
         if isinstance(value, str):
