@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -215,3 +217,102 @@ def test_imagine_buttons_restart_and_bad_prompt(
     wait_finished(redis_conn, again_id)
     assert image_store.get_record(redis_conn, settings, again_id)["spec"]["source"]["index"] == 3
     assert worker.poll() is None, log_of(worker)
+
+
+def test_a_job_queued_past_the_interaction_token_is_still_delivered(
+    fake_discord: FakeDiscord,
+    start_bot: Callable[[], subprocess.Popen[bytes]],
+    start_worker: Callable[..., subprocess.Popen[bytes]],
+    settings: Settings,
+    redis_conn: redis.Redis,
+) -> None:
+    fake = fake_discord
+    start_bot()
+    fake.wait_connected()
+    record = answered(fake, fake.slash("imagine", {"prompt": "a blue square --seed 3"}, user_id=MEMBER))
+    assert record.response_message_id is not None
+    job_id = job_of_waiting(redis_conn, settings, record.response_message_id)
+
+    # 15 minutes pass in the queue: Discord now rejects the interaction token.
+    fake.expire_interaction_tokens()
+    probe = urllib.request.Request(
+        f"{fake.api_base}/webhooks/{fake.application_id}/{record.token}/messages/@original", method="GET"
+    )
+    with pytest.raises(urllib.error.HTTPError) as rejected:
+        urllib.request.urlopen(probe, timeout=10)
+    assert rejected.value.code == 401
+    expired_at = len(fake.calls)
+
+    start_worker("--burst", env=fake.env(), name="late")
+    message = final_message(fake, job_id)
+    wait_finished(redis_conn, job_id)
+    assert message["content"] == f"**a blue square --seed 3** - <@{MEMBER}> (fast)"
+    assert fake.messages[record.response_message_id].get("deleted")
+    later = fake.calls[expired_at:]
+    assert not [call for call in later if record.token in call.path], "the worker used the interaction token"
+    assert all(call.status < 400 for call in later), [(c.method, c.path, c.status) for c in later if c.status >= 400]
+
+    # /show re-posts the result with working buttons; "Job record" gives the record in one click.
+    show = answered(fake, fake.slash("show", {"job_id": job_id}, user_id=OTHER))
+    reposted = fake.wait_for(
+        lambda: [m for m in fake.channel_messages() if m.get("interaction_token") == show.token and m["attachments"]],
+        30,
+        "the /show message",
+    )[0]
+    assert len(fake.buttons(int(reposted["id"]))) == 9
+    assert png_size(fake.attachment_bytes(int(reposted["id"]))) == png_size(fake.attachment_bytes(int(message["id"])))
+    info = answered(fake, fake.message_command("Job record", int(message["id"]), user_id=OTHER))
+    assert info.ephemeral and job_id in info.content and '"seeds"' in info.content
+    seeds = image_store.get_record(redis_conn, settings, job_id)["seeds"]
+    assert seeds == [3, 4, 5, 6]
+
+
+def test_settings_info_cancel_and_malformed_payloads(
+    fake_discord: FakeDiscord,
+    start_bot: Callable[[], subprocess.Popen[bytes]],
+    settings: Settings,
+    redis_conn: redis.Redis,
+) -> None:
+    fake = fake_discord
+    bot = start_bot()
+    fake.wait_connected()
+
+    saved = answered(fake, fake.slash("settings", {"aspect": "16:9", "stylize": "high", "suffix": "watercolor"}))
+    assert saved.ephemeral and "16:9" in saved.content
+    wide = answered(fake, fake.slash("imagine", {"prompt": "a fox"}, user_id=42))
+    assert wide.response_message_id is not None
+    wide_job = job_of_waiting(redis_conn, settings, wide.response_message_id)
+    spec = job_state(redis_conn, wide_job).spec  # type: ignore[union-attr]
+    assert spec["width"] > spec["height"] and spec["extra"]["stylize"] == 250
+    assert spec["prompt"].startswith("a fox watercolor")
+    second = answered(fake, fake.slash("imagine", {"prompt": "a hen --ar 1:2"}, user_id=42))
+    assert "#2 in the queue" in second.content
+    assert second.response_message_id is not None
+    second_job = job_of_waiting(redis_conn, settings, second.response_message_id)
+
+    listing = answered(fake, fake.slash("info", {}, user_id=42))
+    assert listing.ephemeral
+    assert f"`{wide_job}` queued, #1" in listing.content and f"`{second_job}` queued, #2" in listing.content
+
+    refused = answered(fake, fake.slash("cancel", {"job_id": wide_job}, user_id=OTHER))
+    assert "not yours" in refused.content
+    canceled = answered(fake, fake.slash("cancel", {}, user_id=42))
+    assert second_job in canceled.content and "removed from the queue" in canceled.content
+    fake.wait_for(
+        lambda: "Cancelled." in fake.messages[second.response_message_id]["content"],  # type: ignore[index]
+        30,
+        "the waiting message to say Cancelled.",
+    )
+    assert job_state(redis_conn, second_job).status is JobStatus.CANCELED  # type: ignore[union-attr]
+
+    # Malformed payloads are logged and dropped; the bot answers the next interaction.
+    fake.dispatch_raw("INTERACTION_CREATE", {"id": "1", "type": 2})
+    broken = fake.slash_payload("imagine", {"prompt": "x"})
+    del broken["attachment_size_limit"]
+    fake.dispatch_many([broken])
+    unknown = fake._interaction(3, {"custom_id": "imagine:u:nojob:9", "component_type": 2}, 42)
+    fake.dispatch_many([unknown])
+    after = answered(fake, fake.slash("info", {}, user_id=42))
+    assert wide_job in after.content
+    assert bot.poll() is None
+    assert "ignoring malformed INTERACTION_CREATE" in log_of(bot)
