@@ -161,8 +161,10 @@ class DiscordPublisher:
         *,
         rest: DiscordRest | None = None,
         connection: redis.Redis | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        self._clock = clock
         self.rest = rest or DiscordRest(settings.discord_api_base, settings.discord_token.get_secret_value())
         self._connection = connection
         self._last_progress: dict[str, float] = {}
@@ -181,7 +183,7 @@ class DiscordPublisher:
         delivery = spec.delivery
         if not (delivery.channel_id and delivery.waiting_message_id) or spec.job_id in self._gone:
             return
-        now = time.monotonic()
+        now = self._clock()
         # The caller throttles too; the 5% slack keeps its evenly spaced calls from being dropped here.
         if now - self._last_progress.get(spec.job_id, -1e9) < 0.95 * defaults.PROGRESS_EVERY_S:
             return
