@@ -196,7 +196,7 @@ def test_200_word_prompt_is_encoded_in_chunks(bert: BertComponents) -> None:
     chunks = math.ceil(len(content) / 30)
     report = text.tokenize(prompt)
     assert (report.chunks, report.truncated) == (chunks, False)
-    assert chunks >= 7
+    assert chunks >= 7  # 206 tokens: 7 windows of 30
     embeddings = text.contextual_embeddings(prompt)
     assert embeddings.shape == (1, 32 * chunks, 384)
     # Each 32-token window is the encoding of its own 30 content tokens framed by [CLS] ... [SEP].
@@ -346,3 +346,14 @@ def test_cache_evicts_least_recently_used(bert: BertComponents) -> None:
     assert text.cache_info()[:3] == (2, 4, 2)
     text.cache_clear()
     assert text.cache_info()[:3] == (0, 0, 0)
+
+
+def test_dtype_follows_the_text_encoder(tiny_model: Path) -> None:
+    pipe: Any = StableDiffusionPipeline.from_pretrained(tiny_model, torch_dtype=torch.bfloat16, local_files_only=True)
+    text = TextEncoding.from_pipeline(pipe, model_key="sd-bf16")
+    cond = text.encode([("a cat", 2.0), ("a dog", 1.0)], ["blur"])
+    assert cond.prompt_embeds.dtype == cond.negative_prompt_embeds.dtype == torch.bfloat16
+    assert text.text_vector(["a cat"]).dtype == torch.bfloat16
+    # The weighted sum is accumulated in float32, then rounded once.
+    cat, dog = text.contextual_embeddings("a cat").float(), text.contextual_embeddings("a dog").float()
+    assert torch.equal(cond.prompt_embeds, ((2 * cat + dog) / 3).to(torch.bfloat16))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import (
@@ -172,7 +173,7 @@ def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
     )
     tokenizer_2 = clip_tokenizer()
     tokenizer_2.pad_token = "!"
-    pipe = StableDiffusionXLPipeline(
+    pipe: Any = StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=clip_text_model(seed),
         text_encoder_2=clip_text_model_with_projection(seed + 1),
@@ -182,5 +183,5 @@ def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
         scheduler=scheduler,
         force_zeros_for_empty_prompt=True,
     )
-    pipe.save_pretrained(folder)  # type: ignore[attr-defined]
+    pipe.save_pretrained(folder)
     return folder
