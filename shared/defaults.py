@@ -295,3 +295,44 @@ BATCH_POLL_S: float = 0.05
 
 BATCH_SCAN_DEPTH: int = 64
 """Queued jobs per queue looked at for batch followers (the head of each queue)."""
+
+# --- Queue control (shared/limits.py, shared/fair_share.py, shared/admin.py, shared/eta.py, shared/metrics.py) ---
+
+MAX_RUNNING_PER_MEMBER: int = 3
+"""Jobs one member may have running at once (Midjourney's concurrent job limit); roles may raise it."""
+
+MAX_QUEUED_PER_MEMBER: int = 10
+"""Jobs one member may have waiting at once (Midjourney's queued job limit); roles may raise it."""
+
+FAIR_POLL_S: float = 0.2
+"""Seconds an idle worker waits between two fair-share dequeue attempts (it cannot BLPOP past capped members)."""
+
+FAIR_SCAN_MAX: int = 1000
+"""Most waiting jobs per lane the fair-share dequeue inspects for an owner under their running cap."""
+
+LIMITS_GRACE_S: float = 60.0
+"""Seconds a counted job may be in neither a lane nor a started registry before reconcile drops its count."""
+
+LIMITS_RECONCILE_S: int = 60
+"""Least seconds between two reconciliations of the limit counts (one worker does it, elected by a Redis lock)."""
+
+ETA_SMOOTHING: float = 0.2
+"""Weight of the newest job duration in the moving average per model and lane that ETAs come from."""
+
+THROUGHPUT_WINDOW_S: int = 300
+"""Window in seconds over which /queue status reports jobs per minute."""
+
+ADMIN_AUDIT_MAX: int = 10_000
+"""Admin actions kept in the Redis admin audit stream (older ones are trimmed)."""
+
+AUDIT_SHOWN: int = 10
+"""Latest audit entries shown by /queue status."""
+
+ADMIN_PERMISSION: str = "manage_guild"
+"""Discord permission that makes a member an admin of this bot (shown as "Manage Server")."""
+
+WAIT_BUCKETS_S: tuple[float, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
+"""Histogram buckets (seconds) of the time jobs wait in the queue."""
+
+GENERATION_BUCKETS_S: tuple[float, ...] = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 900)
+"""Histogram buckets (seconds) of the time a worker spends on one job."""

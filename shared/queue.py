@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import atexit
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from rq import Queue
+from rq import Callback, Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from shared import limits, metrics
+from shared.fair_share import FairQueue
 from shared.job import JobSpec, JobStatus
 from shared.redis_server import EmbeddedRedis
 from shared.settings import Settings
@@ -63,8 +66,10 @@ def queue_name(settings: Settings, lane: str) -> str:
 
 
 def get_queue(connection: redis.Redis, settings: Settings, lane: str) -> Queue:
-    """The RQ queue of ``lane``, JSON-serialised."""
-    return Queue(queue_name(settings, lane), connection=connection, serializer=JSONSerializer)
+    """The RQ queue of ``lane``, JSON-serialised, with fair-share enqueue and dequeue (``shared.fair_share``)."""
+    queue = FairQueue(queue_name(settings, lane), connection=connection, serializer=JSONSerializer)
+    queue.settings = settings
+    return queue
 
 
 def all_queues(connection: redis.Redis, settings: Settings) -> list[Queue]:
@@ -72,20 +77,41 @@ def all_queues(connection: redis.Redis, settings: Settings) -> list[Queue]:
     return [get_queue(connection, settings, lane) for lane in settings.lanes]
 
 
-def enqueue(connection: redis.Redis, settings: Settings, spec: JobSpec) -> Job:
-    """Enqueue ``spec`` on its lane by dotted path with a JSON payload; the RQ job id is the spec's job id."""
+def enqueue(connection: redis.Redis, settings: Settings, spec: JobSpec, roles: Sequence[str] = ()) -> Job:
+    """Enqueue ``spec`` on its lane by dotted path with a JSON payload; the RQ job id is the spec's job id.
+
+    The owner's ban and queued limit are checked and the job counted atomically first (``roles``: the member's role
+    ids, for per-role limits); raises ``shared.limits.MemberBanned`` or ``shared.limits.LimitExceeded``, both
+    ``ValueError`` whose message is the member-facing sentence. The job is inserted by fair share
+    (``shared.fair_share``) and its count is released by RQ callbacks when it finishes, fails or is stopped.
+    """
     queue = get_queue(connection, settings, spec.lane)
     payload = spec.to_dict()
-    job = queue.enqueue(
-        TASK_PATH,
-        payload,
-        job_id=spec.job_id,
-        job_timeout=settings.job_timeout_s,
-        result_ttl=settings.result_ttl_s,
-        failure_ttl=settings.failure_ttl_s,
-        description=spec.prompt[:200],
-        meta={META_SPEC: payload, META_PROGRESS: 0.0, META_PHASE: "queued"},
-    )
+    try:
+        limits.acquire(connection, settings, spec.owner, spec.job_id, roles)
+    except (limits.LimitExceeded, limits.MemberBanned):
+        metrics.JOBS.labels(lane=spec.lane, status="refused").inc()
+        raise
+    try:
+        job = queue.enqueue(
+            TASK_PATH,
+            payload,
+            job_id=spec.job_id,
+            job_timeout=settings.job_timeout_s,
+            result_ttl=settings.result_ttl_s,
+            failure_ttl=settings.failure_ttl_s,
+            description=spec.prompt[:200],
+            meta={META_SPEC: payload, META_PROGRESS: 0.0, META_PHASE: "queued"},
+            on_success=Callback("shared.limits.on_job_success"),
+            on_failure=Callback("shared.limits.on_job_failure"),
+            on_stopped=Callback("shared.limits.on_job_stopped"),
+            # Retries are for abandoned jobs only (worker died mid-job); ImagineWorker never retries a job that raised.
+            retry=Retry(max=settings.abandoned_job_retries) if settings.abandoned_job_retries > 0 else None,
+        )
+    except BaseException:
+        limits.release(connection, settings, spec.job_id)
+        raise
+    metrics.JOBS.labels(lane=spec.lane, status="submitted").inc()
     log.info("enqueued job %s (%s) on %s", spec.job_id, spec.kind, queue.name)
     return job
 
@@ -177,6 +203,8 @@ def request_cancel(connection: redis.Redis, settings: Settings, job_id: str) -> 
     status = str(getattr(job.get_status(refresh=True), "value", job.get_status()))
     if status in {"queued", "deferred", "scheduled"}:
         job.cancel()
+        limits.release(connection, settings, job_id)
+        metrics.JOBS.labels(lane=str(job.meta.get(META_SPEC, {}).get("lane", "")), status="canceled").inc()
         return "canceled"
     if status == "started":
         connection.set(cancel_key(settings, job_id), "1", ex=settings.job_timeout_s)

@@ -56,6 +56,20 @@ class Settings(BaseSettings):
     discord_guild_ready_timeout_s: float = Field(
         default=defaults.DISCORD_GUILD_READY_TIMEOUT_S, description="Seconds the bot waits for guilds after READY."
     )
+    # --- queue control (shared/limits.py, shared/fair_share.py, shared/admin.py, shared/metrics.py) ---
+    max_running_per_member: int = Field(
+        default=defaults.MAX_RUNNING_PER_MEMBER, ge=0, description="Jobs one member may have running at once."
+    )
+    max_queued_per_member: int = Field(
+        default=defaults.MAX_QUEUED_PER_MEMBER, ge=0, description="Jobs one member may have waiting at once."
+    )
+    role_limits: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description='Role id -> {"running": N, "queued": M}; a member gets their best role.'
+    )
+    admin_role_ids: str = Field(default="", description="Comma-separated role ids allowed to use admin commands.")
+    admin_user_ids: str = Field(default="", description="Comma-separated user ids allowed to use admin commands.")
+    audit_channel_id: str = Field(default="", description="Channel id where admin actions are also posted.")
+    metrics_port: int = Field(default=0, ge=0, description="Prometheus metrics HTTP port; 0 serves none.")
 
 
     # Reliability and input safety (shared/safe_fetch.py, shared/moderation.py, shared/outbox.py, worker/runner.py).

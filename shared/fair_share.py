@@ -1,0 +1,207 @@
+"""Fair-share dispatch on plain RQ queues: round-robin across members inside a lane, per-member running caps, pause.
+
+Design (docs/operations.md explains it to operators):
+
+- Each lane stays ONE ordinary RQ queue (``rq:queue:imagine:<lane>``), so ``Queue.count``, positions, ``Job.cancel``,
+  rq-dashboard and RQ maintenance work unchanged.
+- ``FairQueue.push_job_id`` (the enqueue side) does not append: a Lua script gives the job a *round* and inserts it
+  after the last job of a round <= its own. A member's first waiting job gets the round of the lane's head, their
+  second the next round, and so on, so the list reads "one job of every member, then the second job of every member,
+  ...": start-time fair queuing by insertion, O(queue length) per enqueue, atomic in Redis.
+- ``FairQueue.dequeue_any`` (the worker side) runs a second Lua script: unless the queue is paused, take the first job,
+  in lane priority order, whose owner runs fewer jobs than their running cap, and move it from "queued" to "running"
+  in the per-member counts (``shared.limits``). When nothing is eligible the worker polls instead of BLPOP.
+- Jobs without an owner record (pushed by plain RQ, e.g. a requeue) are served in list order and never counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from redis import Redis
+from redis.client import Pipeline
+from rq import Queue
+from rq.exceptions import DequeueTimeout
+from rq.job import Job
+from rq.serializers import Serializer
+from rq.timeouts import BaseDeathPenalty
+from rq.utils import as_text
+
+from shared import defaults, limits
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# KEYS: lane list, round hash, member-last-round hash (this lane), owner hash.  ARGV: job id.
+# Returns the round given to the job, or -1 for an unowned job (appended like plain RQ).
+_PUSH = """
+local list, rounds, last, owners = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local job = ARGV[1]
+local owner = redis.call('HGET', owners, job)
+if not owner then
+  redis.call('RPUSH', list, job)
+  return -1
+end
+local items = redis.call('LRANGE', list, 0, -1)
+local head = nil
+for _, id in ipairs(items) do
+  local r = redis.call('HGET', rounds, id)
+  if r then head = tonumber(r) break end
+end
+if not head then
+  redis.call('DEL', last)
+  head = 0
+end
+local round = head
+local previous = redis.call('HGET', last, owner)
+if previous and tonumber(previous) + 1 > round then round = tonumber(previous) + 1 end
+redis.call('HSET', rounds, job, round)
+redis.call('HSET', last, owner, round)
+for i = #items, 1, -1 do
+  local r = redis.call('HGET', rounds, items[i])
+  if (not r) or tonumber(r) <= round then
+    if i == #items then
+      redis.call('RPUSH', list, job)
+    else
+      redis.call('LINSERT', list, 'AFTER', items[i], job)
+    end
+    return round
+  end
+end
+redis.call('LPUSH', list, job)
+return round
+"""
+
+# KEYS: paused flag, owner hash, running hash, queued hash, cap hash, running-jobs set, since hash, round hash,
+#       then the lane lists in priority order.  ARGV: now, most jobs scanned per lane.
+# Returns {lane key, job id} or nil.
+_TAKE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return nil end
+local owners, running, queued, caps = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local active, since, rounds = KEYS[6], KEYS[7], KEYS[8]
+local full = {}
+for k = 9, #KEYS do
+  local items = redis.call('LRANGE', KEYS[k], 0, tonumber(ARGV[2]) - 1)
+  for _, id in ipairs(items) do
+    local owner = redis.call('HGET', owners, id)
+    if not owner then
+      redis.call('LREM', KEYS[k], 1, id)
+      return {KEYS[k], id}
+    end
+    if not full[owner] then
+      local cap = tonumber(redis.call('HGET', caps, owner) or '1000000')
+      local run = tonumber(redis.call('HGET', running, owner) or '0')
+      if run < cap then
+        redis.call('LREM', KEYS[k], 1, id)
+        if tonumber(redis.call('HINCRBY', queued, owner, -1)) <= 0 then redis.call('HDEL', queued, owner) end
+        redis.call('HINCRBY', running, owner, 1)
+        redis.call('SADD', active, id)
+        redis.call('HSET', since, id, ARGV[1])
+        redis.call('HDEL', rounds, id)
+        return {KEYS[k], id}
+      end
+      full[owner] = true
+    end
+  end
+end
+return nil
+"""
+
+
+def round_key(settings: Settings) -> str:
+    """Hash job id -> fair-share round of every waiting owned job."""
+    return f"{settings.queue_prefix}:fair:round"
+
+
+def last_round_key(settings: Settings, lane_key: str) -> str:
+    """Hash member -> round of their newest waiting job in the lane whose list is ``lane_key``."""
+    return f"{settings.queue_prefix}:fair:last:{lane_key}"
+
+
+def paused_key(settings: Settings) -> str:
+    """Redis flag whose presence stops every worker taking new jobs (``/queue pause``)."""
+    return f"{settings.queue_prefix}:paused"
+
+
+class FairQueue(Queue):
+    """An RQ queue whose enqueue inserts by fair-share round and whose dequeue honours running caps and pause."""
+
+    settings: Settings | None = None
+    """The settings the queue was made for (``shared.queue.get_queue`` sets it); RQ-made instances use the process's."""
+
+    def push_job_id(self, job_id: str, pipeline: Pipeline | None = None, at_front: bool = False) -> None:
+        if at_front:
+            super().push_job_id(job_id, pipeline=pipeline, at_front=True)
+            return
+        settings = self.settings or get_settings()
+        keys = limits.keys(settings)
+        script = self.connection.register_script(_PUSH)
+        script(
+            keys=[self.key, round_key(settings), last_round_key(settings, self.key), keys.owners],
+            args=[job_id],
+            client=pipeline if pipeline is not None else self.connection,
+        )
+
+    @classmethod
+    def take(cls, connection: Redis, settings: Settings, queue_keys: Sequence[str]) -> tuple[str, str] | None:
+        """Atomically pop the next eligible job of ``queue_keys`` (priority order): ``(queue key, job id)`` or None."""
+        keys = limits.keys(settings)
+        script = connection.register_script(_TAKE)
+        result: Any = script(
+            keys=[
+                paused_key(settings),
+                keys.owners,
+                keys.running,
+                keys.queued,
+                keys.caps,
+                keys.active,
+                keys.since,
+                round_key(settings),
+                *queue_keys,
+            ],
+            args=[time.time(), defaults.FAIR_SCAN_MAX],
+        )
+        if not result:
+            return None
+        return as_text(result[0]), as_text(result[1])
+
+    @classmethod
+    def dequeue_any(  # noqa: PLR0917 (RQ's signature)
+        cls,
+        queues: Iterable[Queue],
+        timeout: int | None,
+        connection: Redis,
+        job_class: type[Job] | None = None,
+        serializer: Serializer | str | None = None,
+        death_penalty_class: type[BaseDeathPenalty] | None = None,
+    ) -> tuple[Job, Queue] | None:
+        """Like RQ's, but picks by fair share; with a timeout it polls every ``FAIR_POLL_S`` (no BLPOP can skip)."""
+        settings = get_settings()
+        queue_keys = [queue.key for queue in queues]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        limits.maybe_reconcile(connection, settings)
+        while True:
+            picked = cls.take(connection, settings, queue_keys)
+            if picked is None:
+                if deadline is None:
+                    return None
+                if time.monotonic() >= deadline:
+                    raise DequeueTimeout(timeout, queue_keys)
+                time.sleep(defaults.FAIR_POLL_S)
+                continue
+            queue_key, job_id = picked
+            fetched = cls._fetch_dequeued_job(
+                connection,
+                queue_key,
+                job_id,
+                job_class=job_class,
+                serializer=serializer,
+                death_penalty_class=death_penalty_class,
+            )
+            if fetched is None:
+                limits.release(connection, settings, job_id)
+                continue
+            return fetched

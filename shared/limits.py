@@ -1,0 +1,386 @@
+"""Per-member job limits (running and queued), enforced atomically in Redis, released by RQ callbacks, reconciled.
+
+Counts live in two Redis hashes (member -> queued jobs, member -> running jobs) next to a hash job id -> member that
+says which jobs are counted. ``acquire`` (at enqueue) and the fair-share dequeue (``shared.fair_share``) change them in
+Lua scripts, so 200 concurrent submissions cannot overshoot the limit. ``release`` is idempotent: RQ's success,
+failure and stopped callbacks call it (RQ also runs the failure callback for jobs abandoned by a dead worker when it
+cleans the started registry), queue cancellations call it, and ``reconcile`` recomputes the counts from the lane
+lists and the started registries for anything that slipped through.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from shared import defaults
+from shared.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class LimitExceeded(ValueError):
+    """A member has as many jobs queued as they may; the message is the member-facing sentence."""
+
+
+class MemberBanned(ValueError):
+    """A banned member tried to submit; the message is the member-facing sentence."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Most jobs one member may have running and waiting at once."""
+
+    running: int
+    queued: int
+
+    def __post_init__(self) -> None:
+        for name in ("running", "queued"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} limit must be an integer >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The Redis keys of the limit counts (all under the queue prefix)."""
+
+    queued: str
+    running: str
+    owners: str
+    caps: str
+    active: str
+    since: str
+    banned: str
+    config: str
+
+
+def text(value: Any) -> str:
+    """A Redis reply (bytes, as RQ's connections return them) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def keys(settings: Settings) -> Keys:
+    """The limit keys for ``settings.queue_prefix``."""
+    p = settings.queue_prefix
+    return Keys(
+        queued=f"{p}:limits:queued",
+        running=f"{p}:limits:running",
+        owners=f"{p}:limits:owner",
+        caps=f"{p}:limits:cap",
+        active=f"{p}:limits:active",
+        since=f"{p}:limits:since",
+        banned=f"{p}:banned",
+        config=f"{p}:limits:config",
+    )
+
+
+# KEYS: banned, queued, owners, since, caps.  ARGV: member, job id, max queued, max running, now.
+# Returns {1, queued after} | {-1, queued now} (over the limit) | {-2, 0} (banned) | {-3, 0} (job id counted already).
+_ACQUIRE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {-2, 0} end
+if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return {-3, 0} end
+local n = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if n >= tonumber(ARGV[3]) then return {-1, n} end
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[5])
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[4])
+return {1, n + 1}
+"""
+
+# KEYS: owners, running, queued, active, since, round hash, then the lane lists.  ARGV: job id.
+# Returns 2 (was running), 1 (was queued: also removed from its lane), 0 (not counted).
+_RELEASE = """
+local owner = redis.call('HGET', KEYS[1], ARGV[1])
+if not owner then return 0 end
+local state = 1
+local counter = KEYS[3]
+if redis.call('SREM', KEYS[4], ARGV[1]) == 1 then
+  state = 2
+  counter = KEYS[2]
+else
+  for k = 7, #KEYS do redis.call('LREM', KEYS[k], 0, ARGV[1]) end
+end
+if tonumber(redis.call('HINCRBY', counter, owner, -1)) <= 0 then redis.call('HDEL', counter, owner) end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
+return state
+"""
+
+# KEYS: owners, running, queued, active, since, round hash, then N lane lists, then N started registries.
+# ARGV: now, grace seconds, N.  Returns the number of stale entries dropped.
+_RECONCILE = """
+local owners, running, queued, active, since, rounds = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local now, grace, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local waiting, alive = {}, {}
+for k = 7, 6 + n do
+  for _, id in ipairs(redis.call('LRANGE', KEYS[k], 0, -1)) do waiting[id] = true end
+end
+for k = 7 + n, 6 + 2 * n do
+  for _, entry in ipairs(redis.call('ZRANGEBYSCORE', KEYS[k], now, '+inf')) do
+    local id = string.match(entry, '^([^:]+)') or entry
+    alive[id] = true
+  end
+end
+local q, r, dropped = {}, {}, 0
+local all = redis.call('HGETALL', owners)
+for i = 1, #all, 2 do
+  local id, owner = all[i], all[i + 1]
+  local at = tonumber(redis.call('HGET', since, id) or '0')
+  local recent = now - at < grace
+  local keep = false
+  if redis.call('SISMEMBER', active, id) == 1 then
+    if alive[id] or recent then r[owner] = (r[owner] or 0) + 1 keep = true end
+  else
+    if waiting[id] or recent then q[owner] = (q[owner] or 0) + 1 keep = true end
+  end
+  if not keep then
+    redis.call('HDEL', owners, id)
+    redis.call('HDEL', since, id)
+    redis.call('HDEL', rounds, id)
+    redis.call('SREM', active, id)
+    dropped = dropped + 1
+  end
+end
+for _, id in ipairs(redis.call('SMEMBERS', active)) do
+  if redis.call('HEXISTS', owners, id) == 0 then redis.call('SREM', active, id) dropped = dropped + 1 end
+end
+redis.call('DEL', running, queued)
+for owner, c in pairs(r) do redis.call('HSET', running, owner, c) end
+for owner, c in pairs(q) do redis.call('HSET', queued, owner, c) end
+return dropped
+"""
+
+
+def _lane_keys(settings: Settings) -> list[str]:
+    return [f"rq:queue:{settings.queue_prefix}:{lane}" for lane in settings.lanes]
+
+
+def _started_keys(settings: Settings) -> list[str]:
+    return [f"rq:wip:{settings.queue_prefix}:{lane}" for lane in settings.lanes]
+
+
+def _round_key(settings: Settings) -> str:
+    return f"{settings.queue_prefix}:fair:round"
+
+
+def configured_limits(connection: Redis, settings: Settings) -> dict[str, Limits]:
+    """Scope -> limits: ``default`` and ``role:<id>`` from settings, overridden by ``/limits set`` (Redis)."""
+    found: dict[str, Limits] = {
+        "default": Limits(running=settings.max_running_per_member, queued=settings.max_queued_per_member)
+    }
+    for role, value in settings.role_limits.items():
+        found[f"role:{role}"] = Limits(running=int(value["running"]), queued=int(value["queued"]))
+    for raw_scope, raw in connection.hgetall(keys(settings).config).items():
+        value = json.loads(raw)
+        found[text(raw_scope)] = Limits(running=int(value["running"]), queued=int(value["queued"]))
+    return found
+
+
+def set_limits(connection: Redis, settings: Settings, scope: str, value: Limits) -> None:
+    """Store ``value`` for ``scope`` (``default`` or ``role:<id>``) in Redis, over the configured one."""
+    if scope != "default" and not (scope.startswith("role:") and scope[5:].isdigit()):
+        raise ValueError(f"limits scope must be 'default' or 'role:<numeric id>', got {scope!r}")
+    connection.hset(keys(settings).config, scope, json.dumps({"running": value.running, "queued": value.queued}))
+
+
+def limits_for(connection: Redis, settings: Settings, roles: Sequence[str] = ()) -> Limits:
+    """The member's limits: the default, raised by any of their roles' overrides (the most generous applies)."""
+    table = configured_limits(connection, settings)
+    best = table["default"]
+    for role in roles:
+        override = table.get(f"role:{role}")
+        if override is not None:
+            best = Limits(running=max(best.running, override.running), queued=max(best.queued, override.queued))
+    return best
+
+
+def banned_message(reason: str) -> str:
+    """The member-facing sentence for a banned member."""
+    return "You are banned from making images here" + (f": {reason}" if reason else ".")
+
+
+def acquire(connection: Redis, settings: Settings, owner: str, job_id: str, roles: Sequence[str] = ()) -> int:
+    """Count ``job_id`` as one of ``owner``'s queued jobs, atomically; returns their queued count after it.
+
+    Raises ``MemberBanned`` or ``LimitExceeded`` (messages are member-facing).
+    """
+    allowed = limits_for(connection, settings, roles)
+    k = keys(settings)
+    script = connection.register_script(_ACQUIRE)
+    code, count = (
+        int(x)
+        for x in script(
+            keys=[k.banned, k.queued, k.owners, k.since, k.caps],
+            args=[owner, job_id, allowed.queued, allowed.running, time.time()],
+        )
+    )
+    if code == -2:
+        raise MemberBanned(banned_message(ban_reason(connection, settings, owner)))
+    if code == -1:
+        raise LimitExceeded(f"You have {count} jobs queued, the limit is {allowed.queued}.")
+    if code == -3:
+        raise ValueError(f"job_id must be new, got {job_id!r} which is queued or running already")
+    return count
+
+
+def release(connection: Redis, settings: Settings, job_id: str) -> int:
+    """Stop counting ``job_id`` (idempotent): 2 if it was running, 1 if queued (and removed from its lane), 0 if not."""
+    k = keys(settings)
+    script = connection.register_script(_RELEASE)
+    return int(
+        script(
+            keys=[k.owners, k.running, k.queued, k.active, k.since, _round_key(settings), *_lane_keys(settings)],
+            args=[job_id],
+        )
+    )
+
+
+# KEYS: paused flag, owners, running, queued, caps, active, since, round hash.  ARGV: job id, now.
+# Returns 1 (claimed or unowned) or 0 (paused, or the owner is at their running cap).
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local owner = redis.call('HGET', KEYS[2], ARGV[1])
+if not owner then return 1 end
+local cap = tonumber(redis.call('HGET', KEYS[5], owner) or '1000000')
+if tonumber(redis.call('HGET', KEYS[3], owner) or '0') >= cap then return 0 end
+if tonumber(redis.call('HINCRBY', KEYS[4], owner, -1)) <= 0 then redis.call('HDEL', KEYS[4], owner) end
+redis.call('HINCRBY', KEYS[3], owner, 1)
+redis.call('SADD', KEYS[6], ARGV[1])
+redis.call('HSET', KEYS[7], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[8], ARGV[1])
+return 1
+"""
+
+# KEYS: owners, running, queued.  ARGV: job id.  Undo a claim's counts (the job went to another worker, who
+# counted it itself); the running-jobs set is left alone, as that worker's record.
+_UNCLAIM = """
+local owner = redis.call('HGET', KEYS[1], ARGV[1])
+if not owner then return 0 end
+if tonumber(redis.call('HINCRBY', KEYS[2], owner, -1)) <= 0 then redis.call('HDEL', KEYS[2], owner) end
+redis.call('HINCRBY', KEYS[3], owner, 1)
+return 1
+"""
+
+
+def claim(connection: Redis, settings: Settings, job_id: str) -> bool:
+    """Count a waiting job as running before a worker takes it out of its lane by other means (a batch follower);
+    False when the queue is paused or the owner is at their running cap."""
+    k = keys(settings)
+    script = connection.register_script(_CLAIM)
+    return bool(
+        script(
+            keys=[
+                f"{settings.queue_prefix}:paused",
+                k.owners,
+                k.running,
+                k.queued,
+                k.caps,
+                k.active,
+                k.since,
+                _round_key(settings),
+            ],
+            args=[job_id, time.time()],
+        )
+    )
+
+
+def unclaim(connection: Redis, settings: Settings, job_id: str) -> None:
+    """Undo ``claim`` for a job another worker took first."""
+    k = keys(settings)
+    connection.register_script(_UNCLAIM)(keys=[k.owners, k.running, k.queued], args=[job_id])
+
+
+def reconcile(connection: Redis, settings: Settings, grace_s: float = defaults.LIMITS_GRACE_S) -> int:
+    """Recompute every member's counts from the lanes and the started registries; returns stale entries dropped.
+
+    Entries touched in the last ``grace_s`` seconds are kept (a job between its count and its push, or between
+    its dequeue and the started registry, is in neither place for a moment).
+    """
+    k = keys(settings)
+    script = connection.register_script(_RECONCILE)
+    lanes = _lane_keys(settings)
+    dropped = int(
+        script(
+            keys=[
+                k.owners,
+                k.running,
+                k.queued,
+                k.active,
+                k.since,
+                _round_key(settings),
+                *lanes,
+                *_started_keys(settings),
+            ],
+            args=[time.time(), grace_s, len(lanes)],
+        )
+    )
+    if dropped:
+        log.warning("limits reconcile dropped %d stale job count(s)", dropped)
+    return dropped
+
+
+def maybe_reconcile(connection: Redis, settings: Settings) -> None:
+    """Reconcile at most once per ``LIMITS_RECONCILE_S`` across all workers (a Redis lock elects one)."""
+    if connection.set(f"{settings.queue_prefix}:limits:reconciled", "1", nx=True, ex=defaults.LIMITS_RECONCILE_S):
+        reconcile(connection, settings)
+
+
+def counts(connection: Redis, settings: Settings, owner: str) -> tuple[int, int]:
+    """``(queued, running)`` jobs counted for ``owner``."""
+    k = keys(settings)
+    queued, running = connection.hget(k.queued, owner), connection.hget(k.running, owner)
+    return int(queued or 0), int(running or 0)
+
+
+def all_counts(connection: Redis, settings: Settings) -> dict[str, tuple[int, int]]:
+    """Member -> ``(queued, running)`` for every member with a counted job."""
+    k = keys(settings)
+    queued = {text(key): int(v) for key, v in connection.hgetall(k.queued).items()}
+    running = {text(key): int(v) for key, v in connection.hgetall(k.running).items()}
+    return {m: (queued.get(m, 0), running.get(m, 0)) for m in sorted(set(queued) | set(running))}
+
+
+def ban_reason(connection: Redis, settings: Settings, owner: str) -> str:
+    """Why ``owner`` is banned ("" if not banned or no reason given)."""
+    raw = connection.hget(keys(settings).banned, owner)
+    return json.loads(raw).get("reason", "") if raw else ""
+
+
+# --- RQ callbacks (enqueued by dotted path, so they are JSON-safe; they run in the worker process) ---
+
+
+def on_job_success(job: Any, connection: Redis, result: Any) -> None:
+    """RQ success callback: release the count, record throughput and metrics (a cancelled job returns normally)."""
+    canceled = isinstance(result, dict) and bool(result.get("canceled"))
+    _finish(job, connection, "canceled" if canceled else "finished", result)
+
+
+def on_job_failure(job: Any, connection: Redis, *exc_info: Any) -> None:
+    """RQ failure callback (also run for jobs abandoned by a dead worker): release the count, record metrics."""
+    _finish(job, connection, "failed", None)
+
+
+def on_job_stopped(job: Any, connection: Redis) -> None:
+    """RQ stopped callback (``rq`` stop-job command): release the count."""
+    _finish(job, connection, "canceled", None)
+
+
+def _finish(job: Any, connection: Redis, status: str, result: Any) -> None:
+    from shared import eta, metrics
+
+    settings = get_settings()
+    release(connection, settings, job.id)
+    try:
+        eta.record_job(connection, settings, job, status, result)
+        metrics.observe_job(job, status, result)
+    except Exception:  # a statistics failure must never fail the job
+        log.exception("could not record statistics of job %s", job.id)

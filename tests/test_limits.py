@@ -1,0 +1,113 @@
+"""Per-member limits on a real Redis: atomic under concurrency, released on finish/fail/cancel, reconciled."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+
+from shared import limits
+from shared.fair_share import FairQueue
+from shared.job import JobStatus
+from shared.queue import enqueue, get_queue, job_state, request_cancel
+from shared.settings import Settings
+from tests.queue_control import run_burst_worker, spec_for
+
+
+@pytest.fixture
+def limited(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings with a small queued limit (4) and running limit (2)."""
+    monkeypatch.setenv("MAX_QUEUED_PER_MEMBER", "4")
+    monkeypatch.setenv("MAX_RUNNING_PER_MEMBER", "2")
+    from shared.settings import get_settings
+
+    get_settings.cache_clear()
+    return Settings()
+
+
+def test_200_concurrent_submissions_accept_exactly_the_limit_and_counts_return_to_zero(
+    limited: Settings, redis_conn: redis.Redis
+) -> None:
+    specs = [spec_for(limited, "111", seed=i) for i in range(200)]
+
+    def submit(spec: object) -> str:
+        try:
+            enqueue(redis_conn, limited, spec)  # type: ignore[arg-type]
+        except limits.LimitExceeded as exc:
+            return str(exc)
+        return "accepted"
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        outcomes = list(pool.map(submit, specs))
+    assert outcomes.count("accepted") == 4
+    assert set(outcomes) - {"accepted"} == {"You have 4 jobs queued, the limit is 4."}
+    assert limits.counts(redis_conn, limited, "111") == (4, 0)
+    assert get_queue(redis_conn, limited, limited.default_lane).count == 4
+    assert isinstance(limits.LimitExceeded("x"), ValueError)
+
+    run_burst_worker(limited)
+    accepted = [s for s, o in zip(specs, outcomes, strict=True) if o == "accepted"]
+    for spec in accepted:
+        state = job_state(redis_conn, spec.job_id)
+        assert state is not None and state.status is JobStatus.FINISHED
+    assert limits.counts(redis_conn, limited, "111") == (0, 0)
+    assert limits.all_counts(redis_conn, limited) == {}
+    assert redis_conn.hlen(limits.keys(limited).owners) == 0
+
+
+def test_role_overrides_raise_the_limit_and_redis_config_overrides_settings(
+    limited: Settings, redis_conn: redis.Redis
+) -> None:
+    limits.set_limits(redis_conn, limited, "role:42", limits.Limits(running=5, queued=6))
+    assert limits.limits_for(redis_conn, limited, ["7"]) == limits.Limits(running=2, queued=4)
+    assert limits.limits_for(redis_conn, limited, ["7", "42"]) == limits.Limits(running=5, queued=6)
+    for i in range(6):
+        enqueue(redis_conn, limited, spec_for(limited, "222", seed=i), roles=["42"])
+    with pytest.raises(limits.LimitExceeded, match="You have 6 jobs queued, the limit is 6"):
+        enqueue(redis_conn, limited, spec_for(limited, "222"), roles=["42"])
+    for i in range(4):
+        enqueue(redis_conn, limited, spec_for(limited, "333", seed=i), roles=["7"])
+    with pytest.raises(limits.LimitExceeded, match="You have 4 jobs queued, the limit is 4"):
+        enqueue(redis_conn, limited, spec_for(limited, "333", seed=9), roles=["7"])
+    with pytest.raises(ValueError, match="scope must be 'default' or 'role:<numeric id>', got 'admins'"):
+        limits.set_limits(redis_conn, limited, "admins", limits.Limits(running=1, queued=1))
+    with pytest.raises(ValueError, match="queued limit must be an integer >= 0, got -1"):
+        limits.Limits(running=1, queued=-1)
+
+
+def test_cancel_of_a_queued_job_and_a_failed_job_release_their_counts(
+    limited: Settings, redis_conn: redis.Redis
+) -> None:
+    waiting = spec_for(limited, "444", seed=1)
+    enqueue(redis_conn, limited, waiting)
+    assert limits.counts(redis_conn, limited, "444") == (1, 0)
+    assert request_cancel(redis_conn, limited, waiting.job_id) == "canceled"
+    assert limits.counts(redis_conn, limited, "444") == (0, 0)
+    assert get_queue(redis_conn, limited, limited.default_lane).count == 0
+
+    broken = spec_for(limited, "444", seed=2).replace(model="/nonexistent/model")
+    enqueue(redis_conn, limited, broken)
+    run_burst_worker(limited)
+    state = job_state(redis_conn, broken.job_id)
+    assert state is not None and state.status is JobStatus.FAILED
+    assert limits.counts(redis_conn, limited, "444") == (0, 0)
+
+
+def test_running_cap_skips_a_member_and_reconcile_frees_the_jobs_of_a_dead_worker(
+    limited: Settings, redis_conn: redis.Redis
+) -> None:
+    lane_key = get_queue(redis_conn, limited, limited.default_lane).key
+    a = [spec_for(limited, "555", seed=i) for i in range(3)]
+    b = spec_for(limited, "666")
+    for spec in [*a, b]:
+        enqueue(redis_conn, limited, spec)
+    # Taken without running (as if the worker died right after dequeueing): "555" may run 2 at once.
+    taken = [FairQueue.take(redis_conn, limited, [lane_key]) for _ in range(4)]
+    assert [t[1] if t else None for t in taken] == [a[0].job_id, b.job_id, a[1].job_id, None]
+    assert limits.counts(redis_conn, limited, "555") == (1, 2)
+    assert limits.reconcile(redis_conn, limited) == 0  # within the grace period nothing is dropped
+    assert limits.reconcile(redis_conn, limited, grace_s=0) == 3
+    assert limits.counts(redis_conn, limited, "555") == (1, 0)
+    assert limits.counts(redis_conn, limited, "666") == (0, 0)
+    assert FairQueue.take(redis_conn, limited, [lane_key]) == (lane_key, a[2].job_id)
