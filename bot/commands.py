@@ -37,7 +37,7 @@ async def imagine(interaction: discord.Interaction, prompt: str) -> None:
     client = _client(interaction)
     owner = str(interaction.user.id)
     try:
-        member = member_settings.load(client.connection, client.settings, owner)
+        member, counts = client.desk.intake(owner)
     except redis.RedisError:
         log.exception("queue unavailable for /imagine by %s", owner)
         await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
@@ -55,7 +55,7 @@ async def imagine(interaction: discord.Interaction, prompt: str) -> None:
     except (PromptError, ValueError) as exc:
         await interaction.response.send_message(messages.prompt_error(str(exc)), ephemeral=True)
         return
-    queued = await submit(interaction, specs, client.desk)
+    queued = await submit(interaction, specs, client.desk, counts)
     log.info("/imagine by %s: %d job(s) %s", owner, len(queued), [spec.job_id for spec in queued])
 
 
@@ -75,7 +75,7 @@ def settings_command(settings: Settings) -> app_commands.Command[Any, Any, Any]:
         lane=[app_commands.Choice(name=name, value=name) for name in settings.lanes],
         aspect=[app_commands.Choice(name=ratio, value=ratio) for ratio in defaults.ASPECT_RATIOS],
     )
-    async def command(
+    async def command(  # noqa: PLR0917 - discord.py passes the options by keyword
         interaction: discord.Interaction,
         stylize: str | None = None,
         lane: str | None = None,
@@ -122,9 +122,7 @@ async def info_command(interaction: discord.Interaction) -> None:
     owner = str(interaction.user.id)
     states = await asyncio.to_thread(client.desk.active_jobs, owner)
     totals = await asyncio.to_thread(client.desk.totals, owner)
-    await interaction.response.send_message(
-        messages.info(states[: defaults.INFO_JOBS_SHOWN], totals), ephemeral=True
-    )
+    await interaction.response.send_message(messages.info(states[: defaults.INFO_JOBS_SHOWN], totals), ephemeral=True)
 
 
 @app_commands.command(name="cancel", description="Cancel one of your jobs (default: your newest)")
@@ -133,7 +131,7 @@ async def cancel_command(interaction: discord.Interaction, job_id: str | None = 
     """/cancel: a queued job leaves the queue now, a running one stops at its next step; only your own."""
     client = _client(interaction)
     owner = str(interaction.user.id)
-    target = (job_id or "").strip() or await asyncio.to_thread(client.desk.latest_active, owner)
+    target = (job_id or "").strip() or client.desk.latest_active(owner)
     if not target:
         await interaction.response.send_message(messages.NO_ACTIVE_JOBS, ephemeral=True)
         return

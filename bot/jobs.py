@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+
 import redis
 from rq.registry import StartedJobRegistry
 
-from shared import defaults
+from shared import defaults, member_settings
 from shared.job import JobSpec, JobStatus
+from shared.member_settings import MemberSettings
 from shared.queue import JobState, all_queues, enqueue, get_queue, job_state
 from shared.settings import Settings
 
@@ -20,6 +23,14 @@ class JobDesk:
     def __init__(self, connection: redis.Redis, settings: Settings) -> None:
         self.connection = connection
         self.settings = settings
+        self._enqueue_turn = asyncio.Lock()
+
+    async def enqueue_soon(self, spec: JobSpec) -> None:
+        """``enqueue`` from the event loop, one job per loop turn (after the answers that are ready to go), so that no
+        thread competes with the loop for the GIL while a burst of interactions waits for answers."""
+        async with self._enqueue_turn:
+            await asyncio.sleep(0)
+            self.enqueue(spec)
 
     def _member_key(self, owner: str) -> str:
         return f"{self.settings.queue_prefix}:member:{owner}:jobs"
@@ -27,11 +38,25 @@ class JobDesk:
     def _made_key(self, owner: str) -> str:
         return f"{self.settings.queue_prefix}:member:{owner}:made"
 
-    def ahead_of(self, lane: str) -> int:
-        """Jobs waiting that a worker takes before a job enqueued now on ``lane`` (lanes are served in order)."""
+    def intake(self, owner: str) -> tuple[MemberSettings, dict[str, int]]:
+        """The member's settings and every lane's queue length, in one Redis round trip (before an answer)."""
+        queues = all_queues(self.connection, self.settings)
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.get(member_settings.settings_key(self.settings, owner))
+            for queue in queues:
+                pipe.llen(queue.key)
+            raw, *lengths = pipe.execute()
+        counts = {lane: int(length) for lane, length in zip(self.settings.lanes, lengths, strict=True)}
+        return member_settings.from_stored(raw, owner), counts
+
+    def ahead_of(self, lane: str, counts: dict[str, int] | None = None) -> int:
+        """Jobs waiting that a worker takes before a job enqueued now on ``lane`` (lanes are served in order).
+
+        ``counts`` are queue lengths by lane from ``intake``; without them they are read now.
+        """
         total = 0
         for name in self.settings.lanes:
-            total += get_queue(self.connection, self.settings, name).count
+            total += counts[name] if counts is not None else get_queue(self.connection, self.settings, name).count
             if name == lane:
                 break
         return total
@@ -62,7 +87,7 @@ class JobDesk:
     def active_jobs(self, owner: str) -> list[tuple[JobState, int | None]]:
         """The member's running and queued jobs, newest first, with queue positions; finished ones are forgotten."""
         key = self._member_key(owner)
-        ids = [raw.decode() for raw in self.connection.zrevrange(key, 0, -1)]
+        ids = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in self.connection.zrevrange(key, 0, -1)]
         found: list[tuple[JobState, int | None]] = []
         done: list[str] = []
         for job_id in ids:
@@ -78,10 +103,7 @@ class JobDesk:
     def totals(self, owner: str) -> dict[str, int]:
         """Jobs queued in all lanes, jobs running, and how many jobs the member has made."""
         queues = all_queues(self.connection, self.settings)
-        running = sum(
-            StartedJobRegistry(queue=queue, serializer=queue.serializer).count
-            for queue in queues
-        )
+        running = sum(StartedJobRegistry(queue=queue, serializer=queue.serializer).count for queue in queues)
         made = self.connection.get(self._made_key(owner))
         return {"queued": sum(q.count for q in queues), "running": running, "made": int(made or 0)}
 

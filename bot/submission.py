@@ -7,7 +7,6 @@ with the 15-minute interaction token.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 
@@ -16,7 +15,8 @@ import redis
 
 from bot import messages
 from bot.jobs import JobDesk
-from shared import discord_format
+from shared import admin, discord_format, limits
+from shared.admin import PAUSED_NOTE
 from shared.job import Delivery, JobSpec
 
 log = logging.getLogger(__name__)
@@ -37,19 +37,29 @@ def mentions_for(owner: str) -> discord.AllowedMentions:
     return discord.AllowedMentions(everyone=False, roles=False, users=users)
 
 
-async def submit(interaction: discord.Interaction, specs: list[JobSpec], desk: JobDesk) -> list[JobSpec]:
+async def submit(
+    interaction: discord.Interaction, specs: list[JobSpec], desk: JobDesk, counts: dict[str, int] | None = None
+) -> list[JobSpec]:
     """Post one waiting message per job (the first as the interaction response) and enqueue the jobs.
 
-    Returns the enqueued specs (with their waiting message ids). Redis being down before the answer gives an
-    ephemeral error; after it, the waiting message says so.
+    Returns the enqueued specs (with their waiting message ids). ``counts`` are queue lengths from
+    ``JobDesk.intake`` (read now without them). Redis being down before the answer gives an ephemeral error; after
+    it, the waiting message says so.
     """
     if not specs:
         raise ValueError("submit needs at least one job spec, got none")
     try:
-        ahead = desk.ahead_of(specs[0].lane)
+        ahead = desk.ahead_of(specs[0].lane, counts)
+        # Queue control: banned or over the queued limit -> a private answer, nothing posted or queued.
+        roles = [str(role.id) for role in getattr(interaction.user, "roles", [])]
+        refusal = limits.refusal(desk.connection, desk.settings, specs[0].owner, len(specs), roles)
+        paused = admin.is_paused(desk.connection, desk.settings)
     except redis.RedisError:
         log.exception("queue unavailable while answering interaction %s", interaction.id)
         await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
+        return []
+    if refusal:
+        await interaction.response.send_message(refusal, ephemeral=True)
         return []
     first = specs[0]
     callback = await interaction.response.send_message(
@@ -68,15 +78,20 @@ async def submit(interaction: discord.Interaction, specs: list[JobSpec], desk: J
         )
         message_ids.append(sent.id)
     queued: list[JobSpec] = []
-    for spec, waiting_id in zip(specs, message_ids, strict=True):
-        spec = spec.replace(delivery=dataclasses.replace(spec.delivery, waiting_message_id=str(waiting_id)))
+    for bare, waiting_id in zip(specs, message_ids, strict=True):
+        spec = bare.replace(delivery=dataclasses.replace(bare.delivery, waiting_message_id=str(waiting_id)))
         try:
-            await asyncio.to_thread(desk.enqueue, spec)
+            await desk.enqueue_soon(spec)
         except redis.RedisError:
             log.exception("could not enqueue job %s", spec.job_id)
             await _say_failed(interaction, waiting_id, spec, "could not be queued, please try again")
             continue
+        except (limits.LimitExceeded, limits.MemberBanned) as exc:  # lost a race with the member's other submissions
+            await _say_failed(interaction, waiting_id, spec, str(exc))
+            continue
         queued.append(spec)
+    if paused and queued:
+        await interaction.followup.send(PAUSED_NOTE, ephemeral=True)
     return queued
 
 

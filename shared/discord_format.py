@@ -93,7 +93,7 @@ def mention(owner: str) -> str:
 
 
 def waiting_line(prompt: str, owner: str, position: int | None = None) -> str:
-    """"**prompt** - <@user> (Waiting to start)", with the queue position when known."""
+    """ "**prompt** - <@user> (Waiting to start)", with the queue position when known."""
     line = f"{_prompt(prompt)} - {mention(owner)} (Waiting to start)"
     if position is not None and position > 0:
         line += f" - #{position} in the queue"
@@ -101,7 +101,7 @@ def waiting_line(prompt: str, owner: str, position: int | None = None) -> str:
 
 
 def progress_line(prompt: str, owner: str, fraction: float, lane: str) -> str:
-    """"**prompt** - <@user> (42%) (fast)": the waiting message while the job runs."""
+    """ "**prompt** - <@user> (42%) (fast)": the waiting message while the job runs."""
     percent = round(100 * min(max(fraction, 0.0), 1.0))
     return f"{_prompt(prompt)} - {mention(owner)} ({percent}%) ({lane})"
 
@@ -121,7 +121,7 @@ def failed_line(prompt: str, owner: str, reason: str) -> str:
 
 
 def variation_detail(strength: float) -> str:
-    """"subtle" or "strong": the name of a variation strength, for the result line."""
+    """ "subtle" or "strong": the name of a variation strength, for the result line."""
     return "subtle" if strength <= defaults.VARY_SUBTLE_STRENGTH else "strong"
 
 

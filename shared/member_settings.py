@@ -93,7 +93,11 @@ def settings_key(settings: Settings, member_id: str) -> str:
 
 def load(connection: redis.Redis, settings: Settings, member_id: str) -> MemberSettings:
     """The member's saved settings, or the empty defaults (also when the stored JSON is unreadable, logged)."""
-    raw = connection.get(settings_key(settings, member_id))
+    return from_stored(connection.get(settings_key(settings, member_id)), member_id)
+
+
+def from_stored(raw: bytes | str | None, member_id: str) -> MemberSettings:
+    """Settings from the stored JSON (as ``load`` reads it); None or unreadable JSON gives the defaults (logged)."""
     if raw is None:
         return MemberSettings()
     try:

@@ -195,9 +195,8 @@ class FakeDiscord:
         loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         loop.run_until_complete(site.start())
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        server: Any = site._server
+        self.port = server.sockets[0].getsockname()[1]
         self._started.set()
         loop.run_forever()
         loop.close()
@@ -218,7 +217,7 @@ class FakeDiscord:
         """A new, increasing snowflake id."""
         return ((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) + next(self._ids)
 
-    def wait_for(self, condition: Callable[[], T], timeout: float = 60.0, what: str = "") -> T:
+    def wait_for(self, condition: Callable[[], T | None], timeout: float = 60.0, what: str = "") -> T:
         """Block until ``condition()`` is truthy (re-checked on every change and every 0.2 s); return its value."""
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -248,7 +247,7 @@ class FakeDiscord:
     def calls_to(self, method: str, path_part: str = "") -> list[Call]:
         """Recorded calls with ``method`` (or "*") whose path contains ``path_part``."""
         with self._lock:
-            return [c for c in self.calls if (method == "*" or c.method == method) and path_part in c.path]
+            return [c for c in self.calls if method in ("*", c.method) and path_part in c.path]
 
     def user(self, user_id: int, name: str = "") -> dict[str, Any]:
         """A user object."""
@@ -466,16 +465,20 @@ class FakeDiscord:
         }
         return self._interaction(2, data, user_id)
 
-    def dispatch_many(self, payloads: list[dict[str, Any]]) -> list[InteractionRecord]:
-        """Dispatch many interactions back to back, as fast as the gateway socket takes them."""
+    def dispatch_many(self, payloads: list[dict[str, Any]], interval_s: float = 0.0) -> list[InteractionRecord]:
+        """Dispatch many interactions back to back (``interval_s`` apart; 0: as fast as the socket takes them)."""
 
         async def send_all() -> None:
-            for payload in payloads:
+            start = time.monotonic()
+            for index, payload in enumerate(payloads):
+                if interval_s > 0:
+                    await asyncio.sleep(max(0.0, start + index * interval_s - time.monotonic()))
                 with self._lock:
                     self.interactions[int(payload["id"])].dispatched_at = time.monotonic()
                 await self._dispatch_all("INTERACTION_CREATE", payload)
 
-        self._run(send_all())
+        assert self._loop is not None, "fake Discord is not started"
+        asyncio.run_coroutine_threadsafe(send_all(), self._loop).result(30 + interval_s * len(payloads))
         return [self.interactions[int(p["id"])] for p in payloads]
 
     def click(self, message_id: int, custom_id: str, *, user_id: int = 42) -> InteractionRecord:
@@ -523,9 +526,12 @@ class FakeDiscord:
     # --- REST ---------------------------------------------------------------------------------------------------
 
     async def _rest(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.monotonic()
         path = "/" + request.match_info["tail"]
         body, files = await _read_body(request)
-        call = Call(request.method, path, dict(request.query), body, files, request.headers.get("Authorization", ""))
+        call = Call(
+            request.method, path, dict(request.query), body, files, request.headers.get("Authorization", ""), at=arrived
+        )
         try:
             response = self._route(call)
         except Exception:
@@ -578,12 +584,10 @@ class FakeDiscord:
 
     def _fault(self, method: str) -> web.Response | None:
         with self._lock:
-            for index, (want, status, retry_after) in enumerate(self.fail_next):
-                if want in ("*", method):
-                    del self.fail_next[index]
-                    break
-            else:
+            index = next((i for i, fault in enumerate(self.fail_next) if fault[0] in ("*", method)), None)
+            if index is None:
                 return None
+            _, status, retry_after = self.fail_next.pop(index)
         if status == 429:
             return _json(
                 {"message": "You are being rate limited.", "retry_after": retry_after, "global": False},
@@ -598,8 +602,7 @@ class FakeDiscord:
         if fault is not None:
             return fault
         if len(parts) == 3 and call.method == "POST":
-            message = self._new_message(channel_id, call, author=self.user(self.bot_user_id, "imagine"))
-            return _json(message)
+            return _json(self._new_message(channel_id, call, author=self.user(self.bot_user_id, "imagine")))
         if len(parts) != 4:
             return _json({"message": "404: Not Found", "code": 0}, 404)
         message_id = int(parts[3])
@@ -624,7 +627,7 @@ class FakeDiscord:
             return _json({"message": "Unknown interaction", "code": 10062}, 404)
         if record.acked_at is not None:
             return _json({"message": "Interaction has already been acknowledged.", "code": ALREADY_ACKNOWLEDGED}, 400)
-        now = time.monotonic()
+        now = call.at
         payload = call.json or {}
         response_type = int(payload.get("type", 0))
         data = payload.get("data") or {}
@@ -665,9 +668,9 @@ class FakeDiscord:
         if record is None or record.expired:
             return _json({"message": "Invalid Webhook Token", "code": INTERACTION_TOKEN_INVALID}, 401)
         if len(parts) == 3 and call.method == "POST":
-            message = self._new_message(self.channel_id, call, author=self.user(self.bot_user_id), webhook=True)
-            message["interaction_token"] = token
-            return _json(message)
+            created = self._new_message(self.channel_id, call, author=self.user(self.bot_user_id), webhook=True)
+            created["interaction_token"] = token
+            return _json(created)
         if len(parts) == 5 and parts[3] == "messages":
             target = record.response_message_id if parts[4] == "@original" else int(parts[4])
             with self._lock:

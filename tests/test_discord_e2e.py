@@ -118,7 +118,7 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def click_and_get_result(
-    fake: FakeDiscord, conn: redis.Redis, settings: Settings, message_id: int, label: str, user_id: int = MEMBER
+    fake: FakeDiscord, conn: redis.Redis, settings: Settings, message_id: int, label: str, *, user_id: int = MEMBER
 ) -> tuple[str, dict[str, Any]]:
     """Click a button; returns the new job id and its result message."""
     record = answered(fake, fake.click(message_id, fake.button_id(message_id, label), user_id=user_id))
@@ -140,7 +140,7 @@ def wait_finished(conn: redis.Redis, job_id: str, timeout: float = 60) -> None:
     raise AssertionError(f"job {job_id} did not finish")
 
 
-def test_imagine_buttons_restart_and_bad_prompt(
+def test_imagine_buttons_restart_and_bad_prompt(  # noqa: PLR0917 - pytest fixtures
     fake_discord: FakeDiscord,
     start_bot: Callable[[], subprocess.Popen[bytes]],
     start_worker: Callable[..., subprocess.Popen[bytes]],
@@ -187,7 +187,7 @@ def test_imagine_buttons_restart_and_bad_prompt(
     assert labels == ["U1", "U2", "U3", "U4", "re-roll", "V1", "V2", "V3", "V4"]
 
     # U2 -> the second image alone, upscaled, with its four buttons; owned by the clicker.
-    up_id, up_message = click_and_get_result(fake, redis_conn, settings, int(grid_message["id"]), "U2", OTHER)
+    up_id, up_message = click_and_get_result(fake, redis_conn, settings, int(grid_message["id"]), "U2", user_id=OTHER)
     up_labels = [b["label"] for b in fake.buttons(int(up_message["id"]))]
     assert up_labels == ["Upscale (Subtle)", "Upscale (Creative)", "Vary (Subtle)", "Vary (Strong)"]
     assert f"<@{OTHER}>" in up_message["content"]
@@ -213,7 +213,7 @@ def test_imagine_buttons_restart_and_bad_prompt(
     stop(bot)
     start_bot()
     fake.wait_connected(identifies=2)
-    again_id, again_message = click_and_get_result(fake, redis_conn, settings, int(grid_message["id"]), "U4")
+    again_id, _ = click_and_get_result(fake, redis_conn, settings, int(grid_message["id"]), "U4")
     wait_finished(redis_conn, again_id)
     assert image_store.get_record(redis_conn, settings, again_id)["spec"]["source"]["index"] == 3
     assert worker.poll() is None, log_of(worker)

@@ -102,9 +102,12 @@ def test_progress_edits_are_throttled_and_carry_a_small_preview(fake: FakeDiscor
     clock.now += defaults.PROGRESS_EVERY_S
     pub.progress(spec, 0.75, None)
     patches = fake.calls_to("PATCH", f"/messages/{waiting}")
-    assert [call.json["content"] for call in patches] == ["**a red fox** - <@42> (25%) (fast)", "**a red fox** - <@42> (75%) (fast)"]
+    assert [call.json["content"] for call in patches] == [
+        "**a red fox** - <@42> (25%) (fast)",
+        "**a red fox** - <@42> (75%) (fast)",
+    ]
     assert all(call.auth == f"Bot {fake.token}" for call in patches)
-    (name, data), = patches[0].files.values()
+    ((name, data),) = patches[0].files.values()
     assert name == "preview.png"
     assert max(Image.open(io.BytesIO(data)).size) == defaults.DISCORD_PREVIEW_MAX_SIDE
 

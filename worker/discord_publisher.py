@@ -219,7 +219,8 @@ class DiscordPublisher:
         if not channel:
             raise ValueError(f"job {spec.job_id} has delivery kind 'discord' but no channel_id")
         mark = self._posted_key(spec.job_id)
-        posted = self.connection.get(mark)
+        raw = self.connection.get(mark)
+        posted = raw if isinstance(raw, bytes) else None
         if posted is not None:
             log.info("job %s was already posted as message %s; not posting again", spec.job_id, posted.decode())
             self._remove_waiting(spec)
@@ -235,7 +236,11 @@ class DiscordPublisher:
         }
         started = time.perf_counter()
         message = self.rest.request(
-            "POST", f"/channels/{channel}/messages", payload=payload, files=[(name, _png(picture))], bucket=f"channel:{channel}"
+            "POST",
+            f"/channels/{channel}/messages",
+            payload=payload,
+            files=[(name, _png(picture))],
+            bucket=f"channel:{channel}",
         )
         message_id = str(message["id"])
         self.connection.set(mark, message_id, ex=self.settings.image_ttl_s)
