@@ -48,6 +48,43 @@ class Generation:
     """Facts for the reproducibility record (steps run, stop handling, token reports, alignment scores)."""
 
 
+@dataclass(frozen=True)
+class BatchRecipe:
+    """What differs between pipelines in the engine's own denoising loop for cross-job batches."""
+
+    scale_initial_noise: bool
+    """Multiply starting noise by ``scheduler.init_noise_sigma`` (diffusers' SD pipelines do; ShapesPipeline not)."""
+    extra_step_kwargs: bool
+    """Pass the pipeline's ``prepare_extra_step_kwargs(generators, eta=0)`` to ``scheduler.step``."""
+    decoder: str
+    """``vae`` (latents / scaling_factor -> VAE -> image processor) or ``pipeline`` (the pipeline's ``decode``)."""
+
+
+BATCH_RECIPES: dict[str, BatchRecipe] = {
+    "StableDiffusionPipeline": BatchRecipe(scale_initial_noise=True, extra_step_kwargs=True, decoder="vae"),
+    "ShapesPipeline": BatchRecipe(scale_initial_noise=False, extra_step_kwargs=False, decoder="pipeline"),
+}
+"""Pipelines whose ``__call__`` the engine's batched loop reproduces step for step (others run jobs alone)."""
+
+
+@dataclass
+class _BatchJob:
+    """One job's prepared inputs in a cross-job batch: latents (n, C, h, w), embeds (n, T, D), negative (n, T', D)."""
+
+    spec: JobSpec
+    generators: list[torch.Generator]
+    latents: torch.Tensor
+    embeds: torch.Tensor
+    negative: torch.Tensor
+    encode_s: float
+    started: float
+    notes: dict[str, Any]
+
+    @property
+    def shape_key(self) -> tuple[int, ...]:
+        return (*self.embeds.shape[1:], *self.negative.shape[1:])
+
+
 class Engine:
     """A model held resident in one worker process; ``generate`` runs one job."""
 
@@ -248,6 +285,219 @@ class Engine:
             on_progress(1, 1, None)
         timings["generate_s"] = time.perf_counter() - started
         return Generation(images=[image], seeds=spec.seeds[:1], timings=timings, notes=notes)
+
+    # -- device readiness ------------------------------------------------------------------------------------------
+
+    def prepare_for_device(self, *, compile_denoiser: bool = False) -> dict[str, Any]:
+        """GPU readiness, applied once after loading: PyTorch SDPA attention in the denoiser, channels_last
+        convolutions and TF32 matmuls on CUDA, and optionally ``torch.compile`` of the denoiser with static shapes
+        (sizes come from the finite set of aspect-ratio buckets ``shared.resolve`` snaps to, and batches from the
+        grid size, so each (size, batch) compiles once and then repeats). Returns what was applied, for records."""
+        pipe = self.pipes.text2img
+        applied: dict[str, Any] = {}
+        unet = getattr(pipe, "unet", None)
+        if unet is None:
+            return applied
+        if hasattr(nn.functional, "scaled_dot_product_attention") and hasattr(unet, "set_attn_processor"):
+            from diffusers.models.attention_processor import AttnProcessor2_0
+
+            unet.set_attn_processor(AttnProcessor2_0())
+            applied["attention"] = "sdpa"
+        if self.pipes.device.type == "cuda":
+            for name in ("unet", "vae"):
+                module = getattr(pipe, name, None)
+                if module is not None:
+                    module.to(memory_format=torch.channels_last)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
+            applied["channels_last"] = True
+        if compile_denoiser:
+            compiled = torch.compile(unet, dynamic=False)
+            pipe.unet = compiled
+            if self.pipes.img2img is not pipe and getattr(self.pipes.img2img, "unet", None) is unet:
+                self.pipes.img2img.unet = compiled
+            applied["compiled"] = "unet"
+        applied["dtype"] = str(self.pipes.dtype).removeprefix("torch.")
+        log.info("engine prepared for %s: %s", self.pipes.device, applied)
+        return applied
+
+    def synchronize(self) -> None:
+        """Wait for queued GPU work, so stage timings measure the work and not its launch."""
+        if self.pipes.device.type == "cuda":
+            torch.cuda.synchronize(self.pipes.device)
+
+    # -- cross-job batches -----------------------------------------------------------------------------------------
+
+    @property
+    def batch_recipe(self) -> BatchRecipe | None:
+        """How this model's own denoising loop is run for a cross-job batch; None when the pipeline has no recipe
+        (those models run every job alone)."""
+        return BATCH_RECIPES.get(type(self.pipes.text2img).__name__)
+
+    def generate_batch(
+        self,
+        specs: list[JobSpec],
+        *,
+        on_progress: list[ProgressCallback | None] | None = None,
+        should_cancel: list[Callable[[], bool] | None] | None = None,
+    ) -> list[Generation | JobCanceled]:
+        """Run several compatible grid jobs (``worker.batching.batch_key`` equal) in one denoising pass.
+
+        Every job keeps its own prompt encoding, per-image generators (so each image is what it would be alone),
+        guidance scale (applied per row), progress callback and cancel check. A cancelled job's rows finish with the
+        others but its outcome is a ``JobCanceled``; the pass stops early only when every job is cancelled.
+        Jobs whose conditioning has other token lengths run as their own sub-batch (cross-attention rows must align).
+        """
+        recipe = self.batch_recipe
+        if recipe is None:
+            raise ValueError(f"pipeline {type(self.pipes.text2img).__name__} has no batch recipe; run its jobs alone")
+        progress = on_progress or [None] * len(specs)
+        cancels = should_cancel or [None] * len(specs)
+        if len(progress) != len(specs) or len(cancels) != len(specs):
+            raise ValueError(f"on_progress and should_cancel need one entry per spec ({len(specs)})")
+        prepared = [self._prepare_batch_job(spec) for spec in specs]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, job in enumerate(prepared):
+            groups.setdefault(job.shape_key, []).append(index)
+        outcomes: list[Generation | JobCanceled | None] = [None] * len(specs)
+        for indices in groups.values():
+            results = self._run_batch_group(
+                recipe,
+                [prepared[i] for i in indices],
+                [progress[i] for i in indices],
+                [cancels[i] for i in indices],
+            )
+            for index, result in zip(indices, results, strict=True):
+                outcomes[index] = result
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _prepare_batch_job(self, spec: JobSpec) -> _BatchJob:
+        """The per-job stages of a batched grid: encode_prompt -> prepare_latents -> condition_images."""
+        if spec.kind is not JobKind.GRID or spec.source is not None or spec.tile or spec.stop < 100:
+            raise ValueError(f"job {spec.job_id} cannot join a batch (kind {spec.kind}, tile, --stop or a source)")
+        started = time.perf_counter()
+        hits_before = self.text.cache_info().hits
+        cond = self.encode_prompt(spec)
+        self.synchronize()
+        encode_s = time.perf_counter() - started
+        generators = self.generators(spec.seeds)
+        latents = self.prepare_latents(spec, generators)
+        kwargs = self.condition_images(spec, cond, len(spec.seeds))
+        notes: dict[str, Any] = {
+            "text_cache_hit": self.text.cache_info().hits > hits_before,
+            "tokens": [report.__dict__ for report in cond.token_reports],
+        }
+        return _BatchJob(
+            spec=spec,
+            generators=generators,
+            latents=latents,
+            embeds=kwargs["prompt_embeds"].to(self.pipes.dtype),
+            negative=kwargs["negative_prompt_embeds"].to(self.pipes.dtype),
+            encode_s=encode_s,
+            started=started,
+            notes=notes,
+        )
+
+    def _run_batch_group(
+        self,
+        recipe: BatchRecipe,
+        jobs: list[_BatchJob],
+        progress: list[ProgressCallback | None],
+        cancels: list[Callable[[], bool] | None],
+    ) -> list[Generation | JobCanceled]:
+        """The ``denoise`` and ``decode`` stages of one batch: the pipeline's components, diffusers' CFG loop with a
+        guidance scale per row (batch, 1, 1, 1)."""
+        pipe = self.pipes.text2img
+        unet, scheduler = pipe.unet, pipe.scheduler
+        device = self.pipes.device
+        spec0 = jobs[0].spec
+        rows = [len(job.spec.seeds) for job in jobs]
+        bounds = [sum(rows[:i]) for i in range(len(rows) + 1)]
+        generators = [g for job in jobs for g in job.generators]
+        latents = torch.cat([job.latents for job in jobs])  # (images, C, h, w)
+        embeds = torch.cat([job.embeds for job in jobs])  # (images, T, D)
+        negative = torch.cat([job.negative for job in jobs])  # (images, T', D)
+        guidance = (
+            torch.cat([torch.full((n,), float(job.spec.guidance)) for job, n in zip(jobs, rows, strict=True)])
+            .to(device, torch.float32)
+            .view(-1, 1, 1, 1)
+        )
+        canceled: dict[int, JobCanceled] = {}
+        step_kwargs = pipe.prepare_extra_step_kwargs(generators, 0.0) if recipe.extra_step_kwargs else {}
+        self.synchronize()
+        denoise_started = time.perf_counter()
+        steps_run = 0
+        with torch.inference_mode():
+            scheduler.set_timesteps(spec0.steps, device=device)
+            timesteps = scheduler.timesteps
+            if recipe.scale_initial_noise:
+                latents = latents * scheduler.init_noise_sigma
+            total = len(timesteps)
+            for index, t in enumerate(timesteps):
+                model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)
+                if embeds.shape == negative.shape:
+                    both = unet(model_input, t, encoder_hidden_states=torch.cat([negative, embeds]), return_dict=False)[
+                        0
+                    ]
+                    uncond, cond = both.chunk(2)
+                else:  # prompt and negative of different token lengths: two passes, as ShapesPipeline does
+                    half = model_input.shape[0] // 2
+                    uncond = unet(model_input[:half], t, encoder_hidden_states=negative, return_dict=False)[0]
+                    cond = unet(model_input[half:], t, encoder_hidden_states=embeds, return_dict=False)[0]
+                prediction = uncond + guidance.to(uncond.dtype) * (cond - uncond)
+                latents = scheduler.step(prediction, t, latents, **step_kwargs, return_dict=False)[0]
+                steps_run = index + 1
+                for j, job in enumerate(jobs):
+                    if j in canceled:
+                        continue
+                    check = cancels[j]
+                    if check is not None and check():
+                        canceled[j] = JobCanceled(f"job {job.spec.job_id} was cancelled at step {steps_run} of {total}")
+                        continue
+                    callback = progress[j]
+                    if callback is not None:
+                        callback(steps_run, total, latents[bounds[j] : bounds[j + 1]])
+                if len(canceled) == len(jobs):
+                    break
+            self.synchronize()
+            denoised = time.perf_counter()
+            images = self._decode_batch(recipe, latents, generators) if len(canceled) < len(jobs) else []
+        finished = time.perf_counter()
+        outcomes: list[Generation | JobCanceled] = []
+        for j, job in enumerate(jobs):
+            if j in canceled:
+                outcomes.append(canceled[j])
+                continue
+            timings = {
+                "encode_s": job.encode_s,
+                "denoise_s": denoised - denoise_started,
+                "decode_s": finished - denoised,
+                "generate_s": finished - job.started,
+            }
+            notes = dict(job.notes, steps_run=steps_run)
+            notes["batch"] = {"jobs": len(jobs), "images": bounds[-1], "position": j}
+            generation = Generation(
+                images=images[bounds[j] : bounds[j + 1]], seeds=job.spec.seeds, timings=timings, notes=notes
+            )
+            self._score(generation, job.spec)
+            outcomes.append(generation)
+        return outcomes
+
+    def _decode_batch(
+        self, recipe: BatchRecipe, latents: torch.Tensor, generators: list[torch.Generator]
+    ) -> list[Image.Image]:
+        """The pipeline's own decode: ShapesPipeline's pixels, or the VAE and image processor of SD pipelines."""
+        pipe = self.pipes.text2img
+        if recipe.decoder == "pipeline":
+            images = pipe.decode(latents, "pil")
+        else:
+            vae = pipe.vae
+            decoded = vae.decode(latents / vae.config.scaling_factor, return_dict=False, generator=generators)[0]
+            images = pipe.image_processor.postprocess(
+                decoded, output_type="pil", do_denormalize=[True] * decoded.shape[0]
+            )
+        return [image.convert("RGB") for image in images]
 
     # -- helpers ------------------------------------------------------------------------------------------------
 

@@ -11,11 +11,16 @@ import time
 from collections.abc import Sequence
 
 from rq import SimpleWorker
+from rq.job import Job
+from rq.queue import Queue
 from rq.serializers import JSONSerializer
+from rq.worker import WorkerStatus
 
-from shared.queue import all_queues, connect, get_queue
+from shared import defaults
+from shared.queue import TASK_PATH, all_queues, connect, get_queue
 from shared.settings import Settings
 from worker import tasks
+from worker.batching import BatchPlan, Follower, claim_followers, spec_of
 from worker.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -24,6 +29,72 @@ log = logging.getLogger(__name__)
 class ImagineWorker(SimpleWorker):
     """Runs jobs in the worker process itself (RQ's forking Worker would reload the model for every job) and
     stops gracefully on SIGTERM: the current job finishes, no new one is taken (RQ's warm shutdown)."""
+
+    # -- execution side: cross-job batches (worker/batching.py) ---------------------------------------------------
+
+    batch_max_images: int = defaults.BATCH_MAX_IMAGES
+    """Most images one batched pass denoises (the leader's included); IMAGES_PER_GRID or less turns batching off."""
+    batch_wait_s: float = defaults.BATCH_WAIT_S
+    """Seconds to wait for compatible jobs to arrive before a batch starts."""
+
+    def may_claim_follower(self, job: Job, queue: Queue) -> bool:
+        """Whether a queued job may join the current batch (the queue-control side overrides this for fair share
+        and limits; it is asked before the job leaves its queue)."""
+        return True
+
+    def follower_not_claimed(self, job: Job, queue: Queue) -> None:
+        """A job ``may_claim_follower`` accepted was taken by another worker first (undo what the hook acquired)."""
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Run ``job``, with compatible queued jobs batched into its denoising pass when there are any.
+
+        Each follower is removed from its queue atomically, marked started under this worker while the batch runs,
+        and ends FINISHED (or FAILED) with its own result through RQ's own success and failure handling, so
+        registries, result TTLs and the queue-control side's per-job release all happen per job.
+        """
+        leader = spec_of(job)
+        if leader is None or self.batch_max_images <= len(leader.seeds) or job.func_name != TASK_PATH:
+            super().execute_job(job, queue)
+            return
+        followers = claim_followers(
+            self.connection,
+            self.queues,
+            leader,
+            max_images=self.batch_max_images,
+            wait_s=self.batch_wait_s,
+            may_claim=self.may_claim_follower,
+            release=self.follower_not_claimed,
+            job_class=self.job_class,
+            serializer=self.serializer,
+        )
+        if not followers:
+            super().execute_job(job, queue)
+            return
+        execution = self.prepare_execution(job)
+        for follower in followers:
+            follower.execution = self.prepare_execution(follower.job)
+            self.prepare_job_execution(follower.job)
+        plan = BatchPlan(leader_id=job.id, followers=followers)
+        tasks.plan_batch(plan)
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            tasks.drop_batch_plan(job.id)
+            for follower in followers:
+                self._finish_follower(follower, plan.outcomes.get(follower.job.id))
+            self.set_state(WorkerStatus.IDLE)
+
+    def _finish_follower(self, follower: Follower, outcome: dict[str, object] | BaseException | None) -> None:
+        assert follower.execution is not None
+        if isinstance(outcome, dict):
+            self._finalize_success(follower.job, follower.queue, follower.execution, outcome)
+            return
+        if outcome is None:
+            outcome = RuntimeError(f"the batch led by another job ended before job {follower.job.id} ran")
+        try:
+            raise outcome
+        except BaseException:
+            self._finalize_failure(follower.job, follower.queue, follower.execution, sys.exc_info())
 
 
 def build_worker(settings: Settings, lanes: Sequence[str] = (), name: str | None = None) -> ImagineWorker:

@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from shared.image_store import ImageExpired, get_image, put_images, put_record
 from shared.job import Delivery, JobKind, JobSpec
 from shared.queue import META_PHASE, META_PROGRESS, META_STEP, META_TOTAL, cancel_requested
 from shared.settings import Settings, get_settings
+from worker.batching import BatchPlan
 from worker.engine import Engine, Generation, JobCanceled, png_bytes
 from worker.grid import compose_grid
 from worker.preview import latents_to_preview
@@ -98,11 +100,36 @@ class ProgressReporter:
             self.publisher.progress(self.spec, fraction, preview)
 
 
+_batch_plans: dict[str, BatchPlan] = {}
+"""Batches the worker planned, by leader job id (set by ``ImagineWorker.execute_job`` just before the leader runs)."""
+
+
+def plan_batch(plan: BatchPlan) -> None:
+    """Make the next ``run_job`` of ``plan.leader_id`` run the whole batch (and record the followers' outcomes)."""
+    _batch_plans[plan.leader_id] = plan
+
+
+def drop_batch_plan(leader_id: str) -> None:
+    """Forget a plan the leader did not consume (it failed before ``run_job``)."""
+    _batch_plans.pop(leader_id, None)
+
+
 def run_job(payload: dict[str, Any]) -> dict[str, Any]:
-    """Run one job end to end: generate, compose, store images, publish. Returns the job's record (JSON)."""
+    """Run one job end to end: generate, compose, store images, publish. Returns the job's record (JSON).
+
+    When the worker planned a cross-job batch led by this job, runs the batch and returns this job's record; the
+    followers' records (or exceptions) go into the plan for the worker to finish their RQ jobs with.
+    """
     spec = JobSpec.from_dict(payload)
     settings = get_settings()
     job = get_current_job()
+    plan = _batch_plans.pop(spec.job_id, None)
+    if plan is not None and plan.followers:
+        return run_batch(spec, job, plan, settings)
+    return _run_one(spec, job, settings)
+
+
+def _run_one(spec: JobSpec, job: Job | None, settings: Settings) -> dict[str, Any]:
     connection = job.connection if job is not None else None
     publisher = make_publisher(spec.delivery, settings)
     reporter = ProgressReporter(job, publisher, spec, defaults.PROGRESS_EVERY_S)
@@ -121,21 +148,108 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
             upscaler=upscaler,
         )
     except JobCanceled as exc:
-        log.info("%s", exc)
-        if job is not None:
-            job.meta.update({"canceled": True, META_PHASE: "canceled"})
-            job.save_meta()
-        publisher.failed(spec, "Cancelled.")
-        return {"job_id": spec.job_id, "canceled": True}
+        return _canceled(spec, job, publisher, exc)
     except Exception as exc:
-        message = member_message(exc)
-        log.exception("job %s failed: %s", spec.job_id, message)
-        if job is not None:
-            job.meta.update({"error": message, META_PHASE: "failed"})
-            job.save_meta()
-        publisher.failed(spec, message)
+        _failed(spec, job, publisher, exc)
         raise
-    reporter.phase("publishing")
+    return _finish(spec, job, settings, publisher=publisher, engine=engine, generation=generation, started=started)
+
+
+def run_batch(leader: JobSpec, leader_job: Job | None, plan: BatchPlan, settings: Settings) -> dict[str, Any]:
+    """Run the leader and its followers in one denoising pass; publish each job separately with its own progress.
+
+    Returns the leader's record (or raises its exception); the followers' outcomes go into ``plan.outcomes``. If the
+    batched pass itself fails, every job is run again alone, so one bad job cannot fail the others.
+    """
+    members: list[tuple[JobSpec, Job | None]] = [(leader, leader_job)]
+    members += [(f.spec, f.job) for f in plan.followers]
+    outcomes: dict[str, dict[str, Any] | BaseException] = {}
+    publishers = [make_publisher(spec.delivery, settings) for spec, _ in members]
+    reporters = [
+        ProgressReporter(job, publisher, spec, defaults.PROGRESS_EVERY_S)
+        for (spec, job), publisher in zip(members, publishers, strict=True)
+    ]
+    started = time.perf_counter()
+    for reporter in reporters:
+        reporter.phase("loading")
+    engine = get_engine(settings, leader.model)
+    generations: list[Generation | JobCanceled] | None = None
+    if engine.batch_recipe is not None:
+        for reporter in reporters:
+            reporter.phase("generating")
+        cancels: list[Callable[[], bool] | None] = [
+            _cancel_check(job.connection, settings, spec.job_id) if job is not None else None for spec, job in members
+        ]
+        try:
+            generations = engine.generate_batch(
+                [spec for spec, _ in members],
+                on_progress=list(reporters),
+                should_cancel=cancels,
+            )
+        except Exception:
+            log.exception("batch led by %s failed; running its %d jobs alone", leader.job_id, len(members))
+    for index, (spec, job) in enumerate(members):
+        publisher = publishers[index]
+        try:
+            if generations is None:
+                outcomes[spec.job_id] = _run_one(spec, job, settings)
+                continue
+            generation = generations[index]
+            if isinstance(generation, JobCanceled):
+                outcomes[spec.job_id] = _canceled(spec, job, publisher, generation)
+                continue
+            outcomes[spec.job_id] = _finish(
+                spec, job, settings, publisher=publisher, engine=engine, generation=generation, started=started
+            )
+        except Exception as exc:
+            if generations is not None:
+                _failed(spec, job, publisher, exc)
+            outcomes[spec.job_id] = exc
+    for follower in plan.followers:
+        plan.outcomes[follower.job.id] = outcomes[follower.spec.job_id]
+    mine = outcomes[leader.job_id]
+    if isinstance(mine, BaseException):
+        raise mine
+    return mine
+
+
+def _cancel_check(connection: Any, settings: Settings, job_id: str) -> Callable[[], bool]:
+    return lambda: cancel_requested(connection, settings, job_id)
+
+
+def _canceled(spec: JobSpec, job: Job | None, publisher: Publisher, exc: JobCanceled) -> dict[str, Any]:
+    log.info("%s", exc)
+    if job is not None:
+        job.meta.update({"canceled": True, META_PHASE: "canceled"})
+        job.save_meta()
+    publisher.failed(spec, "Cancelled.")
+    return {"job_id": spec.job_id, "canceled": True}
+
+
+def _failed(spec: JobSpec, job: Job | None, publisher: Publisher, exc: BaseException) -> None:
+    message = member_message(exc)
+    log.error("job %s failed: %s", spec.job_id, message, exc_info=exc)
+    if job is not None:
+        job.meta.update({"error": message, META_PHASE: "failed"})
+        job.save_meta()
+    publisher.failed(spec, message)
+
+
+def _finish(
+    spec: JobSpec,
+    job: Job | None,
+    settings: Settings,
+    *,
+    publisher: Publisher,
+    engine: Engine,
+    generation: Generation,
+    started: float,
+) -> dict[str, Any]:
+    """Compose, store and publish one job's images; returns its record."""
+    connection = job.connection if job is not None else None
+    if job is not None:
+        job.meta[META_PHASE] = "publishing"
+        job.save_meta()
     record = build_record(spec, engine, generation)
     grid = compose_grid(generation.images) if len(generation.images) == defaults.IMAGES_PER_GRID else None
     if connection is not None:

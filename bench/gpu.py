@@ -1,0 +1,316 @@
+"""GPU benchmark of the engine: images/s at several batch sizes, stage breakdown, peak memory, denoiser utilisation.
+
+One prepared script for a bare GPU machine (needs only torch, diffusers, transformers and this repository; no Redis,
+RQ or Discord)::
+
+    python bench/gpu.py --model models/imagine-shapes           # a model folder
+    python bench/gpu.py --model tiny --device cpu --steps 2     # builds the tiny test pipeline (CI)
+    python bench/gpu.py --model sd15-random --steps 20          # SD 1.5's architecture, random weights, 512 px
+
+For every batch size it runs the engine's batched path (``Engine.generate_batch``: text encoder -> denoiser ->
+decoder) after a warm-up pass, and prints one table row: images/s, seconds per stage, peak memory, and the denoiser's
+achieved FLOP/s as a fraction of the device's peak bf16/fp16 dense FLOP/s. FLOPs per denoiser step are counted by
+running the denoiser built from its config on the ``meta`` device (no memory, no compute) under
+``torch.utils.flop_counter.FlopCounterMode``, with the classifier-free-guidance batch (2 x images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from shared.job import JobSpec, derive_seeds  # noqa: E402
+from worker.engine import Engine, Generation  # noqa: E402
+from worker.model_loader import LoadedPipelines, choose_device, choose_dtype  # noqa: E402
+from worker.text_encoding import TextEncoding  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+PEAK_DENSE_TFLOPS: dict[str, float] = {
+    "H200": 989.0,
+    "H100": 989.0,
+    "GH200": 989.0,
+    "B200": 2250.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L40": 181.0,
+    "L4": 121.0,
+    "A10G": 70.0,
+    "A10": 125.0,
+    "RTX 4090": 165.0,
+    "RTX 3090": 71.0,
+}
+"""Peak dense bf16/fp16 tensor-core TFLOP/s by device-name fragment (NVIDIA data sheets, without sparsity)."""
+
+
+@dataclass
+class Row:
+    """One batch size's figures."""
+
+    batch: int
+    images_per_s: float
+    encode_s: float
+    denoise_s: float
+    decode_s: float
+    total_s: float
+    denoiser_fraction: float
+    peak_mem_gib: float
+    step_gflops: float
+    achieved_tflops: float
+    peak_fraction: float | None
+
+
+def build_named_model(name: str, device: torch.device, dtype: torch.dtype) -> Engine:
+    """``tiny``: the test suite's tiny SD pipeline; ``sd15-random``: SD 1.5's UNet/VAE/CLIP shapes, random weights."""
+    from tests.tiny_models import build_tiny_sd, clip_tokenizer
+
+    if name == "tiny":
+        folder = build_tiny_sd(Path(tempfile.mkdtemp(prefix="bench-gpu-")) / "tiny-sd")
+        return Engine.load(str(folder), str(device), _dtype_name(dtype))
+    if name != "sd15-random":
+        raise ValueError(f"--model must be a model folder, 'tiny' or 'sd15-random', got {name!r}")
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sample_size=64)
+        vae = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+            layers_per_block=2,
+            sample_size=512,
+        )
+        text = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=514,
+                hidden_size=768,
+                intermediate_size=3072,
+                num_attention_heads=12,
+                num_hidden_layers=12,
+                max_position_embeddings=77,
+                bos_token_id=512,
+                eos_token_id=513,
+                pad_token_id=513,
+            )
+        ).eval()
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=clip_tokenizer(),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.to(device, dtype)
+    pipe.set_progress_bar_config(disable=True)
+    pipes = LoadedPipelines(pipe, pipe, "sd15-random", device, dtype)
+    return Engine(pipes, TextEncoding.from_pipeline(pipe, model_key="sd15-random"))
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def load_engine(model: str, device: torch.device, dtype: torch.dtype) -> Engine:
+    if model in ("tiny", "sd15-random"):
+        return build_named_model(model, device, dtype)
+    return Engine.load(model, str(device), _dtype_name(dtype))
+
+
+def native_size(engine: Engine) -> int:
+    """The model's native square side in pixels (denoiser sample size x VAE scale)."""
+    pipe = engine.pipes.text2img
+    scale = int(getattr(pipe, "vae_scale_factor", 1) or 1)
+    return int(pipe.unet.config.sample_size) * scale
+
+
+def step_flops(engine: Engine, images: int, size: int) -> float:
+    """FLOPs of one denoiser call on the CFG batch (2 x images), from the denoiser's config on the meta device."""
+    pipe = engine.pipes.text2img
+    unet = pipe.unet
+    config = dict(unet.config)
+    channels, height, width = engine.latent_shape(size, size)
+    spec = _spec(0, images, size, 1)
+    cond = engine.encode_prompt(spec)
+    tokens, dim = cond.prompt_embeds.shape[1:]
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.device("meta"):
+            model = type(getattr(unet, "_orig_mod", unet)).from_config(config)
+            sample = torch.empty(2 * images, channels, height, width)
+            hidden = torch.empty(2 * images, tokens, dim)
+            timestep = torch.tensor(500)
+            with counter:
+                model(sample, timestep, encoder_hidden_states=hidden, return_dict=False)
+    except Exception as exc:  # an op without a meta kernel: count on the real model instead
+        log.info("meta-device FLOP count failed (%s); counting on %s", exc, engine.pipes.device)
+        device, dtype = engine.pipes.device, engine.pipes.dtype
+        counter = FlopCounterMode(display=False)
+        with torch.inference_mode(), counter:
+            unet(
+                torch.zeros(2 * images, channels, height, width, device=device, dtype=dtype),
+                torch.tensor(500, device=device),
+                encoder_hidden_states=torch.zeros(2 * images, tokens, dim, device=device, dtype=dtype),
+                return_dict=False,
+            )
+    return float(counter.get_total_flops())
+
+
+def peak_tflops(device: torch.device, override: float | None) -> float | None:
+    if override:
+        return override
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for fragment, value in PEAK_DENSE_TFLOPS.items():
+        if fragment in name:
+            return value
+    return None
+
+
+def _spec(run: int, images: int, size: int, steps: int) -> JobSpec:
+    prompt = f"a red circle and a blue square, run {run}"  # a new text per run: the encoder runs every time
+    return JobSpec(
+        job_id=f"bench{run}",
+        owner="bench",
+        prompt=prompt,
+        parts=((prompt, 1.0),),
+        negative=(),
+        width=size,
+        height=size,
+        steps=steps,
+        guidance=7.5,
+        seeds=derive_seeds(1000 + run, images),
+    )
+
+
+def measure(
+    engine: Engine, batches: list[int], *, size: int, steps: int, repeats: int, peak: float | None
+) -> list[Row]:
+    """Warm up once per batch size, then keep the fastest of ``repeats`` runs."""
+    rows = []
+    run = 0
+    for batch in batches:
+        flops = step_flops(engine, batch, size)
+        engine.generate_batch([_spec(run := run + 1, batch, size, steps)])  # warm-up (and compile)
+        if engine.pipes.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(engine.pipes.device)
+        best: Generation | None = None
+        for _ in range(repeats):
+            outcome = engine.generate_batch([_spec(run := run + 1, batch, size, steps)])[0]
+            assert isinstance(outcome, Generation)
+            if best is None or outcome.timings["generate_s"] < best.timings["generate_s"]:
+                best = outcome
+        assert best is not None
+        t = best.timings
+        if engine.pipes.device.type == "cuda":
+            memory = torch.cuda.max_memory_allocated(engine.pipes.device) / 2**30
+        else:
+            memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # process peak RSS (KiB on Linux)
+        achieved = flops * steps / max(t["denoise_s"], 1e-9) / 1e12
+        rows.append(
+            Row(
+                batch=batch,
+                images_per_s=batch / t["generate_s"],
+                encode_s=t["encode_s"],
+                denoise_s=t["denoise_s"],
+                decode_s=t["decode_s"],
+                total_s=t["generate_s"],
+                denoiser_fraction=t["denoise_s"] / t["generate_s"],
+                peak_mem_gib=memory,
+                step_gflops=flops / 1e9,
+                achieved_tflops=achieved,
+                peak_fraction=(achieved / peak) if peak else None,
+            )
+        )
+    return rows
+
+
+def format_table(rows: list[Row], header: dict[str, Any]) -> str:
+    lines = [" ".join(f"{k}={v}" for k, v in header.items())]
+    lines.append(
+        f"{'batch':>5} {'img/s':>8} {'encode_s':>9} {'denoise_s':>9} {'decode_s':>9} {'total_s':>8} "
+        f"{'denoise%':>8} {'peak_GiB':>8} {'GFLOP/step':>10} {'TFLOP/s':>8} {'of_peak':>8}"
+    )
+    for r in rows:
+        of_peak = f"{100 * r.peak_fraction:7.1f}%" if r.peak_fraction is not None else f"{'n/a':>8}"
+        lines.append(
+            f"{r.batch:>5} {r.images_per_s:>8.2f} {r.encode_s:>9.4f} {r.denoise_s:>9.4f} {r.decode_s:>9.4f} "
+            f"{r.total_s:>8.3f} {100 * r.denoiser_fraction:>7.1f}% {r.peak_mem_gib:>8.2f} {r.step_gflops:>10.2f} "
+            f"{r.achieved_tflops:>8.3f} {of_peak}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="model folder, 'tiny' or 'sd15-random'")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--batches", default="1,2,4,8", help="images per denoising pass, comma-separated")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--size", type=int, default=0, help="square side in pixels (default: the model's native)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser (static shapes)")
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="the device's peak dense TFLOP/s")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args(argv)
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    if not batches or min(batches) < 1:
+        parser.error(f"--batches must be positive integers, got {args.batches!r}")
+    device = choose_device(args.device)
+    dtype = choose_dtype(args.dtype, device)
+    started = time.perf_counter()
+    engine = load_engine(args.model, device, dtype)
+    applied = engine.prepare_for_device(compile_denoiser=args.compile)
+    load_s = time.perf_counter() - started
+    size = args.size or native_size(engine)
+    peak = peak_tflops(device, args.peak_tflops or None)
+    rows = measure(engine, batches, size=size, steps=args.steps, repeats=args.repeats, peak=peak)
+    header = {
+        "model": args.model,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+        "dtype": _dtype_name(dtype),
+        "size": size,
+        "steps": args.steps,
+        "load_s": round(load_s, 2),
+        "peak_TFLOPs": peak if peak else "n/a",
+        "applied": ",".join(f"{k}={v}" for k, v in applied.items()),
+    }
+    print(format_table(rows, header), flush=True)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"header": header, "rows": [asdict(r) for r in rows]}, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    main()
