@@ -12,7 +12,7 @@ import discord
 import redis
 from discord import app_commands
 
-from bot import messages
+from bot import admin_commands, messages
 from bot.buttons import JobButton
 from bot.commands import all_commands
 from bot.jobs import JobDesk
@@ -47,6 +47,7 @@ class ImagineClient(discord.Client):
         self.tree = ImagineTree(self)
         for command in all_commands(settings):
             self.tree.add_command(command)
+        admin_commands.install(self)  # queue control: admin commands (checked in code) and the bot's /metrics
         self._guard_parser("INTERACTION_CREATE")
 
     def _guard_parser(self, event: str) -> None:

@@ -48,12 +48,13 @@ def record_job(connection: redis.Redis, settings: Settings, job: Any, status: st
     fields = [f"{model}|{lane}", f"{ANY}|{lane}", f"{ANY}|{ANY}"]
     old = connection.hmget(durations_key(settings), fields)
     alpha = defaults.ETA_SMOOTHING
-    new: dict[str | bytes, float | str] = {
+    new = {
         f: seconds if raw is None else (1 - alpha) * float(raw) + alpha * seconds
         for f, raw in zip(fields, old, strict=True)
     }
     with connection.pipeline(transaction=False) as pipe:
-        pipe.hset(durations_key(settings), mapping=new)
+        for name, value in new.items():
+            pipe.hset(durations_key(settings), name, value)
         pipe.zadd(done_key(settings), {job.id: now})
         pipe.zremrangebyscore(done_key(settings), "-inf", now - defaults.THROUGHPUT_WINDOW_S)
         pipe.execute()

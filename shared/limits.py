@@ -208,6 +208,26 @@ def banned_message(reason: str) -> str:
     return "You are banned from making images here" + (f": {reason}" if reason else ".")
 
 
+def refusal(connection: Redis, settings: Settings, owner: str, jobs: int = 1, roles: Sequence[str] = ()) -> str:
+    """The member-facing reason ``owner`` may not submit ``jobs`` more jobs now ("" if they may).
+
+    A quick check before the bot answers; ``acquire`` (at enqueue) stays the atomic one.
+    """
+    k = keys(settings)
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.hget(k.banned, owner)
+        pipe.hget(k.queued, owner)
+        banned, queued = pipe.execute()
+    if banned is not None:
+        return banned_message(ban_reason(connection, settings, owner))
+    allowed = limits_for(connection, settings, roles).queued
+    have = int(queued or 0)
+    if have + jobs > allowed:
+        extra = f" (this prompt makes {jobs})" if jobs > 1 else ""
+        return f"You have {have} jobs queued, the limit is {allowed}{extra}."
+    return ""
+
+
 def acquire(connection: Redis, settings: Settings, owner: str, job_id: str, roles: Sequence[str] = ()) -> int:
     """Count ``job_id`` as one of ``owner``'s queued jobs, atomically; returns their queued count after it.
 
