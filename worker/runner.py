@@ -16,7 +16,8 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
-from shared import defaults
+from shared import defaults, limits, metrics
+from shared.fair_share import FairQueue
 from shared.queue import TASK_PATH, all_queues, connect, get_queue
 from shared.settings import Settings
 from worker import tasks
@@ -30,6 +31,9 @@ class ImagineWorker(SimpleWorker):
     """Runs jobs in the worker process itself (RQ's forking Worker would reload the model for every job) and
     stops gracefully on SIGTERM: the current job finishes, no new one is taken (RQ's warm shutdown)."""
 
+    queue_class = FairQueue
+    """Dequeue side (queue control): round-robin across members, running caps, /queue pause (shared/fair_share.py)."""
+
     # -- execution side: cross-job batches (worker/batching.py) ---------------------------------------------------
 
     batch_max_images: int = defaults.BATCH_MAX_IMAGES
@@ -40,10 +44,15 @@ class ImagineWorker(SimpleWorker):
     def may_claim_follower(self, job: Job, queue: Queue) -> bool:
         """Whether a queued job may join the current batch (the queue-control side overrides this for fair share
         and limits; it is asked before the job leaves its queue)."""
-        return True
+        # Queue control: not while paused, and only within the owner's running cap (counts it as running).
+        settings = getattr(self, "settings", None)
+        return settings is None or limits.claim(self.connection, settings, job.id)
 
     def follower_not_claimed(self, job: Job, queue: Queue) -> None:
         """A job ``may_claim_follower`` accepted was taken by another worker first (undo what the hook acquired)."""
+        settings = getattr(self, "settings", None)
+        if settings is not None:
+            limits.unclaim(self.connection, settings, job.id)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Run ``job``, with compatible queued jobs batched into its denoising pass when there are any.
@@ -110,6 +119,7 @@ def run_worker(settings: Settings, *, burst: bool = False, lanes: Sequence[str] 
     engine = Engine.load(settings.resolve_model(), settings.device, settings.dtype, settings.alignment_clip)
     tasks.install_engine(engine)
     log.info("worker %s serving %s", worker.name, ", ".join(q.name for q in worker.queues))
+    metrics.start_metrics_server(worker.connection, settings)
     worker.work(burst=burst, logging_level=logging.getLevelName(log.getEffectiveLevel()), with_scheduler=False)
     return 0
 
@@ -131,6 +141,8 @@ def run_per_gpu(argv: Sequence[str], gpus: Sequence[str]) -> int:
     children = []
     for index, gpu in enumerate(gpus):
         env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu)
+        if int(os.environ.get("METRICS_PORT", "0") or 0):  # one metrics port per GPU process: base + index
+            env["METRICS_PORT"] = str(int(os.environ["METRICS_PORT"]) + index)
         child_args = [sys.executable, "-m", "worker", *argv, "--name-suffix", f"gpu{gpu}"]
         children.append(subprocess.Popen(child_args, env=env))
         log.info("started worker %d on GPU %s (pid %d)", index, gpu, children[-1].pid)
