@@ -19,6 +19,7 @@ from shared import defaults, discord_format, image_store
 from shared.discord_format import ButtonAction, ButtonRef
 from shared.followups import reroll_spec, upscale_spec, variation_spec
 from shared.job import JobSpec
+from shared.queue import job_state
 
 if TYPE_CHECKING:
     from bot.client import ImagineClient
@@ -62,7 +63,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=discord
 
 def follow_up(client: ImagineClient, interaction: discord.Interaction, ref: ButtonRef) -> JobSpec:
     """The new job a click asks for, owned by the clicker and delivered to the click's channel."""
-    record = image_store.get_record(client.connection, client.settings, ref.job_id)
+    record = record_for(client, ref.job_id)
     owner = str(interaction.user.id)
     delivery = delivery_for(interaction)
     if ref.action is ButtonAction.UPSCALE:
@@ -76,3 +77,16 @@ def follow_up(client: ImagineClient, interaction: discord.Interaction, ref: Butt
     if ref.action in (ButtonAction.VARY, ButtonAction.VARY_STRONG):
         return variation_spec(record, ref.index, owner, defaults.VARY_STRONG_STRENGTH, delivery=delivery)
     return reroll_spec(record, owner, delivery=delivery)
+
+
+def record_for(client: ImagineClient, job_id: str) -> dict[str, Any]:
+    """The job's stored record; in the moment between a result's post and its record's store (or when only the
+    record expired), the spec from the RQ job, provided its images are still stored."""
+    try:
+        return image_store.get_record(client.connection, client.settings, job_id)
+    except image_store.ImageExpired:
+        state = job_state(client.connection, job_id)
+        if state is None or not state.spec:
+            raise
+        image_store.get_image(client.connection, client.settings, job_id, 0)
+        return {"job_id": job_id, "spec": state.spec}
