@@ -44,7 +44,7 @@ def test_worker_killed_mid_job_is_requeued_once_and_delivered_once(
 ) -> None:
     first = start_worker(name="killed", env=FAST_CLOCK)
     wait_until(lambda: len(Worker.all(connection=redis_conn)) == 1)
-    spec = make_spec(settings, steps=200)
+    spec = make_spec(settings, steps=30)
     enqueue(redis_conn, settings, spec)
     kill_mid_job(first, redis_conn, spec)
 
@@ -74,7 +74,7 @@ def test_job_abandoned_on_its_last_try_fails_and_the_member_is_told(
     no_retry = settings.model_copy(update={"abandoned_job_retries": 0})
     first = start_worker(name="killed", env=FAST_CLOCK)
     wait_until(lambda: len(Worker.all(connection=redis_conn)) == 1)
-    spec = make_spec(settings, steps=200)
+    spec = make_spec(settings, steps=30)
     enqueue(redis_conn, no_retry, spec)
     kill_mid_job(first, redis_conn, spec)
 
