@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
+@lru_cache(maxsize=64)  # model folders do not change while a process runs; /imagine asks per prompt
 def vae_scale(model_ref: str) -> int:
     """Pixels per latent pixel: ``2 ** (len(vae block_out_channels) - 1)``; 1 without a ``vae`` folder."""
     folder = _folder(model_ref)
@@ -61,6 +63,7 @@ def _unet(folder: Path) -> dict[str, Any]:
     return _read(folder / "unet" / "config.json")
 
 
+@lru_cache(maxsize=64)  # model folders do not change while a process runs; /imagine asks per prompt
 def native_resolution(model_ref: str) -> int:
     """Side in pixels of the model's native square (see the module doc for the rule and the defaults)."""
     folder = _folder(model_ref)
@@ -86,6 +89,7 @@ def native_resolution(model_ref: str) -> int:
     return latent * vae_scale(model_ref)
 
 
+@lru_cache(maxsize=64)  # model folders do not change while a process runs; /imagine asks per prompt
 def size_multiple(model_ref: str) -> int:
     """Width and height must be multiples of this: VAE scale x ``2 ** (UNet down blocks - 1)``; default 64."""
     folder = _folder(model_ref)
