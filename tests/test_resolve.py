@@ -47,14 +47,11 @@ def latent_model(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def cfg(pixel_model: Path, latent_model: Path) -> Settings:
-    return Settings(
-        model=str(pixel_model),
-        model_aliases={"6": str(latent_model), "niji": str(pixel_model)},
-        lanes=("turbo", "fast", "relax"),
-        default_lane="fast",
-        steps=20,
-        guidance=7.5,
+    settings = Settings(
+        model=str(pixel_model), lanes=("turbo", "fast", "relax"), default_lane="fast", steps=20, guidance=7.5
     )
+    # model_copy replaces the aliases; passing them to Settings() would deep-merge them with config/imagine.toml's.
+    return settings.model_copy(update={"model_aliases": {"6": str(latent_model), "niji": str(pixel_model)}})
 
 
 def jobs(text: str, settings: Settings, **kwargs: object) -> list[JobSpec]:
