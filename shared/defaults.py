@@ -274,7 +274,7 @@ ABANDONED_JOB_RETRIES: int = 1
 """Times an abandoned job (its worker died mid-job) is re-queued before it fails and the member is told."""
 
 OUTBOX_ATTEMPTS: int = 8
-"""Delivery tries of a result kept in the outbox before it is given up and reported in the audit log."""
+"""Re-delivery tries of a result kept in the outbox before it is given up (kept) and reported in the audit log."""
 
 OUTBOX_RETRY_BASE_S: float = 5.0
 """First wait before an outbox delivery is retried; doubled at each further try."""

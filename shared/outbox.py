@@ -44,6 +44,7 @@ class OutboxEntry:
     job_id: str
     record: dict[str, Any]
     attempts: int
+    """Re-delivery tries made so far (the worker's own first try not counted)."""
     last_error: str
 
 
@@ -63,7 +64,7 @@ class Outbox:
         """Keep ``record`` for re-delivery; due after the first back-off. Putting a kept job again keeps its tries."""
         with self.connection.pipeline() as pipe:
             pipe.hset(self._entry_key(job_id), mapping={"record": json.dumps(record, default=str), "last_error": error})
-            pipe.hsetnx(self._entry_key(job_id), "attempts", 1)
+            pipe.hsetnx(self._entry_key(job_id), "attempts", 0)
             pipe.zadd(self.key, {job_id: time.time() + self.settings.outbox_retry_base_s}, nx=True)
             pipe.execute()
         log.warning("result of job %s kept in the outbox for re-delivery: %s", job_id, error)
@@ -81,7 +82,7 @@ class Outbox:
         if not raw:
             return None
         data = {_text(k): _text(v) for k, v in raw.items()}
-        return OutboxEntry(job_id, json.loads(data["record"]), int(data.get("attempts", 1)), data.get("last_error", ""))
+        return OutboxEntry(job_id, json.loads(data["record"]), int(data.get("attempts", 0)), data.get("last_error", ""))
 
     def claim_due(self, now: float | None = None, limit: int = 20) -> list[OutboxEntry]:
         """Claim up to ``limit`` entries due at ``now`` (each for ``LEASE_S``); claimed entries are this caller's."""
@@ -109,19 +110,19 @@ class Outbox:
         (moved to the dead set and reported in the audit log). Returns True if it will be tried again."""
         attempts = entry.attempts + 1
         self.connection.hset(self._entry_key(entry.job_id), mapping={"attempts": attempts, "last_error": error})
-        if attempts > self.settings.outbox_attempts:
+        if attempts >= self.settings.outbox_attempts:
             with self.connection.pipeline() as pipe:
                 pipe.zrem(self.key, entry.job_id)
                 pipe.zadd(self.dead_key, {entry.job_id: time.time()})
                 pipe.execute()
-            log.error("giving up delivering job %s after %d tries: %s", entry.job_id, entry.attempts, error)
+            log.error("giving up re-delivering job %s after %d tries: %s", entry.job_id, attempts, error)
             audit_log.record(
                 self.connection,
                 self.settings,
                 "delivery_failed",
                 actor="worker",
                 job_id=entry.job_id,
-                attempts=entry.attempts,
+                attempts=attempts,
                 error=error,
                 owner=str(entry.record.get("spec", {}).get("owner", "")),
             )

@@ -60,7 +60,7 @@ def test_worker_killed_mid_job_is_requeued_once_and_delivered_once(
     assert len(successes) == 1, [r.type for r in job.results()]
     assert job.retries_left == 0
     record = job.return_value()
-    assert record["worker"]["pid"] == second.pid
+    assert isinstance(record, dict) and record["worker"]["pid"] == second.pid
     folder = Path(settings.output_dir) / spec.job_id
     assert sorted(p.name for p in folder.iterdir()) == ["grid.png", "image_1.png", "image_2.png", "image_3.png",
                                                          "image_4.png", "job.json"]  # fmt: skip
