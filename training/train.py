@@ -1,0 +1,379 @@
+"""Train the shipped model: the BERT-conditioned pixel-space UNet and the contrastive alignment scorer, in one loop.
+
+    python -m training.train --out runs/imagine-shapes --steps 5000 --batch 256 --device cuda --seed 0
+
+Each step samples fresh scenes (``training.scenes``, rendered in torch on the training device), captions them, looks
+up the frozen BERT token states per caption (cached by string), replaces 10% of them by the encoding of ``""``
+(classifier-free guidance dropout), and takes one v-prediction step (min-SNR-5 weighting) on the UNet plus one InfoNCE
+step on the alignment model. An exponential moving average of the UNet weights is what gets saved. Seeded: the same
+command on the same device and library versions gives the same data stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, UNet2DConditionModel
+from safetensors.torch import save_file
+
+from training.scenes import Scenes, render, sample_scenes
+from training.scenes import captions as make_captions
+from worker.alignment import ShapesAlignmentModel, mean_pool
+from worker.shapes_pipeline import TOKENS_PER_CHUNK, text_encoder_folder, write_model_index
+
+log = logging.getLogger(__name__)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {
+        "resolution": 64,
+        "block_out_channels": [16, 32, 64, 128],
+        "down_block_types": ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
+        "attention_heads": 4,
+        "norm_num_groups": 8,
+        "align_channels": [32, 64, 128, 256],
+        "align_embed_dim": 256,
+    },
+    "tiny": {
+        "resolution": 16,
+        "block_out_channels": [8, 16],
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+        "attention_heads": 2,
+        "norm_num_groups": 4,
+        "align_channels": [8, 16],
+        "align_embed_dim": 32,
+    },
+}
+"""Model sizes: ``default`` is the shipped one (64x64, 4.5 M parameters); ``tiny`` is for smoke tests."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (saved as training_info.json)."""
+
+    out: str = "runs/imagine-shapes"
+    preset: str = "default"
+    steps: int = 5000
+    batch: int = 256
+    lr: float = 5e-4
+    align_lr: float = 1e-3
+    warmup: int = 200
+    cfg_dropout: float = 0.1
+    ema_decay: float = 0.999
+    min_snr_gamma: float = 5.0
+    seed: int = 0
+    device: str = "cpu"
+    max_seconds: float = 0.0
+    checkpoint_every_s: float = 90.0
+    log_every: int = 50
+    cache_size: int = 50_000
+    bert_folder: str = ""
+    init_from: str = ""
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+def unet_config(model: dict[str, Any]) -> dict[str, Any]:
+    """UNet2DConditionModel kwargs of a preset: RGB in/out, cross-attention over 384-d BERT states."""
+    return {
+        "sample_size": model["resolution"],
+        "in_channels": 3,
+        "out_channels": 3,
+        "layers_per_block": 1,
+        "block_out_channels": tuple(model["block_out_channels"]),
+        "down_block_types": tuple(model["down_block_types"]),
+        "up_block_types": tuple(model["up_block_types"]),
+        "cross_attention_dim": 384,
+        "attention_head_dim": model["attention_heads"],
+        "norm_num_groups": model["norm_num_groups"],
+    }
+
+
+def make_scheduler() -> DDIMScheduler:
+    """The training and sampling schedule: cosine betas, v-prediction, DDIM with trailing spacing (starts at t=999)."""
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+        clip_sample=True,
+        clip_sample_range=1.0,
+        set_alpha_to_one=True,
+    )
+
+
+class TextStateCache:
+    """Frozen BERT token states (32, 384) and mean-pooled vectors (384,) per caption string, LRU-bounded."""
+
+    def __init__(self, encoder: Any, tokenizer: Any, device: torch.device, size: int) -> None:
+        self.encoder, self.tokenizer, self.device, self.size = encoder, tokenizer, device, size
+        self.entries: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 32, 384) states and (B, 384) pooled vectors, float32 on the device."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self.entries))
+        if missing:
+            tokens = self.tokenizer(
+                missing, padding="max_length", max_length=TOKENS_PER_CHUNK, truncation=True, return_tensors="pt"
+            ).to(self.device)
+            states = self.encoder(**tokens).last_hidden_state.float()
+            pooled = mean_pool(states, tokens["attention_mask"])
+            for k, text in enumerate(missing):
+                self.entries[text] = (states[k], pooled[k])
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        self.misses += len(missing)
+        self.hits += len(texts) - len(missing)
+        for text in texts:
+            if text in self.entries:
+                self.entries.move_to_end(text)
+        got = [self.entries[t] if t in self.entries else self._encode_one(t) for t in texts]
+        return torch.stack([g[0] for g in got]), torch.stack([g[1] for g in got])
+
+    def _encode_one(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        # only when the batch alone overflows the cache
+        tokens = self.tokenizer(
+            [text], padding="max_length", max_length=TOKENS_PER_CHUNK, truncation=True, return_tensors="pt"
+        ).to(self.device)
+        states = self.encoder(**tokens).last_hidden_state.float()
+        return states[0], mean_pool(states, tokens["attention_mask"])[0]
+
+
+def load_bert(bert_folder: str, device: torch.device) -> tuple[Any, Any]:
+    """The frozen BERT (float32, eval) and its tokenizer, from the package or a copy of it (e.g. fp16 weights)."""
+    from transformers import AutoTokenizer, BertModel
+
+    folder = bert_folder or str(text_encoder_folder())
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    encoder = BertModel.from_pretrained(
+        folder, local_files_only=True, add_pooling_layer=False, torch_dtype=torch.float32
+    )
+    return encoder.float().eval().requires_grad_(False).to(device), tokenizer
+
+
+def save_model(
+    folder: Path,
+    cfg: TrainConfig,
+    ema: list[torch.Tensor],
+    align: ShapesAlignmentModel,
+    info: dict[str, Any],
+) -> None:
+    """Write the model folder: model_index.json, unet/ (EMA weights, fp16), scheduler/, alignment/, training_info."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shipped = UNet2DConditionModel(**unet_config(cfg.model))
+    with torch.no_grad():
+        for p, e in zip(shipped.parameters(), ema, strict=True):
+            p.copy_(e.detach().cpu())
+    shipped.half().save_pretrained(str(folder / "unet"))
+    make_scheduler().save_pretrained(str(folder / "scheduler"))
+    write_model_index(folder, "DDIMScheduler")
+    sub = folder / "alignment"
+    sub.mkdir(exist_ok=True)
+    (sub / "config.json").write_text(json.dumps(align.config, indent=2) + "\n")
+    save_file(
+        {k: v.detach().half().cpu().contiguous() for k, v in align.state_dict().items()}, str(sub / "model.safetensors")
+    )
+    (folder / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run the training; returns the summary also written to ``<out>/training_info.json``."""
+    if cfg.preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {cfg.preset!r}")
+    cfg.model = {**PRESETS[cfg.preset], **cfg.model}
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    started = time.perf_counter()
+    encoder, tokenizer = load_bert(cfg.bert_folder, device)
+    cache = TextStateCache(encoder, tokenizer, device, cfg.cache_size)
+    empty_states, _ = cache([""])  # (1, 32, 384): the unconditional input
+
+    unet = UNet2DConditionModel(**unet_config(cfg.model))
+    align = ShapesAlignmentModel(
+        image_size=cfg.model["resolution"], channels=cfg.model["align_channels"], embed_dim=cfg.model["align_embed_dim"]
+    )
+    if cfg.init_from:  # continue from a saved model folder (its EMA UNet and its alignment model)
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(cfg.init_from + "/unet").float().state_dict())
+        align.load_state_dict(ShapesAlignmentModel.from_folder(cfg.init_from + "/alignment").state_dict())
+        print(f"initialised from {cfg.init_from}", flush=True)
+    unet = unet.to(device).train()
+    align = align.to(device).train()
+    n_unet = sum(p.numel() for p in unet.parameters())
+    n_align = sum(p.numel() for p in align.parameters())
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    align_opt = torch.optim.AdamW(align.parameters(), lr=cfg.align_lr, weight_decay=0.01)
+    ema = [p.detach().clone().float() for p in unet.parameters()]
+    sched = make_scheduler()
+    alphas = sched.alphas_cumprod.to(device)  # (1000,)
+    snr = alphas / (1 - alphas)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    # scenes are drawn on the CPU so that captioning never waits for the GPU (the CPU runs ahead of the GPU queue)
+    scene_gen = torch.Generator().manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    res = int(cfg.model["resolution"])
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    total = cfg.steps
+    print(
+        f"training {cfg.preset}: UNet {n_unet / 1e6:.2f} M params, alignment {n_alignment_str(n_align)}, {res}x{res}, "
+        f"batch {cfg.batch}, up to {total} steps on {device} (setup {time.perf_counter() - started:.1f} s)",
+        flush=True,
+    )
+    out = Path(cfg.out)
+    t0 = time.perf_counter()
+    last_ckpt = t0
+    losses: list[torch.Tensor] = []
+    align_losses: list[torch.Tensor] = []
+    mark = (0, t0)
+    step = 0
+    info: dict[str, Any] = {}
+    while step < total:
+        scenes = sample_scenes(cfg.batch, scene_gen, "cpu")
+        texts = make_captions(scenes, rng)
+        pixels = render(scenes_to(scenes, device), res)  # (B, 3, res, res) in [-1, 1]
+        states, pooled = cache(texts)
+        drop = torch.rand(cfg.batch, generator=gen, device=device) < cfg.cfg_dropout
+        cond = torch.where(drop[:, None, None], empty_states.expand_as(states), states)
+
+        t = torch.randint(0, 1000, (cfg.batch,), generator=gen, device=device)
+        noise = torch.randn(pixels.shape, generator=gen, device=device)
+        a = alphas[t].sqrt()[:, None, None, None]
+        s = (1 - alphas[t]).sqrt()[:, None, None, None]
+        noisy = a * pixels + s * noise
+        target = a * noise - s * pixels  # v
+        weight = torch.clamp(snr[t], max=cfg.min_snr_gamma) / (snr[t] + 1)
+        lr_scale = min(1.0, (step + 1) / cfg.warmup) * (
+            0.55 + 0.45 * math.cos(math.pi * min(step / max(total, 1), 1.0))
+        )
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * lr_scale
+        with autocast:
+            pred = unet(noisy, t, encoder_hidden_states=cond, return_dict=False)[0]
+        loss = (weight * F.mse_loss(pred.float(), target, reduction="none").mean((1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        decay = cfg.ema_decay if cfg.init_from else min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach().float() for p in unet.parameters()], 1 - decay)
+
+        # contrastive step on the same clean scenes, lightly noised so it also scores imperfect generations
+        sigma = 0.1 * torch.rand((cfg.batch, 1, 1, 1), generator=gen, device=device)
+        with autocast:
+            align_loss = align.loss(pixels + sigma * torch.randn(pixels.shape, generator=gen, device=device), pooled)
+        align_opt.zero_grad(set_to_none=True)
+        align_loss.backward()
+        align_opt.step()
+
+        losses.append(loss.detach())
+        align_losses.append(align_loss.detach())
+        step += 1
+        if step in (20, 60) and cfg.max_seconds > 0:  # steps 20-60 time the steady state (no sync otherwise)
+            torch.cuda.synchronize() if device.type == "cuda" else None
+            now = time.perf_counter()
+            if step == 20:
+                mark = (step, now)
+            else:
+                per_step = (now - mark[1]) / (step - mark[0])
+                fit = int((cfg.max_seconds - (now - started)) / per_step) + step
+                total = max(min(fit, cfg.steps), step)
+                print(
+                    f"{per_step * 1000:.0f} ms/step: {total} steps fit in --max-seconds {cfg.max_seconds:g}", flush=True
+                )
+        now = time.perf_counter()
+        if step % cfg.log_every == 0 or step == total:
+            recent = torch.stack(losses[-cfg.log_every :]).mean().item()
+            recent_align = torch.stack(align_losses[-cfg.log_every :]).mean().item()
+            print(
+                f"step {step:6d}/{total}  loss {recent:.4f}  align {recent_align:.3f}  "
+                f"T {1 / align.logit_scale.detach().exp().item():.3f}  "
+                f"{step / (now - t0):.1f} it/s  {now - started:.0f} s",
+                flush=True,
+            )
+        if now - last_ckpt > cfg.checkpoint_every_s or step == total:
+            tail = max(1, min(200, len(losses)))
+            losses = losses[-tail:]
+            align_losses = align_losses[-tail:]
+            info = {
+                "config": asdict(cfg),
+                "steps": step,
+                "planned_steps": total,
+                "samples_seen": step * cfg.batch,
+                "unet_parameters": n_unet,
+                "alignment_parameters": n_align,
+                "final_loss": torch.stack(losses).mean().item(),
+                "final_align_loss": torch.stack(align_losses).mean().item(),
+                "temperature": 1 / align.logit_scale.detach().exp().item(),
+                "train_seconds": now - t0,
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "torch": torch.__version__,
+                "text_cache": {"hits": cache.hits, "misses": cache.misses},
+            }
+            save_model(out, cfg, ema, align, info)
+            last_ckpt = now
+            print(f"checkpoint: {out} at step {step}", flush=True)
+    print_summary(info)
+    return info
+
+
+def scenes_to(scenes: Scenes, device: torch.device) -> Scenes:
+    """The same scenes with every tensor on ``device``."""
+    return Scenes(*(getattr(scenes, f).to(device, non_blocking=True) for f in Scenes.__dataclass_fields__))
+
+
+def n_alignment_str(n: int) -> str:
+    return f"{n / 1e6:.2f} M params"
+
+
+def print_summary(info: dict[str, Any]) -> None:
+    rows = [
+        ("steps", info["steps"]),
+        ("samples seen", info["samples_seen"]),
+        ("UNet parameters", info["unet_parameters"]),
+        ("final v-loss (min-SNR weighted, last 200)", f"{info['final_loss']:.4f}"),
+        ("final InfoNCE loss (last 200)", f"{info['final_align_loss']:.3f}"),
+        ("temperature", f"{info['temperature']:.4f}"),
+        ("train seconds", f"{info['train_seconds']:.0f}"),
+        ("device", info["device"]),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print("\n".join(f"| {k:<{width}} | {v} |" for k, v in rows), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    defaults = TrainConfig()
+    for name in ("out", "preset", "device", "bert_folder", "init_from"):
+        parser.add_argument(f"--{name.replace('_', '-')}", default=getattr(defaults, name))
+    for name in ("steps", "batch", "seed", "log_every", "warmup", "cache_size"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    for name in ("lr", "align_lr", "max_seconds", "checkpoint_every_s", "cfg_dropout"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    args = vars(parser.parse_args(argv))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    train(TrainConfig(**args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
