@@ -96,7 +96,7 @@ for k = 9, #KEYS do
       local run = tonumber(redis.call('HGET', running, owner) or '0')
       if run < cap then
         redis.call('LREM', KEYS[k], 1, id)
-        if tonumber(redis.call('HINCRBY', queued, owner, -1)) <= 0 then redis.call('HDEL', queued, owner) end
+        if tonumber(redis.call('HINCRBY', queued, owner, -1)) == 0 then redis.call('HDEL', queued, owner) end
         redis.call('HINCRBY', running, owner, 1)
         redis.call('SADD', active, id)
         redis.call('HSET', since, id, ARGV[1])

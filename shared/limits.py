@@ -56,6 +56,7 @@ class Keys:
     owners: str
     caps: str
     active: str
+    riders: str
     since: str
     banned: str
     config: str
@@ -75,6 +76,7 @@ def keys(settings: Settings) -> Keys:
         owners=f"{p}:limits:owner",
         caps=f"{p}:limits:cap",
         active=f"{p}:limits:active",
+        riders=f"{p}:limits:riders",
         since=f"{p}:limits:since",
         banned=f"{p}:banned",
         config=f"{p}:limits:config",
@@ -95,8 +97,8 @@ redis.call('HSET', KEYS[5], ARGV[1], ARGV[4])
 return {1, n + 1}
 """
 
-# KEYS: owners, running, queued, active, since, round hash, then the lane lists.  ARGV: job id.
-# Returns 2 (was running), 1 (was queued: also removed from its lane), 0 (not counted).
+# KEYS: owners, running, queued, active, since, round hash, riders, then the lane lists.  ARGV: job id.
+# Returns 3 (rode in a batch), 2 (was running), 1 (was queued: also removed from its lane), 0 (not counted).
 _RELEASE = """
 local owner = redis.call('HGET', KEYS[1], ARGV[1])
 if not owner then return 0 end
@@ -105,26 +107,30 @@ local counter = KEYS[3]
 if redis.call('SREM', KEYS[4], ARGV[1]) == 1 then
   state = 2
   counter = KEYS[2]
+elseif redis.call('SREM', KEYS[7], ARGV[1]) == 1 then
+  state = 3
+  counter = nil
 else
-  for k = 7, #KEYS do redis.call('LREM', KEYS[k], 0, ARGV[1]) end
+  for k = 8, #KEYS do redis.call('LREM', KEYS[k], 0, ARGV[1]) end
 end
-if tonumber(redis.call('HINCRBY', counter, owner, -1)) <= 0 then redis.call('HDEL', counter, owner) end
+if counter and tonumber(redis.call('HINCRBY', counter, owner, -1)) == 0 then redis.call('HDEL', counter, owner) end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('HDEL', KEYS[6], ARGV[1])
 return state
 """
 
-# KEYS: owners, running, queued, active, since, round hash, then N lane lists, then N started registries.
-# ARGV: now, grace seconds, N.  Returns the number of stale entries dropped.
+# KEYS: owners, running, queued, active, since, round hash, riders, then N lane lists, then N started registries.
+# ARGV: now, grace seconds, N.  Returns the number of entries fixed (dropped, or taken-but-never-started re-queued).
 _RECONCILE = """
 local owners, running, queued, active, since, rounds = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local riders = KEYS[7]
 local now, grace, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local waiting, alive = {}, {}
-for k = 7, 6 + n do
+for k = 8, 7 + n do
   for _, id in ipairs(redis.call('LRANGE', KEYS[k], 0, -1)) do waiting[id] = true end
 end
-for k = 7 + n, 6 + 2 * n do
+for k = 8 + n, 7 + 2 * n do
   for _, entry in ipairs(redis.call('ZRANGEBYSCORE', KEYS[k], now, '+inf')) do
     local id = string.match(entry, '^([^:]+)') or entry
     alive[id] = true
@@ -137,8 +143,24 @@ for i = 1, #all, 2 do
   local at = tonumber(redis.call('HGET', since, id) or '0')
   local recent = now - at < grace
   local keep = false
-  if redis.call('SISMEMBER', active, id) == 1 then
-    if alive[id] or recent then r[owner] = (r[owner] or 0) + 1 keep = true end
+  local is_active = redis.call('SISMEMBER', active, id) == 1
+  if is_active or redis.call('SISMEMBER', riders, id) == 1 then
+    if alive[id] or recent then
+      if is_active then r[owner] = (r[owner] or 0) + 1 end
+      keep = true
+    else
+      -- Taken but never started (the worker died in between): back to the front of its lane, counted as queued.
+      local job = 'rq:job:' .. id
+      local origin = redis.call('HGET', job, 'origin')
+      if origin and redis.call('HGET', job, 'status') == 'queued' then
+        redis.call('SREM', active, id)
+        redis.call('SREM', riders, id)
+        if not waiting[id] then redis.call('LPUSH', 'rq:queue:' .. origin, id) end
+        q[owner] = (q[owner] or 0) + 1
+        keep = true
+        dropped = dropped + 1
+      end
+    end
   else
     if waiting[id] or recent then q[owner] = (q[owner] or 0) + 1 keep = true end
   end
@@ -147,11 +169,17 @@ for i = 1, #all, 2 do
     redis.call('HDEL', since, id)
     redis.call('HDEL', rounds, id)
     redis.call('SREM', active, id)
+    redis.call('SREM', riders, id)
     dropped = dropped + 1
   end
 end
-for _, id in ipairs(redis.call('SMEMBERS', active)) do
-  if redis.call('HEXISTS', owners, id) == 0 then redis.call('SREM', active, id) dropped = dropped + 1 end
+for _, set in ipairs({active, riders}) do
+  for _, id in ipairs(redis.call('SMEMBERS', set)) do
+    if redis.call('HEXISTS', owners, id) == 0 then
+      redis.call('SREM', set, id)
+      dropped = dropped + 1
+    end
+  end
 end
 redis.call('DEL', running, queued)
 for owner, c in pairs(r) do redis.call('HSET', running, owner, c) end
@@ -253,47 +281,54 @@ def acquire(connection: Redis, settings: Settings, owner: str, job_id: str, role
 
 
 def release(connection: Redis, settings: Settings, job_id: str) -> int:
-    """Stop counting ``job_id`` (idempotent): 2 if it was running, 1 if queued (and removed from its lane), 0 if not."""
+    """Stop counting ``job_id`` (idempotent): 3 if it rode in a batch, 2 if it was running, 1 if queued (and removed
+    from its lane), 0 if it was not counted."""
     k = keys(settings)
     script = connection.register_script(_RELEASE)
     return int(
         script(
-            keys=[k.owners, k.running, k.queued, k.active, k.since, _round_key(settings), *_lane_keys(settings)],
+            keys=[
+                k.owners,
+                k.running,
+                k.queued,
+                k.active,
+                k.since,
+                _round_key(settings),
+                k.riders,
+                *_lane_keys(settings),
+            ],
             args=[job_id],
         )
     )
 
 
-# KEYS: paused flag, owners, running, queued, caps, active, since, round hash.  ARGV: job id, now.
-# Returns 1 (claimed or unowned) or 0 (paused, or the owner is at their running cap).
+# KEYS: paused flag, owners, queued, riders, since, round hash.  ARGV: job id, now.
+# Returns 1 (claimed, or unowned) or 0 (paused).  A batch follower leaves "queued" but does not count as running:
+# it rides in another job's pass, so the running limit counts worker passes, not jobs.
 _CLAIM = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local owner = redis.call('HGET', KEYS[2], ARGV[1])
 if not owner then return 1 end
-local cap = tonumber(redis.call('HGET', KEYS[5], owner) or '1000000')
-if tonumber(redis.call('HGET', KEYS[3], owner) or '0') >= cap then return 0 end
-if tonumber(redis.call('HINCRBY', KEYS[4], owner, -1)) <= 0 then redis.call('HDEL', KEYS[4], owner) end
-redis.call('HINCRBY', KEYS[3], owner, 1)
-redis.call('SADD', KEYS[6], ARGV[1])
-redis.call('HSET', KEYS[7], ARGV[1], ARGV[2])
-redis.call('HDEL', KEYS[8], ARGV[1])
+if tonumber(redis.call('HINCRBY', KEYS[3], owner, -1)) == 0 then redis.call('HDEL', KEYS[3], owner) end
+redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[6], ARGV[1])
 return 1
 """
 
-# KEYS: owners, running, queued.  ARGV: job id.  Undo a claim's counts (the job went to another worker, who
-# counted it itself); the running-jobs set is left alone, as that worker's record.
+# KEYS: owners, queued, riders.  ARGV: job id.  Undo a claim (another worker took the job and counted it itself).
 _UNCLAIM = """
 local owner = redis.call('HGET', KEYS[1], ARGV[1])
 if not owner then return 0 end
-if tonumber(redis.call('HINCRBY', KEYS[2], owner, -1)) <= 0 then redis.call('HDEL', KEYS[2], owner) end
-redis.call('HINCRBY', KEYS[3], owner, 1)
+if tonumber(redis.call('HINCRBY', KEYS[2], owner, 1)) == 0 then redis.call('HDEL', KEYS[2], owner) end
+redis.call('SREM', KEYS[3], ARGV[1])
 return 1
 """
 
 
 def claim(connection: Redis, settings: Settings, job_id: str) -> bool:
-    """Count a waiting job as running before a worker takes it out of its lane by other means (a batch follower);
-    False when the queue is paused or the owner is at their running cap."""
+    """Move a waiting job out of ``queued`` before a worker takes it out of its lane as a batch follower (it rides
+    in the leader's pass, so it does not count as running); False while the queue is paused."""
     k = keys(settings)
     script = connection.register_script(_CLAIM)
     return bool(
@@ -301,10 +336,8 @@ def claim(connection: Redis, settings: Settings, job_id: str) -> bool:
             keys=[
                 f"{settings.queue_prefix}:paused",
                 k.owners,
-                k.running,
                 k.queued,
-                k.caps,
-                k.active,
+                k.riders,
                 k.since,
                 _round_key(settings),
             ],
@@ -316,11 +349,14 @@ def claim(connection: Redis, settings: Settings, job_id: str) -> bool:
 def unclaim(connection: Redis, settings: Settings, job_id: str) -> None:
     """Undo ``claim`` for a job another worker took first."""
     k = keys(settings)
-    connection.register_script(_UNCLAIM)(keys=[k.owners, k.running, k.queued], args=[job_id])
+    connection.register_script(_UNCLAIM)(keys=[k.owners, k.queued, k.riders], args=[job_id])
 
 
 def reconcile(connection: Redis, settings: Settings, grace_s: float = defaults.LIMITS_GRACE_S) -> int:
-    """Recompute every member's counts from the lanes and the started registries; returns stale entries dropped.
+    """Recompute every member's counts from the lanes and the started registries; returns the entries fixed.
+
+    A job taken from its lane but never started (its worker died in between) goes back to the front of its lane;
+    a counted job that is neither waiting nor running any more stops being counted.
 
     Entries touched in the last ``grace_s`` seconds are kept (a job between its count and its push, or between
     its dequeue and the started registry, is in neither place for a moment).
@@ -337,6 +373,7 @@ def reconcile(connection: Redis, settings: Settings, grace_s: float = defaults.L
                 k.active,
                 k.since,
                 _round_key(settings),
+                k.riders,
                 *lanes,
                 *_started_keys(settings),
             ],
@@ -344,7 +381,7 @@ def reconcile(connection: Redis, settings: Settings, grace_s: float = defaults.L
         )
     )
     if dropped:
-        log.warning("limits reconcile dropped %d stale job count(s)", dropped)
+        log.warning("limits reconcile fixed %d job count(s)", dropped)
     return dropped
 
 

@@ -94,7 +94,7 @@ def test_cancel_of_a_queued_job_and_a_failed_job_release_their_counts(
     assert limits.counts(redis_conn, limited, "444") == (0, 0)
 
 
-def test_running_cap_skips_a_member_and_reconcile_frees_the_jobs_of_a_dead_worker(
+def test_running_cap_skips_a_member_and_reconcile_restores_the_jobs_of_a_dead_worker(
     limited: Settings, redis_conn: redis.Redis
 ) -> None:
     lane_key = get_queue(redis_conn, limited, limited.default_lane).key
@@ -106,8 +106,40 @@ def test_running_cap_skips_a_member_and_reconcile_frees_the_jobs_of_a_dead_worke
     taken = [FairQueue.take(redis_conn, limited, [lane_key]) for _ in range(4)]
     assert [t[1] if t else None for t in taken] == [a[0].job_id, b.job_id, a[1].job_id, None]
     assert limits.counts(redis_conn, limited, "555") == (1, 2)
-    assert limits.reconcile(redis_conn, limited) == 0  # within the grace period nothing is dropped
+    assert limits.reconcile(redis_conn, limited) == 0  # within the grace period nothing is touched
+    # Past it, the taken-but-never-started jobs go back to the front of the lane; nothing is lost.
     assert limits.reconcile(redis_conn, limited, grace_s=0) == 3
-    assert limits.counts(redis_conn, limited, "555") == (1, 0)
-    assert limits.counts(redis_conn, limited, "666") == (0, 0)
-    assert FairQueue.take(redis_conn, limited, [lane_key]) == (lane_key, a[2].job_id)
+    assert limits.counts(redis_conn, limited, "555") == (3, 0)
+    assert limits.counts(redis_conn, limited, "666") == (1, 0)
+    assert sorted(raw.decode() for raw in redis_conn.lrange(lane_key, 0, 2)) == sorted(t[1] for t in taken if t)
+    assert redis_conn.lindex(lane_key, 3) == a[2].job_id.encode()
+
+    # A counted job that is neither waiting nor running (deleted by hand) stops being counted.
+    redis_conn.delete(lane_key)
+    assert limits.reconcile(redis_conn, limited, grace_s=0) == 4
+    assert limits.all_counts(redis_conn, limited) == {}
+
+
+def test_batch_followers_leave_queued_without_counting_as_running_and_not_while_paused(
+    limited: Settings, redis_conn: redis.Redis
+) -> None:
+    from shared import admin
+
+    lane_key = get_queue(redis_conn, limited, limited.default_lane).key
+    specs = [spec_for(limited, "777", seed=i) for i in range(3)]
+    for spec in specs:
+        enqueue(redis_conn, limited, spec)
+    assert FairQueue.take(redis_conn, limited, [lane_key]) == (lane_key, specs[0].job_id)
+    assert limits.claim(redis_conn, limited, specs[1].job_id)  # rides in the leader's pass
+    assert limits.counts(redis_conn, limited, "777") == (1, 1)
+    limits.unclaim(redis_conn, limited, specs[1].job_id)  # another worker got it first
+    assert limits.counts(redis_conn, limited, "777") == (2, 1)
+    assert limits.claim(redis_conn, limited, specs[1].job_id)
+    assert limits.release(redis_conn, limited, specs[1].job_id) == 3
+    assert limits.release(redis_conn, limited, specs[1].job_id) == 0  # idempotent
+    assert limits.release(redis_conn, limited, specs[0].job_id) == 2
+    assert limits.counts(redis_conn, limited, "777") == (1, 0)
+    admin.pause(redis_conn, limited, actor="1")
+    assert not limits.claim(redis_conn, limited, specs[2].job_id)
+    assert FairQueue.take(redis_conn, limited, [lane_key]) is None
+    assert limits.counts(redis_conn, limited, "777") == (1, 0)
