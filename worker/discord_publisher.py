@@ -228,6 +228,8 @@ class DiscordPublisher:
         kind = spec.kind
         picture = result.grid if result.grid is not None else result.images[0]
         name = discord_format.attachment_name(spec.job_id, kind)
+        if result.spoiler:  # image moderation flagged it (worker/image_moderation.py); Discord blurs SPOILER_ files
+            name = f"SPOILER_{name}"
         payload = {
             "content": discord_format.result_line(spec.prompt, spec.owner, spec.lane, kind, _detail(spec)),
             "components": discord_format.components_for(kind, spec.job_id),

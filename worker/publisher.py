@@ -30,6 +30,8 @@ class JobResult:
     """The 2x2 grid (grid and variation jobs); None for a single upscaled image."""
     record: dict[str, Any] = field(default_factory=dict)
     """The reproducibility record: resolved parameters, seeds, model, timings, alignment scores."""
+    spoiler: bool = False
+    """Post the images behind a spoiler (image moderation flagged them; see worker/image_moderation.py)."""
 
 
 class Publisher(Protocol):

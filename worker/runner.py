@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from rq import SimpleWorker
+from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
@@ -20,7 +22,7 @@ from shared import defaults, limits, metrics
 from shared.fair_share import FairQueue
 from shared.queue import TASK_PATH, all_queues, connect, get_queue
 from shared.settings import Settings
-from worker import tasks
+from worker import reliability, tasks
 from worker.batching import BatchPlan, Follower, claim_followers, spec_of
 from worker.engine import Engine
 
@@ -105,12 +107,59 @@ class ImagineWorker(SimpleWorker):
         except BaseException:
             self._finalize_failure(follower.job, follower.queue, follower.execution, sys.exc_info())
 
+    # -- reliability side: abandoned jobs, payload guard, outbox (worker/reliability.py, shared/outbox.py) ----------
+
+    abandon_after_s: int = defaults.WORKER_ABANDON_AFTER_S
+    """Seconds a started job's registry entry lives without a heartbeat (``JobHeartbeat`` refreshes it)."""
+    settings: Settings | None = None
+    """The settings this worker was built with (``build_worker``); used by maintenance to drain the outbox."""
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        """Short, so a worker killed mid-job is noticed soon (RQ's SimpleWorker uses the job timeout + 60 s)."""
+        return self.abandon_after_s
+
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        """Run only JSON payloads of ``worker.tasks.run_job``; anything else fails without running."""
+        refusal = reliability.payload_refusal(job)
+        if refusal:
+            log.error("refusing job %s from %s: %s", job.id, queue.name, refusal)
+            reliability.neutralise(job, refusal)
+        return super().perform_job(job, queue, execution)
+
+    def handle_job_failure(
+        self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = "", execution: Any = None
+    ) -> None:
+        """A job that raised is not retried (its member was told); retries are for abandoned jobs only."""
+        job.retries_left = 0
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+
+    def run_maintenance_tasks(self) -> None:
+        """RQ's maintenance (abandoned jobs re-queued or failed), then results waiting in the outbox re-delivered."""
+        super().run_maintenance_tasks()
+        if self.settings is not None:
+            try:
+                reliability.drain_outbox(self.connection, self.settings)
+            except Exception:
+                log.exception("draining the outbox failed; the next maintenance pass retries")
+
 
 def build_worker(settings: Settings, lanes: Sequence[str] = (), name: str | None = None) -> ImagineWorker:
     """A worker on ``lanes`` (default: every lane, in priority order) of the configured Redis."""
     connection = connect(settings)
     queues = [get_queue(connection, settings, lane) for lane in lanes] if lanes else all_queues(connection, settings)
-    return ImagineWorker(queues, connection=connection, serializer=JSONSerializer, name=name)
+    worker = ImagineWorker(
+        queues,
+        connection=connection,
+        serializer=JSONSerializer,
+        name=name,
+        maintenance_interval=settings.worker_maintenance_s,
+        # RQ's idle dequeue waits worker_ttl - 15 s before maintenance gets a turn.
+        worker_ttl=settings.worker_maintenance_s + 15,
+        exception_handlers=[reliability.make_abandoned_handler(settings)],
+    )
+    worker.abandon_after_s = settings.worker_abandon_after_s
+    worker.settings = settings
+    return worker
 
 
 def run_worker(settings: Settings, *, burst: bool = False, lanes: Sequence[str] = (), name: str | None = None) -> int:
@@ -120,7 +169,11 @@ def run_worker(settings: Settings, *, burst: bool = False, lanes: Sequence[str] 
     tasks.install_engine(engine)
     log.info("worker %s serving %s", worker.name, ", ".join(q.name for q in worker.queues))
     metrics.start_metrics_server(worker.connection, settings)
-    worker.work(burst=burst, logging_level=logging.getLevelName(log.getEffectiveLevel()), with_scheduler=False)
+    heartbeat = reliability.JobHeartbeat(worker, settings.job_heartbeat_s, settings.worker_abandon_after_s).start()
+    try:
+        worker.work(burst=burst, logging_level=logging.getLevelName(log.getEffectiveLevel()), with_scheduler=False)
+    finally:
+        heartbeat.stop()
     return 0
 
 

@@ -20,6 +20,7 @@ from shared.image_store import ImageExpired, get_image, put_images, put_record
 from shared.job import Delivery, JobKind, JobSpec
 from shared.queue import META_PHASE, META_PROGRESS, META_STEP, META_TOTAL, cancel_requested
 from shared.settings import Settings, get_settings
+from worker import image_prompt, reliability
 from worker.batching import BatchPlan
 from worker.engine import Engine, Generation, JobCanceled, png_bytes
 from worker.grid import compose_grid
@@ -137,7 +138,8 @@ def _run_one(spec: JobSpec, job: Job | None, settings: Settings) -> dict[str, An
     try:
         reporter.phase("loading")
         engine = get_engine(settings, spec.model)
-        source = _source_image(connection, settings, spec)
+        reliability.inject_fault(settings, spec)
+        source = _source_image(connection, settings, spec) or image_prompt.init_image(spec, settings)
         upscaler = get_upscaler(settings) if spec.kind is JobKind.UPSCALE else None
         reporter.phase("generating")
         generation = engine.generate(
@@ -150,6 +152,7 @@ def _run_one(spec: JobSpec, job: Job | None, settings: Settings) -> dict[str, An
     except JobCanceled as exc:
         return _canceled(spec, job, publisher, exc)
     except Exception as exc:
+        reliability.free_memory(exc)
         _failed(spec, job, publisher, exc)
         raise
     return _finish(spec, job, settings, publisher=publisher, engine=engine, generation=generation, started=started)
@@ -254,7 +257,9 @@ def _finish(
     grid = compose_grid(generation.images) if len(generation.images) == defaults.IMAGES_PER_GRID else None
     if connection is not None:
         put_images(connection, settings, spec.job_id, [png_bytes(image) for image in generation.images])
-    files = publisher.publish(JobResult(spec=spec, images=generation.images, grid=grid, record=record))
+    files = reliability.deliver(
+        connection, settings, publisher, JobResult(spec=spec, images=generation.images, grid=grid, record=record)
+    )
     record["files"] = files
     record["timings"]["job_s"] = time.perf_counter() - started
     if connection is not None:
