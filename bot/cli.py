@@ -63,7 +63,8 @@ def wait_for(
     """Show progress until ``spec`` finishes; returns (finished, grid path or error message). With ``worker`` (the
     local worker), its exit before the job ends is reported instead of waiting for the timeout."""
     deadline = time.monotonic() + timeout
-    warned = False
+    warned = worker is not None  # the local worker registers once its model is loaded; no hint needed meanwhile
+    shown = ""
     while time.monotonic() < deadline:
         state = job_state(connection, spec.job_id)
         if state is None:
@@ -83,8 +84,11 @@ def wait_for(
         if not warned and state.status is JobStatus.QUEUED and not Worker.all(connection=connection):
             out.write(f"\nno worker is running yet; start one with `python -m worker` (job {spec.job_id} waits)\n")
             warned = True
-        out.write(progress_line(spec, state.progress, state.phase or state.status.value, state.step, state.total_steps))
-        out.flush()
+        line = progress_line(spec, state.progress, state.phase or state.status.value, state.step, state.total_steps)
+        if line != shown:  # redraw only on change, so logs of non-terminal runs stay short
+            out.write(line)
+            out.flush()
+            shown = line
         time.sleep(POLL_S)
     return False, f"timed out after {timeout:.0f} s waiting for job {spec.job_id}"
 
