@@ -1,0 +1,97 @@
+"""Procedural data (determinism, hold-out, caption/label agreement), the detector on renders, a training smoke run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.detector import detect, largest_of
+from training.evaluate import held_out_prompts
+from training.scenes import (
+    COLOUR_WORDS,
+    COLOURS,
+    HELD_OUT_ONE,
+    HELD_OUT_TWO,
+    SHAPE_WORDS,
+    SHAPES,
+    captions,
+    render,
+    sample_scenes,
+)
+from training.train import TrainConfig, train
+from worker.alignment import ShapesAlignmentModel
+from worker.shapes_pipeline import ShapesPipeline
+
+log = logging.getLogger(__name__)
+
+
+def to_uint8(pixels: torch.Tensor) -> np.ndarray:
+    return ((pixels.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().astype(np.uint8)
+
+
+def test_scenes_and_captions_are_deterministic() -> None:
+    a = sample_scenes(64, torch.Generator().manual_seed(3))
+    b = sample_scenes(64, torch.Generator().manual_seed(3))
+    assert torch.equal(render(a), render(b))
+    assert captions(a, random.Random(1)) == captions(b, random.Random(1))
+    c = sample_scenes(64, torch.Generator().manual_seed(4))
+    assert not torch.equal(render(a), render(c))
+
+
+def test_hold_out_is_never_rendered_in_training_and_is_what_evaluation_asks() -> None:
+    s = sample_scenes(4000, torch.Generator().manual_seed(0))
+    one = s.n_objects == 1
+    c, sh = s.colour, s.shape
+    assert not HELD_OUT_ONE[c[one, 0], sh[one, 0], s.region[one]].any()
+    assert not HELD_OUT_TWO[c[~one, 0], sh[~one, 0], s.axis[~one], c[~one, 1], sh[~one, 1]].any()
+    # every colour, shape, region and relation is still seen in training
+    assert set(c[one, 0].tolist()) == set(range(len(COLOURS))) and set(s.region[one].tolist()) == set(range(9))
+    h = sample_scenes(500, torch.Generator().manual_seed(0), held_out=True)
+    hone = h.n_objects == 1
+    assert HELD_OUT_ONE[h.colour[hone, 0], h.shape[hone, 0], h.region[hone]].all()
+    prompts = held_out_prompts()
+    assert len(prompts) == 100 and len({p.prompt for p in prompts}) == 100
+
+
+def test_captions_name_the_rendered_attributes() -> None:
+    s = sample_scenes(300, torch.Generator().manual_seed(1))
+    for b, text in enumerate(captions(s, random.Random(2))):
+        for k in range(int(s.n_objects[b])):
+            assert any(w in text for w in COLOUR_WORDS[int(s.colour[b, k])]), text
+            assert any(w in text for w in SHAPE_WORDS[int(s.shape[b, k])]), text
+
+
+def test_detector_recognises_the_generators_renderings() -> None:
+    s = sample_scenes(400, torch.Generator().manual_seed(2))
+    images = to_uint8(render(s))
+    right = 0
+    for b in range(len(s)):
+        found = detect(images[b])
+        ok = len(found) == int(s.n_objects[b])
+        for k in range(int(s.n_objects[b])):
+            d = largest_of(found, COLOURS[int(s.colour[b, k])])
+            ok = ok and d is not None and d.shape == SHAPES[int(s.shape[b, k])]
+        if ok and int(s.n_objects[b]) == 2:
+            a, c = largest_of(found, COLOURS[int(s.colour[b, 0])]), largest_of(found, COLOURS[int(s.colour[b, 1])])
+            assert a is not None and c is not None
+            ok = a.x < c.x if int(s.axis[b]) == 0 else a.y < c.y
+        right += ok
+    assert right >= 0.99 * len(s)
+
+
+def test_training_smoke_run_writes_a_loadable_model(tmp_path: Path) -> None:
+    out = tmp_path / "tiny-shapes"
+    info = train(TrainConfig(out=str(out), preset="tiny", steps=3, batch=4, log_every=1, seed=0))
+    assert info["steps"] == 3 and np.isfinite(info["final_loss"]) and np.isfinite(info["final_align_loss"])
+    assert json.loads((out / "training_info.json").read_text())["config"]["preset"] == "tiny"
+    pipe = ShapesPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a red circle", generator=torch.Generator().manual_seed(0), num_inference_steps=2).images[0]
+    assert image.size == (16, 16)
+    align = ShapesAlignmentModel.from_folder(out / "alignment")
+    assert align.encode_image(torch.zeros(2, 3, 16, 16)).shape == (2, 32)
