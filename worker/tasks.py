@@ -82,7 +82,8 @@ class ProgressReporter:
         self.publisher = publisher
         self.spec = spec
         self.every_s = every_s
-        self._last_publish = 0.0
+        self._last_publish: float | None = None
+        """monotonic() of the last preview; None until the first (shown at once, whatever the clock reads)."""
 
     def phase(self, name: str) -> None:
         if self.job is not None:
@@ -95,7 +96,8 @@ class ProgressReporter:
             self.job.meta.update({META_PROGRESS: fraction, META_STEP: done, META_TOTAL: total, META_PHASE: "denoising"})
             self.job.save_meta()
         now = time.monotonic()
-        if done < total and now - self._last_publish >= self.every_s:
+        due = self._last_publish is None or now - self._last_publish >= self.every_s
+        if done < total and due:
             self._last_publish = now
             preview = latents_to_preview(latents) if latents is not None else None
             self.publisher.progress(self.spec, fraction, preview)
