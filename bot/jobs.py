@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 import redis
 from rq.registry import StartedJobRegistry
@@ -25,12 +26,12 @@ class JobDesk:
         self.settings = settings
         self._enqueue_turn = asyncio.Lock()
 
-    async def enqueue_soon(self, spec: JobSpec) -> None:
+    async def enqueue_soon(self, spec: JobSpec, roles: Sequence[str] = ()) -> None:
         """``enqueue`` from the event loop, one job per loop turn (after the answers that are ready to go), so that no
         thread competes with the loop for the GIL while a burst of interactions waits for answers."""
         async with self._enqueue_turn:
             await asyncio.sleep(0)
-            self.enqueue(spec)
+            self.enqueue(spec, roles)
 
     def _member_key(self, owner: str) -> str:
         return f"{self.settings.queue_prefix}:member:{owner}:jobs"
@@ -61,9 +62,9 @@ class JobDesk:
                 break
         return total
 
-    def enqueue(self, spec: JobSpec) -> None:
-        """Enqueue ``spec`` and remember it as its owner's."""
-        enqueue(self.connection, self.settings, spec)
+    def enqueue(self, spec: JobSpec, roles: Sequence[str] = ()) -> None:
+        """Enqueue ``spec`` and remember it as its owner's (``roles``: the member's role ids, for per-role limits)."""
+        enqueue(self.connection, self.settings, spec, roles)
         with self.connection.pipeline(transaction=False) as pipe:
             pipe.zadd(self._member_key(spec.owner), {spec.job_id: spec.created_at})
             pipe.expire(self._member_key(spec.owner), defaults.MEMBER_JOBS_TTL_S)

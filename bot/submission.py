@@ -81,7 +81,7 @@ async def submit(
     for bare, waiting_id in zip(specs, message_ids, strict=True):
         spec = bare.replace(delivery=dataclasses.replace(bare.delivery, waiting_message_id=str(waiting_id)))
         try:
-            await desk.enqueue_soon(spec)
+            await desk.enqueue_soon(spec, roles)
         except redis.RedisError:
             log.exception("could not enqueue job %s", spec.job_id)
             await _say_failed(interaction, waiting_id, spec, "could not be queued, please try again")
