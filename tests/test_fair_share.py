@@ -7,13 +7,14 @@ from rq import Queue
 
 from shared import admin, eta
 from shared.job import JobStatus
+from shared.limits import text
 from shared.queue import enqueue, get_queue, job_state
 from shared.settings import Settings
 from tests.queue_control import run_burst_worker, spec_for, started_order
 
 
 def lane_ids(connection: redis.Redis, settings: Settings, lane: str) -> list[str]:
-    return [raw.decode() for raw in connection.lrange(get_queue(connection, settings, lane).key, 0, -1)]
+    return [text(raw) for raw in connection.lrange(get_queue(connection, settings, lane).key, 0, -1)]
 
 
 def test_waiting_jobs_interleave_members_round_robin(settings: Settings, redis_conn: redis.Redis) -> None:

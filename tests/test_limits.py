@@ -111,7 +111,7 @@ def test_running_cap_skips_a_member_and_reconcile_restores_the_jobs_of_a_dead_wo
     assert limits.reconcile(redis_conn, limited, grace_s=0) == 3
     assert limits.counts(redis_conn, limited, "555") == (3, 0)
     assert limits.counts(redis_conn, limited, "666") == (1, 0)
-    assert sorted(raw.decode() for raw in redis_conn.lrange(lane_key, 0, 2)) == sorted(t[1] for t in taken if t)
+    assert sorted(limits.text(raw) for raw in redis_conn.lrange(lane_key, 0, 2)) == sorted(t[1] for t in taken if t)
     assert redis_conn.lindex(lane_key, 3) == a[2].job_id.encode()
 
     # A counted job that is neither waiting nor running (deleted by hand) stops being counted.
