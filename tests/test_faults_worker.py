@@ -16,7 +16,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from shared.job import JobSpec, JobStatus
-from shared.queue import enqueue, job_state
+from shared.queue import enqueue, job_state, request_cancel
 from shared.settings import Settings
 from tests.test_chain import make_spec, wait_until
 from worker.reliability import ABANDONED_MESSAGE, FAULT_MARKER
@@ -122,3 +122,38 @@ def test_out_of_memory_and_internal_errors_fail_with_member_messages_and_the_wor
     failed_job = Job.fetch(oom.job_id, connection=redis_conn, serializer=JSONSerializer)
     assert len(failed_job.results()) == 1  # failed once, not retried
     assert worker.poll() is None
+
+
+def test_a_long_job_is_kept_alive_by_its_heartbeat_and_never_taken_as_abandoned(
+    settings: Settings, redis_conn: redis.Redis, start_worker: StartWorker
+) -> None:
+    busy = start_worker(name="busy", env=FAST_CLOCK)
+    wait_until(lambda: len(Worker.all(connection=redis_conn)) == 1)
+    spec = make_spec(settings, steps=400, width=64, height=64)
+    enqueue(redis_conn, settings, spec)
+
+    def denoising() -> bool:
+        state = job_state(redis_conn, spec.job_id)
+        return state is not None and state.step >= 1
+
+    wait_until(denoising)
+    idle = start_worker(name="idle", env=FAST_CLOCK)
+    passes = "cleaning registries for queue"
+
+    def idle_log() -> str:
+        return idle.log_path.read_text()  # type: ignore[attr-defined,no-any-return]
+
+    # Past the abandon window (3 s) several times over: maintenance runs every second on the idle worker.
+    wait_until(lambda: idle_log().count(passes) >= 8, timeout=120)
+    state = job_state(redis_conn, spec.job_id)
+    assert state is not None and state.status is JobStatus.STARTED, "the job ended too soon to prove anything"
+    request_cancel(redis_conn, settings, spec.job_id)
+
+    def ended() -> bool:
+        now = job_state(redis_conn, spec.job_id)
+        return now is not None and now.status is not JobStatus.STARTED
+
+    wait_until(ended, timeout=120)
+    job = Job.fetch(spec.job_id, connection=redis_conn, serializer=JSONSerializer)
+    assert job.retries_left == 1 and len(job.results()) == 1
+    assert "abandoned" not in idle_log() and "abandoned" not in busy.log_path.read_text()  # type: ignore[attr-defined]

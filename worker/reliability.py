@@ -93,21 +93,27 @@ class JobHeartbeat:
         self._thread.join(timeout=self.every_s + 1)
 
     def beat(self) -> int:
-        """Refresh this worker's active executions once; returns how many registry entries were refreshed."""
+        """Refresh this worker's active executions once; returns how many registry entries were refreshed.
+
+        The executions come from the worker's memory (``worker.executions``) and its Redis index; the index expires
+        with the worker's own heartbeat, which RQ sets to the short job TTL when a job starts, so it is refreshed
+        here too while jobs run.
+        """
         connection = self.worker.connection
-        members = connection.smembers(self.worker.executions_key)
-        if not members:
+        composites = {execution.composite_key for execution in list(self.worker.executions.values())}
+        composites |= {_text(raw) for raw in connection.smembers(self.worker.executions_key)}
+        if not composites:
             return 0
         expiry = current_timestamp() + self.ttl_s
         with connection.pipeline() as pipe:
-            for raw in members:
-                composite = raw.decode() if isinstance(raw, bytes) else str(raw)
+            self.worker.heartbeat(self.ttl_s + 60, pipeline=pipe)
+            for composite in sorted(composites):
                 for queue in self.worker.queues:
                     key = StartedJobRegistry(queue.name, connection=connection).key
                     pipe.zadd(key, {composite: expiry}, xx=True, ch=True)
                 pipe.expire(f"{RQ_KEY_PREFIX}:execution:{composite}", self.ttl_s)
             results = pipe.execute()
-        return sum(value for value in results if type(value) is int)
+        return sum(value for value in results if type(value) is int and value > 0)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -252,3 +258,7 @@ def free_memory(exc: BaseException) -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
