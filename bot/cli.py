@@ -21,7 +21,8 @@ from rq import Worker
 
 from shared.job import Delivery, JobSpec, JobStatus
 from shared.prompt import PromptError, parse
-from shared.queue import connect, enqueue, job_state, redis_url
+from shared.limits import LimitExceeded, MemberBanned
+from shared.queue import connect, enqueue, job_state, redis_url, request_cancel
 from shared.resolve import build_jobs
 from shared.settings import Settings, get_settings
 
@@ -121,8 +122,18 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         print(f"imagine: {exc}", file=sys.stderr)
         return EXIT_BAD_PROMPT
     connection = connect(settings)
-    for spec in specs:
-        enqueue(connection, settings, spec)
+    enqueued: list[JobSpec] = []
+    try:
+        for spec in specs:
+            enqueue(connection, settings, spec)
+            enqueued.append(spec)
+    except (LimitExceeded, MemberBanned) as exc:
+        # All or nothing: a prompt's permutations and repeats are one request.
+        for spec in enqueued:
+            request_cancel(connection, settings, spec.job_id)
+        suffix = f" (none of this prompt's {len(specs)} jobs was queued)" if len(specs) > 1 else ""
+        print(f"imagine: {exc}{suffix}", file=sys.stderr)
+        return EXIT_BAD_PROMPT
     if args.no_wait:
         for spec in specs:
             print(spec.job_id, file=stream)
