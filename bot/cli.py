@@ -20,8 +20,8 @@ import redis
 from rq import Worker
 
 from shared.job import Delivery, JobSpec, JobStatus
-from shared.prompt import PromptError, parse
 from shared.limits import LimitExceeded, MemberBanned
+from shared.prompt import PromptError, parse
 from shared.queue import connect, enqueue, job_state, redis_url, request_cancel
 from shared.resolve import build_jobs
 from shared.settings import Settings, get_settings
