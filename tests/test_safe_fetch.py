@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import struct
 import threading
 import time
@@ -229,7 +230,11 @@ URL_PIECES = [
 NON_PUBLIC = ["127.0.0.1", "::1", "10.0.0.1", "169.254.169.254", "192.168.1.1", "::ffff:127.0.0.1", "0.0.0.0"]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     pieces=st.lists(st.sampled_from(URL_PIECES) | st.text(max_size=4), max_size=12),
     port_mode=st.sampled_from(["server", "none", "other"]),
