@@ -16,6 +16,7 @@ from bot import admin_commands, messages
 from bot.buttons import JobButton
 from bot.commands import all_commands
 from bot.jobs import JobDesk
+from bot.queue_updates import QueueUpdater
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class ImagineClient(discord.Client):
         self.settings = settings
         self.connection = connection
         self.desk = JobDesk(connection, settings)
+        self.queue_updates = QueueUpdater(self, self.desk)
         self.tree = ImagineTree(self)
         for command in all_commands(settings):
             self.tree.add_command(command)
@@ -71,6 +73,11 @@ class ImagineClient(discord.Client):
         except (NotImplementedError, RuntimeError):  # pragma: no cover - not on the main thread / Windows
             log.debug("no SIGTERM handler: not on the main thread")
         await self.sync_commands()
+        self.queue_updates.start()  # live queue position and ETA in the waiting messages
+
+    async def close(self) -> None:
+        await self.queue_updates.stop()
+        await super().close()
 
     async def sync_commands(self) -> None:
         """Sync to ``DISCORD_GUILD_IDS`` (instant) or globally; a failed sync is logged and the bot runs on."""

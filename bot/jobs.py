@@ -25,6 +25,8 @@ class JobDesk:
         self.connection = connection
         self.settings = settings
         self._enqueue_turn = asyncio.Lock()
+        self.shown: dict[str, str] = {}
+        """Job id -> the waiting line its message shows now (kept by ``submission`` and ``queue_updates``)."""
 
     async def enqueue_soon(self, spec: JobSpec, roles: Sequence[str] = ()) -> None:
         """``enqueue`` from the event loop, one job per loop turn (after the answers that are ready to go), so that no
@@ -55,12 +57,16 @@ class JobDesk:
 
         ``counts`` are queue lengths by lane from ``intake``; without them they are read now.
         """
-        total = 0
+        return sum(self.ahead_by_lane(lane, counts).values())
+
+    def ahead_by_lane(self, lane: str, counts: dict[str, int] | None = None) -> dict[str, int]:
+        """``ahead_of`` per lane: the lanes served up to ``lane`` (included) and their queue lengths."""
+        ahead: dict[str, int] = {}
         for name in self.settings.lanes:
-            total += counts[name] if counts is not None else get_queue(self.connection, self.settings, name).count
+            ahead[name] = counts[name] if counts is not None else get_queue(self.connection, self.settings, name).count
             if name == lane:
                 break
-        return total
+        return ahead
 
     def enqueue(self, spec: JobSpec, roles: Sequence[str] = ()) -> None:
         """Enqueue ``spec`` and remember it as its owner's (``roles``: the member's role ids, for per-role limits)."""

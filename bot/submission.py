@@ -15,7 +15,7 @@ import redis
 
 from bot import messages
 from bot.jobs import JobDesk
-from shared import admin, discord_format, limits
+from shared import admin, discord_format, eta, limits
 from shared.admin import PAUSED_NOTE
 from shared.job import Delivery, JobSpec
 
@@ -49,7 +49,9 @@ async def submit(
     if not specs:
         raise ValueError("submit needs at least one job spec, got none")
     try:
-        ahead = desk.ahead_of(specs[0].lane, counts)
+        ahead_by_lane = desk.ahead_by_lane(specs[0].lane, counts)
+        ahead = sum(ahead_by_lane.values())
+        first_eta = eta.eta_for(desk.connection, desk.settings, specs[0].lane, specs[0].model, ahead_by_lane)
         # Queue control: banned or over the queued limit -> a private answer, nothing posted or queued.
         roles = [str(role.id) for role in getattr(interaction.user, "roles", [])]
         refusal = limits.refusal(desk.connection, desk.settings, specs[0].owner, len(specs), roles)
@@ -62,24 +64,24 @@ async def submit(
         await interaction.response.send_message(refusal, ephemeral=True)
         return []
     first = specs[0]
-    callback = await interaction.response.send_message(
-        discord_format.waiting_line(first.prompt, first.owner, ahead + 1),
-        allowed_mentions=mentions_for(first.owner),
-    )
+    lines = [discord_format.waiting_line(first.prompt, first.owner, ahead + 1, first_eta)]
+    callback = await interaction.response.send_message(lines[0], allowed_mentions=mentions_for(first.owner))
     message_id = callback.message_id if callback is not None else None
     if message_id is None:
         message_id = (await interaction.original_response()).id
     message_ids = [message_id]
     for offset, spec in enumerate(specs[1:], start=1):
-        sent = await interaction.followup.send(
-            discord_format.waiting_line(spec.prompt, spec.owner, ahead + 1 + offset),
-            allowed_mentions=mentions_for(spec.owner),
-            wait=True,
+        lines.append(
+            discord_format.waiting_line(
+                spec.prompt, spec.owner, ahead + 1 + offset, _eta(desk, spec, ahead_by_lane, offset)
+            )
         )
+        sent = await interaction.followup.send(lines[-1], allowed_mentions=mentions_for(spec.owner), wait=True)
         message_ids.append(sent.id)
     queued: list[JobSpec] = []
-    for bare, waiting_id in zip(specs, message_ids, strict=True):
+    for bare, waiting_id, line in zip(specs, message_ids, lines, strict=True):
         spec = bare.replace(delivery=dataclasses.replace(bare.delivery, waiting_message_id=str(waiting_id)))
+        desk.shown[spec.job_id] = line  # so that the queue updates edit it only once the line would change
         try:
             await desk.enqueue_soon(spec, roles)
         except redis.RedisError:
@@ -93,6 +95,16 @@ async def submit(
     if paused and queued:
         await interaction.followup.send(PAUSED_NOTE, ephemeral=True)
     return queued
+
+
+def _eta(desk: JobDesk, spec: JobSpec, ahead_by_lane: dict[str, int], offset: int) -> float | None:
+    """ETA of the ``offset``-th extra job of one command (the command's jobs before it are ahead of it too)."""
+    ahead = {**ahead_by_lane, spec.lane: ahead_by_lane.get(spec.lane, 0) + offset}
+    try:
+        return eta.eta_for(desk.connection, desk.settings, spec.lane, spec.model, ahead)
+    except redis.RedisError:
+        log.warning("no ETA for job %s: Redis unavailable", spec.job_id)
+        return None
 
 
 async def _say_failed(interaction: discord.Interaction, message_id: int, spec: JobSpec, reason: str) -> None:

@@ -336,3 +336,12 @@ WAIT_BUCKETS_S: tuple[float, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600
 
 GENERATION_BUCKETS_S: tuple[float, ...] = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 900)
 """Histogram buckets (seconds) of the time a worker spends on one job."""
+
+QUEUE_EDIT_EVERY_S: float = 5.0
+"""Seconds between the bot's rounds of queue-position edits of waiting messages (each message at most once a round)."""
+
+QUEUE_EDIT_FIRST_N: int = 10
+"""Only the first this many queued jobs per lane get their waiting message's position and ETA kept up to date."""
+
+QUEUE_EDITS_PER_CHANNEL: int = 4
+"""Most queue-position edits per channel in one round (Discord allows about 5 message edits per 5 s per channel)."""

@@ -92,11 +92,25 @@ def mention(owner: str) -> str:
     return f"<@{owner}>" if owner.isdigit() else escape(owner)
 
 
-def waiting_line(prompt: str, owner: str, position: int | None = None) -> str:
-    """ "**prompt** - <@user> (Waiting to start)", with the queue position when known."""
+def eta_text(seconds: float) -> str:
+    """A rough ETA for members: "~40 s" (10 s steps under a minute), "~3 min", "~1 h 15 min" (5 min steps)."""
+    if seconds < 0:
+        raise ValueError(f"eta seconds must be >= 0, got {seconds!r}")
+    if seconds < 60:
+        return f"~{max(10, round(seconds / 10) * 10)} s" if seconds < 55 else "~1 min"
+    if seconds < 600:
+        return f"~{round(seconds / 60)} min"
+    minutes = round(seconds / 300) * 5
+    return f"~{minutes} min" if minutes < 60 else f"~{minutes // 60} h {minutes % 60} min".replace(" 0 min", "")
+
+
+def waiting_line(prompt: str, owner: str, position: int | None = None, eta_s: float | None = None) -> str:
+    """ "**prompt** - <@user> (Waiting to start)", with the queue position and a rough ETA (``eta_text``) when known."""
     line = f"{_prompt(prompt)} - {mention(owner)} (Waiting to start)"
     if position is not None and position > 0:
         line += f" - #{position} in the queue"
+    if eta_s is not None:
+        line += f" - {eta_text(eta_s)}"
     return line
 
 

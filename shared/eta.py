@@ -95,30 +95,34 @@ def position_and_eta(connection: redis.Redis, settings: Settings, job_id: str) -
         progress = float(job.meta.get("progress", 0.0))
         return 0, None if own is None else own * max(0.0, 1.0 - progress)
     prefix = settings.queue_prefix
-    work_ahead = 0.0
-    ahead = 0
-    found = False
+    ahead_by_lane: dict[str, int] = {}
     for name in settings.lanes:
         key = f"rq:queue:{prefix}:{name}"
         if name == lane:
             index = connection.lpos(key, job_id)
             if index is None:
                 return None, None
-            count = int(index)  # type: ignore[arg-type]  # LPOS without COUNT answers one index
-            found = True
-        else:
-            count = int(connection.llen(key))
-        ahead += count
-        work_ahead += count * (average_seconds(connection, settings, name) or 0.0)
-        if found:
-            break
-    if not found:
-        return None, None
+            ahead_by_lane[name] = int(index)  # type: ignore[arg-type]  # LPOS without COUNT answers one index
+            return sum(ahead_by_lane.values()) + 1, eta_for(connection, settings, lane, model, ahead_by_lane)
+        ahead_by_lane[name] = int(connection.llen(key))
+    return None, None
+
+
+def eta_for(
+    connection: redis.Redis, settings: Settings, lane: str, model: str, ahead_by_lane: dict[str, int]
+) -> float | None:
+    """Expected seconds until a queued job of ``model`` on ``lane`` is done, with ``ahead_by_lane`` jobs ahead of it
+    in each lane served before it (and its own); None until some job's duration has been measured."""
+    own = average_seconds(connection, settings, lane, model or "default")
+    if own is None:
+        return None
+    work_ahead = sum(
+        count * (average_seconds(connection, settings, name) or 0.0) for name, count in ahead_by_lane.items()
+    )
     now = time.time()
+    prefix = settings.queue_prefix
     running = sum(int(connection.zcount(f"rq:wip:{prefix}:{name}", now, "+inf")) for name in settings.lanes)
     workers = max(1, Worker.count(connection=connection))
-    if own is None:
-        return ahead + 1, None
     # A running job is on average half done.
     remaining = running * own / 2
-    return ahead + 1, (work_ahead + remaining) / workers + own
+    return (work_ahead + remaining) / workers + own

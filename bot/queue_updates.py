@@ -1,0 +1,145 @@
+"""Keep queued jobs' "(Waiting to start)" messages showing their live queue position and ETA.
+
+A background task of the bot: every ``QUEUE_EDIT_EVERY_S`` it reads the first ``QUEUE_EDIT_FIRST_N`` queued jobs of
+each lane from Redis, computes position and ETA (``shared.eta.position_and_eta``), and edits a job's waiting message
+over the bot's REST client only when the shown line (position, ETA bucket) changed. At most
+``QUEUE_EDITS_PER_CHANNEL`` edits per channel and one per message a round; a rate limit ends the round. A job is
+never edited once a worker has started it: the worker owns the message from then on (its status is read again right
+before each edit; an edit already in flight when the worker starts is overwritten by the worker's next progress edit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import discord
+import redis
+
+from bot.jobs import JobDesk
+from bot.submission import mentions_for
+from shared import defaults, discord_format
+from shared.eta import position_and_eta
+from shared.job import JobStatus
+from shared.limits import text
+from shared.queue import get_queue, job_state
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A queued job's waiting message and the line it should show now."""
+
+    job_id: str
+    channel_id: int
+    message_id: int
+    owner: str
+    position: int
+    line: str
+
+
+class QueueUpdater:
+    """Edits waiting messages as the queue moves; ``start`` it once the client is logged in (``setup_hook``)."""
+
+    def __init__(self, client: discord.Client, desk: JobDesk) -> None:
+        self.client = client
+        self.desk = desk
+        self.edited_at: dict[str, float] = {}
+        """Job id -> monotonic time of our last edit of its waiting message."""
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the background loop (once)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="queue-updates")
+
+    async def stop(self) -> None:
+        """Stop the background loop and wait for it."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(defaults.QUEUE_EDIT_EVERY_S)
+            try:
+                await self.round()
+            except redis.RedisError:
+                log.warning("queue position round skipped: Redis unavailable", exc_info=True)
+            except Exception:
+                log.exception("queue position round failed")
+
+    def snapshot(self) -> list[Waiting]:
+        """The first queued Discord jobs of every lane with the line their waiting message should show (blocking)."""
+        connection, settings = self.desk.connection, self.desk.settings
+        found: list[Waiting] = []
+        for lane in settings.lanes:
+            queue = get_queue(connection, settings, lane)
+            for job_id in queue.get_job_ids(0, defaults.QUEUE_EDIT_FIRST_N):
+                state = job_state(connection, job_id)
+                if state is None or state.status is not JobStatus.QUEUED:
+                    continue
+                delivery = state.spec.get("delivery") or {}
+                channel, message = str(delivery.get("channel_id") or ""), str(delivery.get("waiting_message_id") or "")
+                if delivery.get("kind") != "discord" or not channel.isdigit() or not message.isdigit():
+                    continue
+                position, eta_s = position_and_eta(connection, settings, job_id)
+                if position is None or position < 1:
+                    continue
+                owner = str(state.spec.get("owner", ""))
+                line = discord_format.waiting_line(str(state.spec.get("prompt", "")), owner, position, eta_s)
+                found.append(Waiting(job_id, int(channel), int(message), owner, position, line))
+        return found
+
+    async def round(self) -> int:
+        """One round of edits; returns how many messages were edited."""
+        waiting = await asyncio.to_thread(self.snapshot)
+        seen = {item.job_id for item in waiting}
+        shown = self.desk.shown
+        for job_id in [job_id for job_id in shown if job_id not in seen]:
+            del shown[job_id]
+        for job_id in [job_id for job_id in self.edited_at if job_id not in seen]:
+            del self.edited_at[job_id]
+        now = time.monotonic()
+        per_channel: Counter[int] = Counter()
+        edits = 0
+        for item in sorted(waiting, key=lambda w: w.position):
+            if shown.get(item.job_id) == item.line:
+                continue
+            if now - self.edited_at.get(item.job_id, float("-inf")) < defaults.QUEUE_EDIT_EVERY_S:
+                continue
+            if per_channel[item.channel_id] >= defaults.QUEUE_EDITS_PER_CHANNEL:
+                continue
+            raw = self.desk.connection.hget(f"rq:job:{item.job_id}", "status")
+            if raw is None or text(raw) != JobStatus.QUEUED.value:
+                continue  # started (the worker's message now), canceled or gone since the snapshot
+            per_channel[item.channel_id] += 1
+            message = self.client.get_partial_messageable(item.channel_id).get_partial_message(item.message_id)
+            try:
+                await asyncio.wait_for(
+                    message.edit(content=item.line, allowed_mentions=mentions_for(item.owner)),
+                    timeout=defaults.QUEUE_EDIT_EVERY_S,
+                )
+            except (discord.RateLimited, TimeoutError):
+                log.info("queue position edits rate limited; skipping the rest of this round")
+                break
+            except discord.NotFound:
+                shown[item.job_id] = item.line  # the member deleted it: nothing to update
+                continue
+            except discord.HTTPException as exc:
+                if exc.status == 429:
+                    log.info("queue position edits rate limited; skipping the rest of this round")
+                    break
+                log.warning("could not show the queue position of job %s: %s", item.job_id, exc)
+                continue
+            shown[item.job_id] = item.line
+            self.edited_at[item.job_id] = time.monotonic()
+            edits += 1
+        return edits
