@@ -3,7 +3,8 @@
 Real parts only: an embedded Redis, the real enqueue (limits, fair share), a real ``ImagineWorker`` (RQ SimpleWorker)
 in this process with the model loaded once, burst mode. Each round enqueues N grid jobs from N members (different
 prompts, seeds and guidance, same size and steps) and drains them, alternately with batching off (one job per pass)
-and on (up to ``--batch-images`` images per pass), so both modes see the same machine load::
+and on (up to ``--batch-images`` images per pass), in A-B then B-A order, so a machine load that drifts during the
+run weighs on both modes alike::
 
     python bench/throughput.py --model models/imagine-shapes --jobs 8 --steps 20 --rounds 2
 
@@ -156,8 +157,10 @@ def main(argv: list[str] | None = None) -> list[Round]:
         # warm-up: one job each way (text cache, allocator, first-call costs)
         run_round(settings, make_specs(2, size=size, steps=2, lane=lane, salt=99), batch_images=8, mode="warm")
         rounds: list[Round] = []
+        modes = [("one at a time", defaults.IMAGES_PER_GRID), ("batched", args.batch_images)]
         for index in range(args.rounds):
-            for mode, images in (("one at a time", defaults.IMAGES_PER_GRID), ("batched", args.batch_images)):
+            # A-B, then B-A: a load that drifts during the run weighs on both modes alike
+            for mode, images in modes if index % 2 == 0 else modes[::-1]:
                 specs = make_specs(args.jobs, size=size, steps=args.steps, lane=lane, salt=index)
                 rounds.append(run_round(settings, specs, batch_images=images, mode=mode))
         print(format_table(rounds, args, size), flush=True)
