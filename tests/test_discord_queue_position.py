@@ -1,0 +1,75 @@
+"""Live queue position and ETA in waiting messages: the real bot and Redis through the fake Discord, then a worker."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from shared.job import JobStatus
+from shared.queue import job_state
+from shared.settings import Settings
+from tests import test_discord_e2e as e2e
+from tests.fake_discord import FakeDiscord
+from tests.test_discord_e2e import MEMBER, answered, final_message, job_of_waiting, wait_finished
+
+# The Discord engineer's fixtures: a fake Discord on loopback, its environment, and real bot processes.
+fake_discord = e2e.fake_discord
+discord_env = e2e.discord_env
+start_bot = e2e.start_bot
+
+pytestmark = pytest.mark.slow
+
+
+def test_waiting_message_follows_the_queue_and_stops_once_started(
+    fake_discord: FakeDiscord,
+    start_bot: Callable[[], subprocess.Popen[bytes]],
+    start_worker: Callable[..., subprocess.Popen[bytes]],
+    settings: Settings,
+    redis_conn: redis.Redis,
+) -> None:
+    fake = fake_discord
+    start_bot()
+    fake.wait_connected()
+
+    # Three jobs, no worker: the third's waiting line says #3 (and no ETA: nothing was measured yet).
+    waiting: list[int] = []
+    jobs: list[str] = []
+    for n in range(3):
+        record = answered(fake, fake.slash("imagine", {"prompt": f"a dot {n} --seed {n}"}, user_id=MEMBER))
+        assert record.response_message_id is not None
+        waiting.append(record.response_message_id)
+        jobs.append(job_of_waiting(redis_conn, settings, record.response_message_id))
+    third = waiting[2]
+    assert record.content == f"**a dot 2 --seed 2** - <@{MEMBER}> (Waiting to start) - #3 in the queue"
+
+    # The two ahead leave the queue: the bot edits the third's line to #1 on its own.
+    for job_id in jobs[:2]:
+        canceled = answered(fake, fake.slash("cancel", {"job_id": job_id}, user_id=MEMBER))
+        assert "removed from the queue" in canceled.content
+    fake.wait_for(lambda: "#1 in the queue" in fake.messages[third]["content"], 60, "the third job's line to say #1")
+    # The canceled jobs' lines keep their last words (queue updates touch only queued jobs).
+    for message_id in waiting[:2]:
+        fake.wait_for(lambda m=message_id: "Cancelled." in fake.messages[m]["content"], 30, "Cancelled.")
+
+    # A worker takes the job: from then on only the worker edits the message, then removes it.
+    start_worker("--burst", env=fake.env(), name="queue-position")
+    final_message(fake, jobs[2])
+    wait_finished(redis_conn, jobs[2])
+    history = [version["content"] for version in fake.message_history[third]]
+    started = next(i for i, content in enumerate(history) if "%)" in content)
+    assert all("Waiting to start" in content for content in history[:started]), history
+    assert not any("Waiting to start" in content for content in history[started:]), history
+    # An edit only when the line changes: one version says #1, however many rounds passed.
+    assert sum("#1 in the queue" in content for content in history) == 1, history
+    assert fake.messages[third].get("deleted")
+    for message_id in waiting[:2]:
+        assert "Cancelled." in fake.messages[message_id]["content"]
+        assert job_state(redis_conn, jobs[waiting.index(message_id)]).status is JobStatus.CANCELED  # type: ignore[union-attr]
+
+    # The finished job was timed: new waiting lines carry an ETA from the measured duration.
+    later = answered(fake, fake.slash("imagine", {"prompt": "a dot again"}, user_id=MEMBER))
+    assert later.content.startswith(f"**a dot again** - <@{MEMBER}> (Waiting to start) - #1 in the queue - ~")
+    assert later.content.endswith((" s", " min", " h"))
