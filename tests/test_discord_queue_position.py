@@ -50,9 +50,12 @@ def test_waiting_message_follows_the_queue_and_stops_once_started(
         canceled = answered(fake, fake.slash("cancel", {"job_id": job_id}, user_id=MEMBER))
         assert "removed from the queue" in canceled.content
     fake.wait_for(lambda: "#1 in the queue" in fake.messages[third]["content"], 60, "the third job's line to say #1")
+
     # The canceled jobs' lines keep their last words (queue updates touch only queued jobs).
-    for message_id in waiting[:2]:
-        fake.wait_for(lambda m=message_id: "Cancelled." in fake.messages[m]["content"], 30, "Cancelled.")
+    def says_cancelled() -> bool:
+        return all("Cancelled." in fake.messages[message_id]["content"] for message_id in waiting[:2])
+
+    fake.wait_for(says_cancelled, 30, "the canceled jobs' lines to say Cancelled.")
 
     # A worker takes the job: from then on only the worker edits the message, then removes it.
     start_worker("--burst", env=fake.env(), name="queue-position")
