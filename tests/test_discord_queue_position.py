@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from shared import discord_format
 from shared.job import JobStatus
 from shared.queue import job_state
 from shared.settings import Settings
@@ -76,3 +77,16 @@ def test_waiting_message_follows_the_queue_and_stops_once_started(
     later = answered(fake, fake.slash("imagine", {"prompt": "a dot again"}, user_id=MEMBER))
     assert later.content.startswith(f"**a dot again** - <@{MEMBER}> (Waiting to start) - #1 in the queue - ~")
     assert later.content.endswith((" s", " min", " h"))
+
+
+def test_eta_text_buckets_and_waiting_line() -> None:
+    shown = [discord_format.eta_text(s) for s in (0, 14, 44, 56, 89, 90, 599, 4500, 7300)]
+    assert shown == ["~10 s", "~10 s", "~40 s", "~1 min", "~1 min", "~2 min", "~10 min", "~1 h 15 min", "~2 h"]
+    # Estimates inside one step show the same text, so they make no edit.
+    assert discord_format.eta_text(41) == discord_format.eta_text(44)
+    assert (
+        discord_format.waiting_line("fox", "42", 3, 41.0)
+        == "**fox** - <@42> (Waiting to start) - #3 in the queue - ~40 s"
+    )
+    with pytest.raises(ValueError, match="eta seconds must be >= 0, got -1"):
+        discord_format.eta_text(-1)
