@@ -10,7 +10,7 @@ import redis
 
 from shared import discord_format
 from shared.job import JobStatus
-from shared.queue import job_state
+from shared.queue import job_state, request_cancel
 from shared.settings import Settings
 from tests import test_discord_e2e as e2e
 from tests.fake_discord import FakeDiscord
@@ -90,3 +90,31 @@ def test_eta_text_buckets_and_waiting_line() -> None:
     )
     with pytest.raises(ValueError, match="eta seconds must be >= 0, got -1"):
         discord_format.eta_text(-1)
+
+
+def test_a_rate_limited_round_is_skipped_and_the_next_one_edits(
+    fake_discord: FakeDiscord,
+    start_bot: Callable[[], subprocess.Popen[bytes]],
+    settings: Settings,
+    redis_conn: redis.Redis,
+) -> None:
+    fake = fake_discord
+    bot = start_bot()
+    fake.wait_connected()
+    waiting: list[int] = []
+    jobs: list[str] = []
+    for n in range(2):
+        record = answered(fake, fake.slash("imagine", {"prompt": f"a ring {n}"}, user_id=MEMBER))
+        assert record.response_message_id is not None
+        waiting.append(record.response_message_id)
+        jobs.append(job_of_waiting(redis_conn, settings, record.response_message_id))
+    assert "#2 in the queue" in fake.messages[waiting[1]]["content"]
+
+    # The next edit meets a 429 far longer than a round: that round gives up, the next one edits.
+    fake.fail_next.append(("PATCH", 429, 60.0))
+    assert request_cancel(redis_conn, settings, jobs[0]) == "canceled"  # no Discord edit of its own
+    fake.wait_for(lambda: "#1 in the queue" in fake.messages[waiting[1]]["content"], 60, "the line to say #1")
+    limited = [call for call in fake.calls_to("PATCH", f"/messages/{waiting[1]}") if call.status == 429]
+    assert len(limited) == 1
+    assert "skipping the rest of this round" in e2e.log_of(bot)
+    assert sum("#1 in the queue" in v["content"] for v in fake.message_history[waiting[1]]) == 1
