@@ -15,9 +15,9 @@ from PIL import Image
 
 from bot import messages
 from bot.submission import delivery_for, mentions_for, submit
-from shared import defaults, discord_format, image_store, member_settings
+from shared import defaults, discord_format, image_store, member_settings, moderation
 from shared.job import JobKind
-from shared.prompt import PromptError, parse
+from shared.prompt import PromptError
 from shared.queue import request_cancel
 from shared.resolve import build_jobs
 from shared.settings import Settings
@@ -43,7 +43,10 @@ async def imagine(interaction: discord.Interaction, prompt: str) -> None:
         await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
         return
     try:
-        prompts = [member.apply_prompt(p) for p in parse(member.apply_text(prompt))]
+        text = member.apply_text(prompt)
+        # Moderation (banned list, repeat cap) after parsing; refusals are recorded in the audit log.
+        checked = moderation.check_and_audit(text, client.settings, client.desk.connection, owner=owner)
+        prompts = [member.apply_prompt(p) for p in checked]
         specs = build_jobs(
             prompts,
             settings=client.settings,

@@ -135,6 +135,11 @@ def banned_match(text: str, banned: BannedList) -> str:
         # ("a b a d w o r d" joins into "abadword").
         if (size > 1 and joined in words) or any(joined in word for word in spelled_out):
             return entry
+        # A word split by spaces or punctuation into pieces ("bad-word", "bad word" for "badword").
+        for start in range(len(words)):
+            for end in range(start + 2, min(start + 4, len(words)) + 1):
+                if "".join(words[start:end]) == joined:
+                    return entry
     if banned.patterns:
         folded = _fold(text)
         plain = " ".join(words)

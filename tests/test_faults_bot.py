@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from shared import discord_format
+from shared import audit_log, discord_format
 from shared.job import JobStatus
 from shared.queue import job_state
 from shared.settings import Settings
@@ -17,7 +17,6 @@ from tests.fake_discord import FakeDiscord
 from tests.test_discord_e2e import (  # noqa: F401 - fixtures
     MEMBER,
     answered,
-    discord_env,
     fake_discord,
     final_message,
     job_of_waiting,
@@ -27,6 +26,12 @@ from tests.test_discord_e2e import (  # noqa: F401 - fixtures
 from tests.test_faults_worker import FAST_CLOCK
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def discord_env(settings_env: dict[str, str], fake_discord: FakeDiscord) -> dict[str, str]:  # noqa: F811
+    """The e2e environment plus a banned word, so the bot's moderation is exercised too."""
+    return {**settings_env, **fake_discord.env(), "MODERATION_BANNED": '["badword"]'}
 
 
 def posts_of(fake: FakeDiscord, job_id: str) -> int:
@@ -46,6 +51,10 @@ def test_jobs_continue_and_are_delivered_once_while_the_bot_is_down(
     fake = fake_discord
     bot = start_bot()
     fake.wait_connected()
+    refused = answered(fake, fake.slash("imagine", {"prompt": "a b4d-w0rd cat"}, user_id=MEMBER))
+    assert refused.ephemeral and "which this server does not allow" in refused.content, refused.content
+    (entry,) = audit_log.entries(redis_conn, settings, event="prompt_refused")
+    assert entry["actor"] == str(MEMBER) and entry["rule"] == "badword"
     job_ids = []
     for prompt in ("a red circle --seed 1 --q 2", "a blue square --seed 2"):
         record = answered(fake, fake.slash("imagine", {"prompt": prompt}, user_id=MEMBER))

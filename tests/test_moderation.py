@@ -29,7 +29,7 @@ def mod_settings() -> Settings:
     [
         "a BADWORD in a field", "a b a d w o r d here", "b.a.d.w.o.r.d", "b-a-d-w-o-r-d!", "a b@dw0rd cat",
         "baaaadwooord", "ｂａｄｗｏｒｄ", "an EVIL   thing --ar 3:2", "an evilthing", "3v1l th1ng", "{a, badword} cat",
-        "so forbidden", "FORBIDDDEN fruit",
+        "so forbidden", "FORBIDDDEN fruit", "a b4d-w0rd cat", "bad word.",
     ],
 )  # fmt: skip
 def test_banned_words_are_caught_through_case_spacing_leet_and_permutations(text: str, mod_settings: Settings) -> None:
@@ -38,7 +38,7 @@ def test_banned_words_are_caught_through_case_spacing_leet_and_permutations(text
 
 
 @pytest.mark.parametrize(
-    "text", ["a bad word about words", "badminton court", "an evil plan", "forbidding castle", "a cat --no badword"]
+    "text", ["a bad day, a word", "badminton court", "an evil plan", "forbidding castle", "a cat --no badword"]
 )
 def test_innocent_prompts_pass(text: str, mod_settings: Settings) -> None:
     assert check(text, mod_settings)
