@@ -22,7 +22,7 @@ from shared import defaults, limits, metrics
 from shared.fair_share import FairQueue
 from shared.queue import TASK_PATH, all_queues, connect, get_queue
 from shared.settings import Settings
-from worker import reliability, tasks
+from worker import image_moderation, reliability, tasks
 from worker.batching import BatchPlan, Follower, claim_followers, spec_of
 from worker.engine import Engine
 
@@ -164,6 +164,7 @@ def build_worker(settings: Settings, lanes: Sequence[str] = (), name: str | None
 
 def run_worker(settings: Settings, *, burst: bool = False, lanes: Sequence[str] = (), name: str | None = None) -> int:
     """Load the model once, then serve jobs until stopped (or until the queues are empty with ``burst``)."""
+    image_moderation.check_settings(settings)  # a bad hook or action is an error now, not at the first result
     worker = build_worker(settings, lanes, name)
     engine = Engine.load(settings.resolve_model(), settings.device, settings.dtype, settings.alignment_clip)
     tasks.install_engine(engine)
