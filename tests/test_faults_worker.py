@@ -141,7 +141,7 @@ def test_a_long_job_is_kept_alive_by_its_heartbeat_and_never_taken_as_abandoned(
     passes = "cleaning registries for queue"
 
     def idle_log() -> str:
-        return idle.log_path.read_text()  # type: ignore[attr-defined,no-any-return]
+        return idle.log_path.read_text()  # type: ignore[attr-defined]
 
     # Past the abandon window (3 s) several times over: maintenance runs every second on the idle worker.
     wait_until(lambda: idle_log().count(passes) >= 8, timeout=120)
