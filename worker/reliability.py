@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 REFUSE_PATH = "worker.reliability.refuse_payload"
 """Dotted path that a refused job is pointed at instead of its own function, so RQ fails it the ordinary way."""
 
-ABANDONED_MESSAGE = "The worker running this job stopped unexpectedly twice; please try again."
-"""What the member is told when a job's worker died on every try."""
+ABANDONED_MESSAGE = "The worker running this job stopped unexpectedly (it was retried); please try again."
+"""What the member is told when a job's worker died on its last try."""
 
 
 class PayloadRefused(RuntimeError):
