@@ -103,6 +103,7 @@ class Engine:
         pipes = load_pipelines(model_ref, torch_device, choose_dtype(dtype, torch_device))
         text = TextEncoding.from_pipeline(pipes.text2img, model_key=model_ref)
         engine = cls(pipes, text)
+        engine.prepare_for_device()
         engine.scorer = _load_scorer(pipes, alignment_clip)
         Engine.loads += 1
         log.info("engine loaded: model %s, pid %d, load #%d in this process", model_ref, os.getpid(), Engine.loads)
