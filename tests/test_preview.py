@@ -95,5 +95,5 @@ def test_preview_bench_runs_on_the_tiny_model(steps: int, capsys: pytest.Capture
     figures = bench.main(["--model", "tiny", "--steps", str(steps), "--rounds", "1", "--device", "cpu"])
     assert figures.previews_per_job == steps - 1
     assert 0 < figures.first_preview_s < figures.with_previews_s
-    assert figures.preview_ms > 0 and figures.full_decode_ms > 0
+    assert figures.preview_ms > 0 and figures.full_decode_ms > 0 and 0 < figures.in_job_fraction < 1
     assert "slowdown" in capsys.readouterr().out
