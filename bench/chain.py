@@ -165,8 +165,16 @@ def _run(
             raise RuntimeError(f"job {spec.job_id} ended {status}: {job.meta.get('error', '')}")
         time.sleep(0.01)
     client_s = time.perf_counter() - sent
-    record = job.return_value()
-    assert job.enqueued_at and job.started_at and job.ended_at and isinstance(record, dict)
+    record = job.return_value(refresh=True)
+    for _ in range(200):  # the status can read FINISHED a moment before the result is readable
+        if isinstance(record, dict):
+            break
+        time.sleep(0.01)
+        record = job.return_value(refresh=True)
+    missing = [n for n in ("enqueued_at", "started_at", "ended_at") if getattr(job, n) is None]
+    if missing or not isinstance(record, dict):
+        raise RuntimeError(f"job {spec.job_id} has no {missing} or no record ({type(record).__name__})")
+    assert job.enqueued_at and job.started_at and job.ended_at
     timings = record["timings"]
     return JobTimes(
         index=index,
