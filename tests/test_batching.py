@@ -173,3 +173,16 @@ def test_worker_runs_compatible_queued_jobs_as_one_batch_and_finishes_each(
     stored = Path(records[specs[1].job_id]["files"]["images"][0])
     difference = np.abs(np.asarray(Image.open(stored), dtype=np.int16) - np.asarray(alone.images[0], dtype=np.int16))
     assert difference.max() <= 2
+
+
+def test_a_default_worker_on_a_cpu_runs_jobs_alone(settings: Settings, redis_conn: redis.Redis) -> None:
+    tasks.install_engine(Engine.load(settings.resolve_model(), "cpu", "float32"))
+    specs = [make_spec(seed=i) for i in range(2)]
+    for spec in specs:
+        enqueue(redis_conn, settings, spec)
+    worker = build_worker(settings, lanes=["fast"])
+    assert worker.batch_max_images is None and not tasks.resident_on_accelerator()
+    worker.work(burst=True)
+    for spec in specs:
+        record = Job.fetch(spec.job_id, connection=redis_conn, serializer=JSONSerializer).return_value()
+        assert record["job_id"] == spec.job_id and "batch" not in record["notes"]

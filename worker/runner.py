@@ -38,8 +38,10 @@ class ImagineWorker(SimpleWorker):
 
     # -- execution side: cross-job batches (worker/batching.py) ---------------------------------------------------
 
-    batch_max_images: int = defaults.BATCH_MAX_IMAGES
-    """Most images one batched pass denoises (the leader's included); IMAGES_PER_GRID or less turns batching off."""
+    batch_max_images: int | None = None
+    """Most images one batched pass denoises (the leader's included); IMAGES_PER_GRID or less turns batching off.
+    None: BATCH_MAX_IMAGES when the resident model is on a GPU, off on a CPU (where batching measured no throughput
+    gain and only delays the first jobs, docs/performance.md)."""
     batch_wait_s: float = defaults.BATCH_WAIT_S
     """Seconds to wait for compatible jobs to arrive before a batch starts."""
 
@@ -64,14 +66,17 @@ class ImagineWorker(SimpleWorker):
         registries, result TTLs and the queue-control side's per-job release all happen per job.
         """
         leader = spec_of(job)
-        if leader is None or self.batch_max_images <= len(leader.seeds) or job.func_name != TASK_PATH:
+        limit = self.batch_max_images
+        if limit is None:
+            limit = defaults.BATCH_MAX_IMAGES if tasks.resident_on_accelerator() else defaults.IMAGES_PER_GRID
+        if leader is None or limit <= len(leader.seeds) or job.func_name != TASK_PATH:
             super().execute_job(job, queue)
             return
         followers = claim_followers(
             self.connection,
             self.queues,
             leader,
-            max_images=self.batch_max_images,
+            max_images=limit,
             wait_s=self.batch_wait_s,
             may_claim=self.may_claim_follower,
             release=self.follower_not_claimed,

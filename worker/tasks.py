@@ -38,6 +38,11 @@ def install_engine(engine: Engine) -> None:
     _engines[engine.model_ref] = engine
 
 
+def resident_on_accelerator() -> bool:
+    """Whether a resident engine runs on a GPU (or another non-CPU device): where cross-job batching pays off."""
+    return any(engine.pipes.device.type != "cpu" for engine in _engines.values())
+
+
 def get_engine(settings: Settings, model: str = "") -> Engine:
     """The resident engine for ``model`` (default: the configured one), loaded on first use and kept."""
     ref = settings.resolve_model(model) if model else settings.resolve_model()
