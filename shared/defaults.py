@@ -305,7 +305,10 @@ MAX_QUEUED_PER_MEMBER: int = 10
 """Jobs one member may have waiting at once (Midjourney's queued job limit); roles may raise it."""
 
 FAIR_POLL_S: float = 0.2
-"""Seconds an idle worker waits between two fair-share dequeue attempts (it cannot BLPOP past capped members)."""
+"""Most seconds an idle worker waits between two fair-share dequeue attempts; an enqueue wakes it at once."""
+
+FAIR_WAKE_TOKENS: int = 64
+"""Cap on the wake-up tokens waiting in Redis (one per enqueue, taken by idle workers)."""
 
 FAIR_SCAN_MAX: int = 1000
 """Most waiting jobs per lane the fair-share dequeue inspects for an owner under their running cap."""

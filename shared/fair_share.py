@@ -10,7 +10,8 @@ Design (docs/operations.md explains it to operators):
   ...": start-time fair queuing by insertion, O(queue length) per enqueue, atomic in Redis.
 - ``FairQueue.dequeue_any`` (the worker side) runs a second Lua script: unless the queue is paused, take the first job,
   in lane priority order, whose owner runs fewer jobs than their running cap, and move it from "queued" to "running"
-  in the per-member counts (``shared.limits``). When nothing is eligible the worker polls instead of BLPOP.
+  in the per-member counts (``shared.limits``). When nothing is eligible the worker blocks on a wake-up list
+  that every enqueue pushes to, for at most ``FAIR_POLL_S``.
 - Jobs without an owner record (pushed by plain RQ, e.g. a requeue) are served in list order and never counted.
 """
 
@@ -121,6 +122,11 @@ def last_round_key(settings: Settings, lane_key: str) -> str:
     return f"{settings.queue_prefix}:fair:last:{lane_key}"
 
 
+def wake_key(settings: Settings) -> str:
+    """Redis list that every enqueue pushes a token onto, so an idle worker blocked on it takes the job at once."""
+    return f"{settings.queue_prefix}:fair:wake"
+
+
 def paused_key(settings: Settings) -> str:
     """Redis flag whose presence stops every worker taking new jobs (``/queue pause``)."""
     return f"{settings.queue_prefix}:paused"
@@ -133,17 +139,21 @@ class FairQueue(Queue):
     """The settings the queue was made for (``shared.queue.get_queue`` sets it); RQ-made instances use the process's."""
 
     def push_job_id(self, job_id: str, pipeline: Pipeline | None = None, at_front: bool = False) -> None:
+        settings = self.settings or get_settings()
+        client = pipeline if pipeline is not None else self.connection
         if at_front:
             super().push_job_id(job_id, pipeline=pipeline, at_front=True)
-            return
-        settings = self.settings or get_settings()
-        keys = limits.keys(settings)
-        script = self.connection.register_script(_PUSH)
-        script(
-            keys=[self.key, round_key(settings), last_round_key(settings, self.key), keys.owners],
-            args=[job_id],
-            client=pipeline if pipeline is not None else self.connection,
-        )
+        else:
+            keys = limits.keys(settings)
+            script = self.connection.register_script(_PUSH)
+            script(
+                keys=[self.key, round_key(settings), last_round_key(settings, self.key), keys.owners],
+                args=[job_id],
+                client=client,
+            )
+        # Wake one idle worker; the list is capped, as tokens pile up while every worker is busy.
+        client.lpush(wake_key(settings), 1)
+        client.ltrim(wake_key(settings), 0, defaults.FAIR_WAKE_TOKENS - 1)
 
     @classmethod
     def take(cls, connection: Redis, settings: Settings, queue_keys: Sequence[str]) -> tuple[str, str] | None:
@@ -178,7 +188,8 @@ class FairQueue(Queue):
         serializer: Serializer | str | None = None,
         death_penalty_class: type[BaseDeathPenalty] | None = None,
     ) -> tuple[Job, Queue] | None:
-        """Like RQ's, but picks by fair share; with a timeout it polls every ``FAIR_POLL_S`` (no BLPOP can skip)."""
+        """Like RQ's, but picks by fair share; with a timeout it waits for an enqueue's wake-up
+        token or ``FAIR_POLL_S``, whichever comes first (a plain BLPOP on the lanes could not skip capped members)."""
         settings = get_settings()
         queue_keys = [queue.key for queue in queues]
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -190,7 +201,9 @@ class FairQueue(Queue):
                     return None
                 if time.monotonic() >= deadline:
                     raise DequeueTimeout(timeout, queue_keys)
-                time.sleep(defaults.FAIR_POLL_S)
+                # Blocks until an enqueue wakes us, or FAIR_POLL_S passes (a member's running job may have ended,
+                # making one of their waiting jobs eligible: nothing pushes a token for that).
+                connection.blpop([wake_key(settings)], timeout=defaults.FAIR_POLL_S)
                 continue
             queue_key, job_id = picked
             fetched = cls._fetch_dequeued_job(

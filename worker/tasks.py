@@ -264,6 +264,8 @@ def _finish(
     grid = compose_grid(generation.images) if len(generation.images) == defaults.IMAGES_PER_GRID else None
     if connection is not None:
         put_images(connection, settings, spec.job_id, [png_bytes(image) for image in generation.images])
+        # Stored before delivery, so a button clicked the instant the result appears finds its source job's record.
+        put_record(connection, settings, spec.job_id, record)
     files = reliability.deliver(
         connection, settings, publisher, JobResult(spec=spec, images=generation.images, grid=grid, record=record)
     )
