@@ -1,7 +1,7 @@
 """Admin actions on the queue: pause/resume, clear, cancel, purge, ban/unban, limits, status; all audited in Redis.
 
-Every function takes the acting admin's id (``actor``) and writes one audit entry (a Redis stream, trimmed to
-``ADMIN_AUDIT_MAX``); the bot also posts it to ``settings.audit_channel_id`` when set. Who is an admin is decided by
+Every function takes the acting admin's id (``actor``) and writes one entry to the audit log (``shared.audit_log``,
+event ``admin``); the bot also posts it to ``settings.audit_channel_id`` when set. Who is an admin is decided by
 ``is_admin`` here, in code, whatever Discord shows (a hidden command is not a security boundary).
 """
 
@@ -19,7 +19,7 @@ from rq import Worker
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
-from shared import defaults, eta, limits
+from shared import audit_log, defaults, eta, limits
 from shared.fair_share import paused_key
 from shared.queue import fetch_job, get_queue, request_cancel
 from shared.settings import Settings
@@ -29,11 +29,6 @@ log = logging.getLogger(__name__)
 
 PAUSED_NOTE = "The queue is paused by the admins: your job is kept and starts when the queue resumes."
 """Told (privately) to a member who submits while the queue is paused."""
-
-
-def audit_key(settings: Settings) -> str:
-    """Redis stream of admin actions."""
-    return f"{settings.queue_prefix}:admin:audit"
 
 
 def _ids(text: str) -> set[str]:
@@ -49,23 +44,16 @@ def is_admin(settings: Settings, user_id: str, role_ids: Sequence[str], has_admi
 
 
 def audit(connection: redis.Redis, settings: Settings, actor: str, action: str, detail: str = "") -> str:
-    """Append an admin action to the audit stream; returns its entry id."""
-    entry = connection.xadd(
-        audit_key(settings),
-        {"actor": actor, "action": action, "detail": detail, "at": f"{time.time():.3f}"},
-        maxlen=defaults.ADMIN_AUDIT_MAX,
-        approximate=True,
-    )
-    log.info("admin %s: %s %s", actor, action, detail)
-    return limits.text(entry)
+    """Append an admin action to the audit log (``shared.audit_log``, event ``admin``); returns its time stamp."""
+    entry = audit_log.record(connection, settings, "admin", actor=actor, action=action, detail=detail)
+    return f"{entry['ts']:.3f}"
 
 
 def audit_entries(
     connection: redis.Redis, settings: Settings, count: int = defaults.AUDIT_SHOWN
-) -> list[dict[str, str]]:
-    """The newest ``count`` audit entries, newest first."""
-    rows: Any = connection.xrevrange(audit_key(settings), count=count)
-    return [{limits.text(k): limits.text(v) for k, v in fields.items()} for _id, fields in rows]
+) -> list[dict[str, Any]]:
+    """The newest ``count`` admin actions, newest first (``actor``, ``action``, ``detail``, ``ts``)."""
+    return audit_log.entries(connection, settings, count=count, event="admin")
 
 
 def pause(connection: redis.Redis, settings: Settings, actor: str) -> None:

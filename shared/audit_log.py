@@ -1,7 +1,6 @@
-"""The reliability and moderation audit log: a capped Redis stream of JSON entries that admins can look back on:
-refused prompts and images, results that could not be delivered, jobs whose worker died.
-
-Admin actions (``shared.admin``, queue control) have their own stream; /queue status may show both.
+"""The audit log: one capped Redis stream of JSON entries that admins can look back on: admin actions (event
+``admin``, from ``shared.admin``), refused prompts and images, results that could not be delivered, jobs whose worker
+died.
 """
 
 from __future__ import annotations

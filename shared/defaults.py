@@ -325,8 +325,6 @@ ETA_SMOOTHING: float = 0.2
 THROUGHPUT_WINDOW_S: int = 300
 """Window in seconds over which /queue status reports jobs per minute."""
 
-ADMIN_AUDIT_MAX: int = 10_000
-"""Admin actions kept in the Redis admin audit stream (older ones are trimmed)."""
 
 AUDIT_SHOWN: int = 10
 """Latest audit entries shown by /queue status."""
