@@ -71,7 +71,6 @@ class Settings(BaseSettings):
     audit_channel_id: str = Field(default="", description="Channel id where admin actions are also posted.")
     metrics_port: int = Field(default=0, ge=0, description="Prometheus metrics HTTP port; 0 serves none.")
 
-
     # Reliability and input safety (shared/safe_fetch.py, shared/moderation.py, shared/outbox.py, worker/runner.py).
     image_fetch_allowed_hosts: tuple[str, ...] = Field(
         default=defaults.IMAGE_FETCH_ALLOWED_HOSTS, description="Hosts image prompts may be fetched from."

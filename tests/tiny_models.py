@@ -98,7 +98,11 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
         sample_size=32,
     )
     scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
         steps_offset=1,
     )
     tokenizer = clip_tokenizer()
@@ -168,7 +172,10 @@ def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
         sample_size=32,
     )
     scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
         timestep_spacing="leading",
     )
     tokenizer_2 = clip_tokenizer()
