@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from bot import discord_config
@@ -17,7 +18,9 @@ log = logging.getLogger(__name__)
 def main(argv: list[str] | None = None) -> int:
     """Run the bot until it is stopped (SIGTERM or Ctrl-C); returns the exit code."""
     parser = argparse.ArgumentParser(prog="imagine-bot", description="The imagine Discord bot.")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    parser.add_argument(
+        "--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="logging level (default: LOG_LEVEL or INFO)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()

@@ -22,7 +22,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--gpus", default="", help="'all' starts one worker process per visible GPU")
     parser.add_argument("--name", default="", help="worker name (default: host and pid)")
     parser.add_argument("--name-suffix", default="", help=argparse.SUPPRESS)
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="default: LOG_LEVEL or INFO")
     return parser.parse_args(argv)
 
 
