@@ -54,10 +54,9 @@ def clip_tokenizer(model_max_length: int = 77) -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
 
 
-def clip_text_model(seed: int = 0, hidden_size: int = TEXT_DIM, projection_dim: int = TEXT_DIM) -> CLIPTextModel:
-    """A 2-layer CLIP text encoder over the byte vocabulary of ``clip_tokenizer``."""
-    torch.manual_seed(seed)
-    config = CLIPTextConfig(
+def clip_text_config(hidden_size: int = TEXT_DIM, projection_dim: int = TEXT_DIM) -> CLIPTextConfig:
+    """A 2-layer CLIP text config over the byte vocabulary of ``clip_tokenizer`` (514 ids; BOS 512, EOS/pad 513)."""
+    return CLIPTextConfig(
         vocab_size=514,
         hidden_size=hidden_size,
         intermediate_size=37,
@@ -69,7 +68,12 @@ def clip_text_model(seed: int = 0, hidden_size: int = TEXT_DIM, projection_dim: 
         eos_token_id=513,
         pad_token_id=513,
     )
-    return CLIPTextModel(config).eval()
+
+
+def clip_text_model(seed: int = 0, hidden_size: int = TEXT_DIM, projection_dim: int = TEXT_DIM) -> CLIPTextModel:
+    """A 2-layer CLIP text encoder over the byte vocabulary of ``clip_tokenizer``."""
+    torch.manual_seed(seed)
+    return CLIPTextModel(clip_text_config(hidden_size, projection_dim)).eval()
 
 
 def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
@@ -123,19 +127,7 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
 def clip_text_model_with_projection(seed: int = 1, hidden_size: int = TEXT_DIM) -> CLIPTextModelWithProjection:
     """A 2-layer CLIP text encoder with a text projection (SDXL's second encoder), byte vocabulary."""
     torch.manual_seed(seed)
-    config = CLIPTextConfig(
-        vocab_size=514,
-        hidden_size=hidden_size,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        max_position_embeddings=77,
-        projection_dim=TEXT_DIM,
-        bos_token_id=512,
-        eos_token_id=513,
-        pad_token_id=513,
-    )
-    return CLIPTextModelWithProjection(config).eval()
+    return CLIPTextModelWithProjection(clip_text_config(hidden_size, TEXT_DIM)).eval()
 
 
 def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
