@@ -37,7 +37,7 @@ from rq.job import Job  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 
 from shared import defaults  # noqa: E402
-from shared.job import JobSpec, derive_seeds, new_job_id  # noqa: E402
+from shared.job import JobSpec  # noqa: E402
 from shared.redis_server import EmbeddedRedis  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -135,18 +135,8 @@ def main(argv: list[str] | None = None) -> list[JobTimes]:
 
 
 def _spec(index: int, prompt: str, size: int, steps: int, lane: str) -> JobSpec:
-    return JobSpec(
-        job_id=new_job_id(),
-        owner="bench",
-        prompt=prompt,
-        parts=((prompt, 1.0),),
-        negative=(),
-        width=size,
-        height=size,
-        steps=steps,
-        guidance=7.5,
-        seeds=derive_seeds(100 + 10 * index),
-        lane=lane,
+    return JobSpec.for_prompt(
+        prompt, seed=100 + 10 * index, width=size, height=size, steps=steps, guidance=7.5, owner="bench", lane=lane
     )
 
 
@@ -166,10 +156,11 @@ def _run(
         time.sleep(0.01)
     client_s = time.perf_counter() - sent
     record = job.return_value(refresh=True)
-    for _ in range(200):  # the status can read FINISHED a moment before the result is readable
-        if isinstance(record, dict):
+    for _ in range(200):  # the status can read FINISHED a moment before the result and ended_at are readable
+        if isinstance(record, dict) and job.ended_at is not None:
             break
         time.sleep(0.01)
+        job.refresh()
         record = job.return_value(refresh=True)
     missing = [n for n in ("enqueued_at", "started_at", "ended_at") if getattr(job, n) is None]
     if missing or not isinstance(record, dict):

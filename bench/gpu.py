@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from shared.job import JobSpec, derive_seeds  # noqa: E402
+from shared.job import JobSpec  # noqa: E402
 from worker.engine import Engine, Generation  # noqa: E402
 from worker.model_loader import LoadedPipelines, choose_device, choose_dtype  # noqa: E402
 from worker.text_encoding import TextEncoding  # noqa: E402
@@ -198,17 +198,16 @@ def peak_tflops(device: torch.device, override: float | None) -> float | None:
 
 def _spec(run: int, images: int, size: int, steps: int) -> JobSpec:
     prompt = f"a red circle and a blue square, run {run}"  # a new text per run: the encoder runs every time
-    return JobSpec(
-        job_id=f"bench{run}",
-        owner="bench",
-        prompt=prompt,
-        parts=((prompt, 1.0),),
-        negative=(),
+    return JobSpec.for_prompt(
+        prompt,
+        seed=1000 + run,
+        images=images,
         width=size,
         height=size,
         steps=steps,
         guidance=7.5,
-        seeds=derive_seeds(1000 + run, images),
+        job_id=f"bench{run}",
+        owner="bench",
     )
 
 

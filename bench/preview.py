@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from shared import defaults  # noqa: E402
-from shared.job import JobSpec, derive_seeds  # noqa: E402
+from shared.job import JobSpec  # noqa: E402
 from worker.engine import Engine  # noqa: E402
 from worker.preview import latents_to_preview  # noqa: E402
 from worker.publisher import JobResult  # noqa: E402
@@ -95,17 +95,15 @@ def load_engine(model: str, device: str) -> Engine:
 
 def make_spec(engine: Engine, index: int, steps: int, size: int) -> JobSpec:
     prompt = f"a red circle, take {index}"
-    return JobSpec(
-        job_id=f"preview{index}",
-        owner="bench",
-        prompt=prompt,
-        parts=((prompt, 1.0),),
-        negative=(),
+    return JobSpec.for_prompt(
+        prompt,
+        seed=7 + index,
         width=size,
         height=size,
         steps=steps,
         guidance=7.5,
-        seeds=derive_seeds(7 + index),
+        job_id=f"preview{index}",
+        owner="bench",
     )
 
 

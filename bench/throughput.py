@@ -32,7 +32,7 @@ from rq.job import Job  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 
 from shared import defaults  # noqa: E402
-from shared.job import JobSpec, derive_seeds, new_job_id  # noqa: E402
+from shared.job import JobSpec  # noqa: E402
 from shared.redis_server import EmbeddedRedis  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 
@@ -71,17 +71,14 @@ def make_specs(count: int, *, size: int, steps: int, lane: str, salt: int) -> li
     for index in range(count):
         prompt = PROMPTS[index % len(PROMPTS)]
         specs.append(
-            JobSpec(
-                job_id=new_job_id(),
-                owner=f"member{index}",
-                prompt=prompt,
-                parts=((prompt, 1.0),),
-                negative=(),
+            JobSpec.for_prompt(
+                prompt,
+                seed=1000 * salt + 17 * index,
                 width=size,
                 height=size,
                 steps=steps,
                 guidance=5.0 + index % 4,
-                seeds=derive_seeds(1000 * salt + 17 * index),
+                owner=f"member{index}",
                 lane=lane,
             )
         )

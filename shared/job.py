@@ -100,6 +100,37 @@ class JobSpec:
     extra: dict[str, Any] = field(default_factory=dict)
     """Resolved prompt parameters for the reproducibility record (stylize, quality, version, ...)."""
 
+    @classmethod
+    def for_prompt(
+        cls,
+        prompt: str,
+        *,
+        seed: int,
+        width: int,
+        height: int,
+        steps: int,
+        guidance: float = defaults.DEFAULT_GUIDANCE,
+        images: int = defaults.IMAGES_PER_GRID,
+        job_id: str = "",
+        owner: str = "local",
+        **fields: Any,
+    ) -> JobSpec:
+        """A job for one plain prompt text (one part of weight 1, seeds ``derive_seeds(seed, images)``), for benches,
+        tests and tools that need a spec without parsing Midjourney parameters; other fields go in ``fields``."""
+        return cls(
+            job_id=job_id or new_job_id(),
+            owner=owner,
+            prompt=prompt,
+            parts=((prompt, 1.0),),
+            negative=tuple(fields.pop("negative", ())),
+            width=width,
+            height=height,
+            steps=steps,
+            guidance=guidance,
+            seeds=derive_seeds(seed, images),
+            **fields,
+        )
+
     @property
     def negative_prompt(self) -> str:
         """The ``--no`` items as one comma-separated negative prompt."""

@@ -14,7 +14,7 @@ from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from shared.job import JobKind, JobSpec, SourceImage, derive_seeds, new_job_id
+from shared.job import JobKind, JobSpec, SourceImage
 from shared.queue import enqueue, get_queue
 from shared.settings import Settings
 from worker import tasks
@@ -33,17 +33,15 @@ def make_spec(
     lane: str = "fast",
     **extra: Any,
 ) -> JobSpec:
-    return JobSpec(
-        job_id=new_job_id(),
-        owner="test",
-        prompt=prompt,
-        parts=((prompt, 1.0),),
-        negative=negative,
+    return JobSpec.for_prompt(
+        prompt,
+        seed=seed,
         width=32,
         height=32,
         steps=steps,
         guidance=guidance,
-        seeds=derive_seeds(seed),
+        owner="test",
+        negative=negative,
         lane=lane,
         **extra,
     )

@@ -18,7 +18,7 @@ from rq import Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from shared.job import JobSpec, JobStatus, derive_seeds, new_job_id
+from shared.job import JobSpec, JobStatus
 from shared.queue import enqueue, job_state
 from shared.settings import Settings
 from tests.conftest import ROOT, child_env
@@ -54,17 +54,14 @@ def wait_until(predicate: object, timeout: float = 120.0, every: float = 0.1) ->
 
 
 def make_spec(settings: Settings, seed: int = 1, width: int = 32, height: int = 32, steps: int = 3) -> JobSpec:
-    return JobSpec(
-        job_id=new_job_id(),
-        owner="test",
-        prompt="a red circle",
-        parts=(("a red circle", 1.0),),
-        negative=(),
+    return JobSpec.for_prompt(
+        "a red circle",
+        seed=seed,
         width=width,
         height=height,
         steps=steps,
         guidance=5.0,
-        seeds=derive_seeds(seed),
+        owner="test",
         lane=settings.default_lane,
     )
 

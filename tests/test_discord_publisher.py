@@ -11,7 +11,7 @@ from PIL import Image
 from pydantic import SecretStr
 
 from shared import defaults
-from shared.job import Delivery, JobKind, JobSpec, SourceImage, derive_seeds
+from shared.job import Delivery, JobKind, JobSpec, SourceImage
 from shared.redis_server import EmbeddedRedis
 from shared.settings import Settings
 from tests.fake_discord import Call, FakeDiscord
@@ -67,21 +67,21 @@ def waiting_message(fake: FakeDiscord) -> int:
 
 
 def spec_for(fake: FakeDiscord, waiting_id: int, kind: JobKind = JobKind.GRID) -> JobSpec:
-    return JobSpec(
-        job_id="job0001",
-        owner="42",
-        prompt="a red fox",
-        parts=(("a red fox", 1.0),),
-        negative=(),
+    upscale = kind is JobKind.UPSCALE
+    return JobSpec.for_prompt(
+        "a red fox",
+        seed=2 if upscale else 1,
+        images=1 if upscale else 4,
         width=32,
         height=32,
         steps=4,
         guidance=7.5,
-        seeds=derive_seeds(1) if kind is not JobKind.UPSCALE else (2,),
+        job_id="job0001",
+        owner="42",
         lane="fast",
         kind=kind,
-        source=SourceImage("job0000", 1) if kind is JobKind.UPSCALE else None,
-        upscale_mode="subtle" if kind is JobKind.UPSCALE else "",
+        source=SourceImage("job0000", 1) if upscale else None,
+        upscale_mode="subtle" if upscale else "",
         delivery=Delivery(kind="discord", channel_id=str(fake.channel_id), waiting_message_id=str(waiting_id)),
     )
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.job import JobSpec, derive_seeds
+from shared.job import JobSpec
 from worker.preview import SD_LATENT_RGB, latents_to_preview
 from worker.publisher import JobResult
 from worker.tasks import ProgressReporter
@@ -37,18 +37,7 @@ class Collecting:
 
 
 def spec() -> JobSpec:
-    return JobSpec(
-        job_id="p1",
-        owner="t",
-        prompt="x",
-        parts=(("x", 1.0),),
-        negative=(),
-        width=32,
-        height=32,
-        steps=5,
-        guidance=5.0,
-        seeds=derive_seeds(1),
-    )
+    return JobSpec.for_prompt("x", seed=1, width=32, height=32, steps=5, guidance=5.0, job_id="p1", owner="t")
 
 
 def test_pixel_space_latents_are_shown_as_they_are_in_a_two_by_two_grid() -> None:

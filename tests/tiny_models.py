@@ -76,6 +76,20 @@ def clip_text_model(seed: int = 0, hidden_size: int = TEXT_DIM, projection_dim: 
     return CLIPTextModel(clip_text_config(hidden_size, projection_dim)).eval()
 
 
+def tiny_vae() -> AutoencoderKL:
+    """A 2-level VAE (scale factor 2, 4 latent channels) for 32 px images."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+    )
+
+
 def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
     """A tiny Stable Diffusion 1.x-style pipeline (native 32 px: UNet sample 16, VAE scale 2) saved to ``folder``."""
     torch.manual_seed(seed)
@@ -91,16 +105,7 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
         attention_head_dim=4,
         norm_num_groups=4,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=32,
-    )
+    vae = tiny_vae()
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -153,16 +158,7 @@ def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
         addition_time_embed_dim=time_dim,
         projection_class_embeddings_input_dim=6 * time_dim + TEXT_DIM,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=32,
-    )
+    vae = tiny_vae()
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085,
         beta_end=0.012,
