@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from training.batches import scene_batches
 from training.detector import detect, largest_of
 from training.evaluate import held_out_prompts
 from training.scenes import (
@@ -25,7 +26,7 @@ from training.scenes import (
 )
 from training.train import TrainConfig, train
 from worker.alignment import ShapesAlignmentModel
-from worker.shapes_pipeline import ShapesPipeline
+from worker.shapes_pipeline import TOKENS_PER_CHUNK, ShapesPipeline, text_encoder_folder
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,30 @@ def test_detector_recognises_the_generators_renderings() -> None:
             ok = a.x < c.x if int(s.axis[b]) == 0 else a.y < c.y
         right += ok
     assert right >= 0.99 * len(s)
+
+
+def test_worker_batches_are_seeded_streams_whose_tokens_are_their_captions() -> None:
+    folder = str(text_encoder_folder())
+    first = scene_batches(6, 3, folder, TOKENS_PER_CHUNK, workers=2, pin_memory=False)
+    again = scene_batches(6, 3, folder, TOKENS_PER_CHUNK, workers=2, pin_memory=False)
+    a = [next(first) for _ in range(4)]
+    b = [next(again) for _ in range(4)]
+    assert [x["texts"] for x in a] == [x["texts"] for x in b]
+    assert all(torch.equal(x["scene.center"], y["scene.center"]) for x, y in zip(a, b, strict=True))
+    # batches alternate between the two workers, whose streams differ
+    assert a[0]["texts"] != a[1]["texts"]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    batch = a[2]
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == (6, TOKENS_PER_CHUNK)
+    decoded = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
+    # BERT's basic tokenizer splits punctuation: "five-pointed" comes back as "five - pointed"
+    assert [d.replace(" - ", "-") for d in decoded] == [t.lower() for t in batch["texts"]]
+    colours = batch["scene.colour"][:, 0].tolist()
+    assert all(
+        any(word in text for word in COLOUR_WORDS[c]) for text, c in zip(batch["texts"], colours, strict=True)
+    )
 
 
 def test_training_smoke_run_writes_a_loadable_model(tmp_path: Path) -> None:

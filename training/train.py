@@ -2,11 +2,12 @@
 
     python -m training.train --out runs/imagine-shapes --steps 5000 --batch 256 --device cuda --seed 0
 
-Each step samples fresh scenes (``training.scenes``, rendered in torch on the training device), captions them, looks
-up the frozen BERT token states per caption (cached by string), replaces 10% of them by the encoding of ``""``
-(classifier-free guidance dropout), and takes one v-prediction step (min-SNR-5 weighting) on the UNet plus one InfoNCE
-step on the alignment model. An exponential moving average of the UNet weights is what gets saved. Seeded: the same
-command on the same device and library versions gives the same data stream.
+Each step takes a batch of fresh scenes with captions and token ids (``training.batches``, made in ``--workers``
+DataLoader processes), renders them on the training device, encodes the captions with the frozen BERT, replaces 10% of
+the token states by the encoding of ``""`` (classifier-free guidance dropout), and takes one v-prediction step
+(min-SNR-5 weighting) on the UNet plus one InfoNCE step on the alignment model. An exponential moving average of the
+UNet weights is what gets saved. Seeded: the same command (same ``--workers``) on the same device and library
+versions gives the same data stream. ``--compile`` runs the UNet and the alignment model through ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import math
 import random
 import sys
 import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, UNet2DConditionModel
 from safetensors.torch import save_file
 
-from training.scenes import Scenes, render, sample_scenes
-from training.scenes import captions as make_captions
+from training.batches import scene_batches, scenes_of
+from training.scenes import render
 from worker.alignment import ShapesAlignmentModel, mean_pool
 from worker.shapes_pipeline import TOKENS_PER_CHUNK, text_encoder_folder, write_model_index
 
@@ -79,7 +79,8 @@ class TrainConfig:
     max_seconds: float = 0.0
     checkpoint_every_s: float = 90.0
     log_every: int = 50
-    cache_size: int = 50_000
+    workers: int = 0
+    compile: bool = False
     bert_folder: str = ""
     init_from: str = ""
     model: dict[str, Any] = field(default_factory=dict)
@@ -114,46 +115,6 @@ def make_scheduler() -> DDIMScheduler:
     )
 
 
-class TextStateCache:
-    """Frozen BERT token states (32, 384) and mean-pooled vectors (384,) per caption string, LRU-bounded."""
-
-    def __init__(self, encoder: Any, tokenizer: Any, device: torch.device, size: int) -> None:
-        self.encoder, self.tokenizer, self.device, self.size = encoder, tokenizer, device, size
-        self.entries: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    @torch.no_grad()
-    def __call__(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 32, 384) states and (B, 384) pooled vectors, float32 on the device."""
-        missing = list(dict.fromkeys(t for t in texts if t not in self.entries))
-        if missing:
-            tokens = self.tokenizer(
-                missing, padding="max_length", max_length=TOKENS_PER_CHUNK, truncation=True, return_tensors="pt"
-            ).to(self.device)
-            states = self.encoder(**tokens).last_hidden_state.float()
-            pooled = mean_pool(states, tokens["attention_mask"])
-            for k, text in enumerate(missing):
-                self.entries[text] = (states[k], pooled[k])
-            while len(self.entries) > self.size:
-                self.entries.popitem(last=False)
-        self.misses += len(missing)
-        self.hits += len(texts) - len(missing)
-        for text in texts:
-            if text in self.entries:
-                self.entries.move_to_end(text)
-        got = [self.entries[t] if t in self.entries else self._encode_one(t) for t in texts]
-        return torch.stack([g[0] for g in got]), torch.stack([g[1] for g in got])
-
-    def _encode_one(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
-        # only when the batch alone overflows the cache
-        tokens = self.tokenizer(
-            [text], padding="max_length", max_length=TOKENS_PER_CHUNK, truncation=True, return_tensors="pt"
-        ).to(self.device)
-        states = self.encoder(**tokens).last_hidden_state.float()
-        return states[0], mean_pool(states, tokens["attention_mask"])[0]
-
-
 def load_bert(bert_folder: str, device: torch.device) -> tuple[Any, Any]:
     """The frozen BERT (float32, eval) and its tokenizer, from the package or a copy of it (e.g. fp16 weights)."""
     from transformers import AutoTokenizer, BertModel
@@ -164,6 +125,15 @@ def load_bert(bert_folder: str, device: torch.device) -> tuple[Any, Any]:
         folder, local_files_only=True, add_pooling_layer=False, torch_dtype=torch.float32
     )
     return encoder.float().eval().requires_grad_(False).to(device), tokenizer
+
+
+@torch.no_grad()
+def encode_texts(
+    encoder: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen BERT token states (B, 32, 384) and their mask-weighted means (B, 384), float32."""
+    states = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.float()
+    return states, mean_pool(states, attention_mask)
 
 
 def save_model(
@@ -205,8 +175,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         torch.backends.cudnn.benchmark = True
     started = time.perf_counter()
     encoder, tokenizer = load_bert(cfg.bert_folder, device)
-    cache = TextStateCache(encoder, tokenizer, device, cfg.cache_size)
-    empty_states, _ = cache([""])  # (1, 32, 384): the unconditional input
+    empty = tokenizer([""], padding="max_length", max_length=TOKENS_PER_CHUNK, truncation=True, return_tensors="pt")
+    empty_states, _ = encode_texts(encoder, empty["input_ids"].to(device), empty["attention_mask"].to(device))
 
     unet = UNet2DConditionModel(**unet_config(cfg.model))
     align = ShapesAlignmentModel(
@@ -220,16 +190,25 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     align = align.to(device).train()
     n_unet = sum(p.numel() for p in unet.parameters())
     n_align = sum(p.numel() for p in align.parameters())
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.01)
-    align_opt = torch.optim.AdamW(align.parameters(), lr=cfg.align_lr, weight_decay=0.01)
+    fused = device.type == "cuda"  # one kernel per optimiser step instead of one per parameter tensor
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.01, fused=fused)
+    align_opt = torch.optim.AdamW(align.parameters(), lr=cfg.align_lr, weight_decay=0.01, fused=fused)
+    # compiled views share the parameters of `unet` and `align`; optimisers, EMA and saving use the originals
+    unet_fn: Any = torch.compile(unet) if cfg.compile else unet
+    align_loss_fn: Any = torch.compile(align.loss) if cfg.compile else align.loss
     ema = [p.detach().clone().float() for p in unet.parameters()]
     sched = make_scheduler()
     alphas = sched.alphas_cumprod.to(device)  # (1000,)
     snr = alphas / (1 - alphas)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    # scenes are drawn on the CPU so that captioning never waits for the GPU (the CPU runs ahead of the GPU queue)
-    scene_gen = torch.Generator().manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
+    batches = scene_batches(
+        cfg.batch,
+        cfg.seed,
+        cfg.bert_folder or str(text_encoder_folder()),
+        TOKENS_PER_CHUNK,
+        workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+    )
     res = int(cfg.model["resolution"])
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     total = cfg.steps
@@ -245,12 +224,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     align_losses: list[torch.Tensor] = []
     mark = (0, t0)
     step = 0
+    data_wait = 0.0
     info: dict[str, Any] = {}
     while step < total:
-        scenes = sample_scenes(cfg.batch, scene_gen, "cpu")
-        texts = make_captions(scenes, rng)
-        pixels = render(scenes_to(scenes, device), res)  # (B, 3, res, res) in [-1, 1]
-        states, pooled = cache(texts)
+        waited = time.perf_counter()
+        batch = next(batches)
+        data_wait += time.perf_counter() - waited
+        pixels = render(scenes_of(batch, device), res)  # (B, 3, res, res) in [-1, 1]
+        states, pooled = encode_texts(
+            encoder,
+            batch["input_ids"].to(device, non_blocking=True),
+            batch["attention_mask"].to(device, non_blocking=True),
+        )  # (B, 32, 384), (B, 384)
         drop = torch.rand(cfg.batch, generator=gen, device=device) < cfg.cfg_dropout
         cond = torch.where(drop[:, None, None], empty_states.expand_as(states), states)
 
@@ -267,7 +252,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_scale
         with autocast:
-            pred = unet(noisy, t, encoder_hidden_states=cond, return_dict=False)[0]
+            pred = unet_fn(noisy, t, encoder_hidden_states=cond, return_dict=False)[0]
         loss = (weight * F.mse_loss(pred.float(), target, reduction="none").mean((1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -280,7 +265,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         # contrastive step on the same clean scenes, lightly noised so it also scores imperfect generations
         sigma = 0.1 * torch.rand((cfg.batch, 1, 1, 1), generator=gen, device=device)
         with autocast:
-            align_loss = align.loss(pixels + sigma * torch.randn(pixels.shape, generator=gen, device=device), pooled)
+            align_loss = align_loss_fn(pixels + sigma * torch.randn(pixels.shape, generator=gen, device=device), pooled)
         align_opt.zero_grad(set_to_none=True)
         align_loss.backward()
         align_opt.step()
@@ -307,7 +292,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             print(
                 f"step {step:6d}/{total}  loss {recent:.4f}  align {recent_align:.3f}  "
                 f"T {1 / align.logit_scale.detach().exp().item():.3f}  "
-                f"{step / (now - t0):.1f} it/s  {now - started:.0f} s",
+                f"{step / (now - t0):.1f} it/s  data wait {100 * data_wait / (now - t0):.0f}%  {now - started:.0f} s",
                 flush=True,
             )
         if now - last_ckpt > cfg.checkpoint_every_s or step == total:
@@ -327,18 +312,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 "train_seconds": now - t0,
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "torch": torch.__version__,
-                "text_cache": {"hits": cache.hits, "misses": cache.misses},
+                "data_wait_seconds": data_wait,
             }
             save_model(out, cfg, ema, align, info)
             last_ckpt = now
             print(f"checkpoint: {out} at step {step}", flush=True)
     print_summary(info)
     return info
-
-
-def scenes_to(scenes: Scenes, device: torch.device) -> Scenes:
-    """The same scenes with every tensor on ``device``."""
-    return Scenes(*(getattr(scenes, f).to(device, non_blocking=True) for f in Scenes.__dataclass_fields__))
 
 
 def n_alignment_str(n: int) -> str:
@@ -365,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     defaults = TrainConfig()
     for name in ("out", "preset", "device", "bert_folder", "init_from"):
         parser.add_argument(f"--{name.replace('_', '-')}", default=getattr(defaults, name))
-    for name in ("steps", "batch", "seed", "log_every", "warmup", "cache_size"):
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet and the alignment model")
+    for name in ("steps", "batch", "seed", "log_every", "warmup", "workers"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in ("lr", "align_lr", "max_seconds", "checkpoint_every_s", "cfg_dropout"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
