@@ -12,7 +12,7 @@ import discord
 import redis
 from discord import app_commands
 
-from bot import admin_commands, messages
+from bot import admin_commands, messages, reactions
 from bot.buttons import JobButton
 from bot.commands import all_commands
 from bot.jobs import JobDesk
@@ -40,7 +40,8 @@ class ImagineClient(discord.Client):
     """The bot: slash commands and result buttons, backed by the job queue in Redis."""
 
     def __init__(self, settings: Settings, connection: redis.Redis, **options: Any) -> None:
-        options.setdefault("intents", discord.Intents(guilds=True))
+        # reactions: a cross cancels, an envelope sends the job to the member's DMs (not a privileged intent)
+        options.setdefault("intents", discord.Intents(guilds=True, guild_reactions=True))
         super().__init__(**options)
         self.settings = settings
         self.connection = connection
@@ -51,6 +52,7 @@ class ImagineClient(discord.Client):
             self.tree.add_command(command)
         admin_commands.install(self)  # queue control: admin commands (checked in code) and the bot's /metrics
         self._guard_parser("INTERACTION_CREATE")
+        self._guard_parser("MESSAGE_REACTION_ADD")
 
     def _guard_parser(self, event: str) -> None:
         """A malformed gateway payload is logged and dropped instead of ending the gateway loop (and the bot)."""
@@ -94,6 +96,9 @@ class ImagineClient(discord.Client):
                 log.info("synced %d commands globally", len(synced))
         except discord.HTTPException:
             log.exception("command sync failed; the commands Discord has stay in force")
+
+    async def on_raw_reaction_add(self, event: discord.RawReactionActionEvent) -> None:
+        await reactions.on_reaction(self, event)
 
     async def on_ready(self) -> None:
         log.info("ready as %s in %d guild(s)", self.user, len(self.guilds))

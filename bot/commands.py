@@ -148,10 +148,10 @@ async def cancel_command(interaction: discord.Interaction, job_id: str | None = 
     outcome = await asyncio.to_thread(request_cancel, client.connection, client.settings, target)
     await interaction.response.send_message(messages.cancel_outcome(target, outcome), ephemeral=True)
     if outcome == "canceled":
-        await _mark_canceled(client, state.spec)
+        await mark_canceled(client, state.spec)
 
 
-async def _mark_canceled(client: ImagineClient, spec: dict[str, Any]) -> None:
+async def mark_canceled(client: ImagineClient, spec: dict[str, Any]) -> None:
     """A job canceled while queued never reaches a worker, so the bot updates its waiting message itself."""
     delivery = spec.get("delivery", {})
     channel_id, message_id = delivery.get("channel_id"), delivery.get("waiting_message_id")
@@ -175,13 +175,7 @@ async def show_command(interaction: discord.Interaction, job_id: str) -> None:
     client = _client(interaction)
     job_id = job_id.strip()
     try:
-        record = await asyncio.to_thread(image_store.get_record, client.connection, client.settings, job_id)
-        kind = JobKind(record["spec"].get("kind", JobKind.GRID))
-        count = 1 if kind is JobKind.UPSCALE else defaults.IMAGES_PER_GRID
-        pngs = [
-            await asyncio.to_thread(image_store.get_image, client.connection, client.settings, job_id, index)
-            for index in range(count)
-        ]
+        record, kind, picture = await stored_result(client, job_id)
     except image_store.ImageExpired as exc:
         await interaction.response.send_message(messages.expired(str(exc)), ephemeral=True)
         return
@@ -190,7 +184,6 @@ async def show_command(interaction: discord.Interaction, job_id: str) -> None:
         await interaction.response.send_message(messages.unknown_job(job_id), ephemeral=True)
         return
     await interaction.response.defer(thinking=True)
-    picture = pngs[0] if count == 1 else await asyncio.to_thread(_grid_png, pngs)
     spec = record["spec"]
     owner = str(spec.get("owner", ""))
     line = discord_format.result_line(
@@ -202,6 +195,22 @@ async def show_command(interaction: discord.Interaction, job_id: str) -> None:
         view=_buttons_view(kind, job_id),
         allowed_mentions=discord.AllowedMentions.none(),
     )
+
+
+async def stored_result(client: ImagineClient, job_id: str) -> tuple[dict[str, Any], JobKind, bytes]:
+    """A finished job's record, kind and picture (the upscale, or the 2x2 grid) from the shared image store.
+
+    Raises ``image_store.ImageExpired`` when it is gone, ``KeyError``/``ValueError`` when the record is unreadable.
+    """
+    record = await asyncio.to_thread(image_store.get_record, client.connection, client.settings, job_id)
+    kind = JobKind(record["spec"].get("kind", JobKind.GRID))
+    count = 1 if kind is JobKind.UPSCALE else defaults.IMAGES_PER_GRID
+    pngs = [
+        await asyncio.to_thread(image_store.get_image, client.connection, client.settings, job_id, index)
+        for index in range(count)
+    ]
+    picture = pngs[0] if count == 1 else await asyncio.to_thread(_grid_png, pngs)
+    return record, kind, picture
 
 
 def _detail(spec: dict[str, Any], kind: JobKind) -> str:

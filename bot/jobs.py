@@ -41,6 +41,9 @@ class JobDesk:
     def _made_key(self, owner: str) -> str:
         return f"{self.settings.queue_prefix}:member:{owner}:made"
 
+    def _message_key(self, message_id: str) -> str:
+        return f"{self.settings.queue_prefix}:message:{message_id}:job"
+
     def intake(self, owner: str) -> tuple[MemberSettings, dict[str, int]]:
         """The member's settings and every lane's queue length, in one Redis round trip (before an answer)."""
         queues = all_queues(self.connection, self.settings)
@@ -75,6 +78,9 @@ class JobDesk:
             pipe.zadd(self._member_key(spec.owner), {spec.job_id: spec.created_at})
             pipe.expire(self._member_key(spec.owner), defaults.MEMBER_JOBS_TTL_S)
             pipe.incr(self._made_key(spec.owner))
+            waiting = spec.delivery.waiting_message_id
+            if waiting:  # a reaction on the waiting message finds its job
+                pipe.set(self._message_key(waiting), spec.job_id, ex=defaults.MEMBER_JOBS_TTL_S)
             pipe.execute()
 
     def position(self, state: JobState) -> int | None:
@@ -122,3 +128,8 @@ class JobDesk:
         """The member's newest running or queued job, for /cancel without an id."""
         jobs = self.active_jobs(owner)
         return jobs[0][0].job_id if jobs else None
+
+    def job_of_waiting_message(self, message_id: str) -> str | None:
+        """The job whose waiting message is ``message_id`` (None for any other message)."""
+        raw = self.connection.get(self._message_key(message_id))
+        return raw.decode() if isinstance(raw, bytes) else raw

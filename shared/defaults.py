@@ -346,3 +346,9 @@ QUEUE_EDIT_FIRST_N: int = 10
 
 QUEUE_EDITS_PER_CHANNEL: int = 4
 """Most queue-position edits per channel in one round (Discord allows about 5 message edits per 5 s per channel)."""
+
+CANCEL_REACTIONS: frozenset[str] = frozenset({"\N{CROSS MARK}"})
+"""Reactions by which a member cancels their queued or running job, or deletes their finished result message."""
+
+ENVELOPE_REACTIONS: frozenset[str] = frozenset({"\N{ENVELOPE}", "\N{ENVELOPE}\N{VARIATION SELECTOR-16}"})
+"""Reactions that send the reacting member a direct message with the job's picture, job id, seeds and parameters."""

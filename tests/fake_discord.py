@@ -121,6 +121,8 @@ class FakeDiscord:
         """Each message's versions, oldest first (creation, then every edit)."""
         self.files: dict[int, bytes] = {}
         """Attachment id -> bytes."""
+        self.dm_channels: dict[int, int] = {}
+        """User id -> the id of the bot's direct-message channel with that user (made by POST /users/@me/channels)."""
         self.interactions: dict[int, InteractionRecord] = {}
         self.commands: dict[str, dict[str, Any]] = {}
         """Synced application commands by name (guild or global)."""
@@ -504,6 +506,23 @@ class FakeDiscord:
         }
         return self._send_interaction(self._interaction(2, data, user_id))
 
+    def react(self, message_id: int, emoji: str, *, user_id: int = 42) -> None:
+        """``user_id`` adds the unicode reaction ``emoji`` to a message (gateway MESSAGE_REACTION_ADD)."""
+        with self._lock:
+            message = self.messages[message_id]
+        data = {
+            "user_id": str(user_id),
+            "channel_id": message["channel_id"],
+            "message_id": str(message_id),
+            "guild_id": str(self.guild_id),
+            "message_author_id": message["author"]["id"],
+            "member": self._member(user_id),
+            "emoji": {"id": None, "name": emoji},
+            "burst": False,
+            "type": 0,
+        }
+        self._run(self._dispatch_all("MESSAGE_REACTION_ADD", data))
+
     def dispatch_raw(self, event: str, data: Any) -> None:
         """Send any gateway dispatch as is (for malformed-payload tests)."""
         self._run(self._dispatch_all(event, data))
@@ -554,6 +573,8 @@ class FakeDiscord:
             return _json({"message": "401: Unauthorized", "code": 0}, 401)
         if parts == ["users", "@me"] and method == "GET":
             return _json(self.user(self.bot_user_id, "imagine"))
+        if parts == ["users", "@me", "channels"] and method == "POST":
+            return self._direct_message_channel(int((call.json or {})["recipient_id"]))
         if parts == ["oauth2", "applications", "@me"] and method == "GET":
             return _json(self._application())
         if parts[:1] == ["applications"] and parts[-1] == "commands" and method == "PUT":
@@ -561,6 +582,11 @@ class FakeDiscord:
         if parts[:1] == ["channels"] and len(parts) >= 3 and parts[2] == "messages":
             return self._channel_message(parts, call)
         return _json({"message": "404: Not Found", "code": 0}, 404)
+
+    def _direct_message_channel(self, user_id: int) -> web.Response:
+        with self._lock:
+            channel_id = self.dm_channels.setdefault(user_id, self.snowflake())
+        return _json({"id": str(channel_id), "type": 1, "last_message_id": None, "recipients": [self.user(user_id)]})
 
     def _sync_commands(self, call: Call) -> web.Response:
         synced = []
@@ -713,7 +739,6 @@ class FakeDiscord:
         message: dict[str, Any] = {
             "id": str(message_id),
             "channel_id": str(channel_id),
-            "guild_id": str(self.guild_id),
             "type": 0,
             "content": str(data.get("content") or ""),
             "author": author,
@@ -730,6 +755,8 @@ class FakeDiscord:
             "components": data.get("components") or [],
             "allowed_mentions": data.get("allowed_mentions"),
         }
+        if channel_id not in self.dm_channels.values():
+            message["guild_id"] = str(self.guild_id)
         if webhook:
             message["webhook_id"] = str(self.application_id)
             message["application_id"] = str(self.application_id)

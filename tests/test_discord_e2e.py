@@ -316,3 +316,58 @@ def test_settings_info_cancel_and_malformed_payloads(
     assert wide_job in after.content
     assert bot.poll() is None
     assert "ignoring malformed INTERACTION_CREATE" in log_of(bot)
+
+
+def test_reactions_cancel_delete_and_send_to_direct_messages(
+    fake_discord: FakeDiscord,
+    start_bot: Callable[[], subprocess.Popen[bytes]],
+    start_worker: Callable[..., subprocess.Popen[bytes]],
+    settings: Settings,
+    redis_conn: redis.Redis,
+) -> None:
+    fake = fake_discord
+    bot = start_bot()
+    fake.wait_connected()
+
+    def logged(text: str) -> None:
+        fake.wait_for(lambda: text in log_of(bot) or None, 30, f"the bot to log {text!r}")
+
+    # A cross on a waiting line: ignored from another member, a cancel from the owner.
+    queued = answered(fake, fake.slash("imagine", {"prompt": "a green star --seed 11"}, user_id=MEMBER))
+    assert queued.response_message_id is not None
+    queued_job = job_of_waiting(redis_conn, settings, queued.response_message_id)
+    fake.react(queued.response_message_id, "\N{CROSS MARK}", user_id=OTHER)
+    logged(f"cross on job {queued_job} by {OTHER} ignored")
+    assert job_state(redis_conn, queued_job).status is JobStatus.QUEUED  # type: ignore[union-attr]
+    fake.react(queued.response_message_id, "\N{CROSS MARK}", user_id=MEMBER)
+    fake.wait_for(
+        lambda: "Cancelled." in fake.messages[queued.response_message_id]["content"],  # type: ignore[index]
+        30,
+        "the waiting line to say Cancelled.",
+    )
+    assert job_state(redis_conn, queued_job).status is JobStatus.CANCELED  # type: ignore[union-attr]
+
+    # A finished result: an envelope from anyone sends it to their direct messages; a cross deletes it, owner only.
+    record = answered(fake, fake.slash("imagine", {"prompt": "a red circle --seed 5"}, user_id=MEMBER))
+    assert record.response_message_id is not None
+    job_id = job_of_waiting(redis_conn, settings, record.response_message_id)
+    start_worker("--burst", env=fake.env(), name="reactions")
+    result = final_message(fake, job_id)
+    wait_finished(redis_conn, job_id)
+    result_id = int(result["id"])
+
+    fake.react(result_id, "\N{ENVELOPE}\N{VARIATION SELECTOR-16}", user_id=OTHER)
+    dm = fake.wait_for(
+        lambda: fake.dm_channels.get(OTHER) and fake.channel_messages(fake.dm_channels[OTHER]), 30, "a direct message"
+    )[0]
+    assert job_id in dm["content"] and '"seeds"' in dm["content"]
+    assert png_size(fake.attachment_bytes(int(dm["id"]))) == png_size(fake.attachment_bytes(result_id))
+    assert MEMBER not in fake.dm_channels
+
+    fake.react(result_id, "\N{CROSS MARK}", user_id=OTHER)
+    logged(f"cross on job {job_id} by {OTHER} ignored")
+    assert not fake.messages[result_id].get("deleted")
+    fake.react(result_id, "\N{CROSS MARK}", user_id=MEMBER)
+    fake.wait_for(lambda: fake.messages[result_id].get("deleted"), 30, "the result to be deleted")
+    assert image_store.get_record(redis_conn, settings, job_id)["seeds"] == [5, 6, 7, 8]
+    assert bot.poll() is None
