@@ -104,9 +104,7 @@ def test_worker_batches_are_seeded_streams_whose_tokens_are_their_captions() -> 
     # BERT's basic tokenizer splits punctuation: "five-pointed" comes back as "five - pointed"
     assert [d.replace(" - ", "-") for d in decoded] == [t.lower() for t in batch["texts"]]
     colours = batch["scene.colour"][:, 0].tolist()
-    assert all(
-        any(word in text for word in COLOUR_WORDS[c]) for text, c in zip(batch["texts"], colours, strict=True)
-    )
+    assert all(any(word in text for word in COLOUR_WORDS[c]) for text, c in zip(batch["texts"], colours, strict=True))
 
 
 def test_training_smoke_run_writes_a_loadable_model(tmp_path: Path) -> None:
