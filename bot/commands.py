@@ -1,11 +1,14 @@
-"""Slash commands (/imagine, /settings, /info, /show, /cancel, /record) and the "Job record" message command."""
+"""Slash commands (/imagine, /settings, /prefer, /info, /show, /cancel, /record) and the "Job record" message
+command."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -43,7 +46,7 @@ async def imagine(interaction: discord.Interaction, prompt: str) -> None:
         await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
         return
     try:
-        text = member.apply_text(prompt)
+        text = member.expand_options(member.apply_text(prompt))
         # Moderation (banned list, repeat cap) after parsing; refusals are recorded in the audit log.
         checked = moderation.check_and_audit(text, client.settings, client.desk.connection, owner=owner)
         prompts = [member.apply_prompt(p) for p in checked]
@@ -56,7 +59,7 @@ async def imagine(interaction: discord.Interaction, prompt: str) -> None:
             rng=random.Random(),
         )
     except (PromptError, ValueError) as exc:
-        await interaction.response.send_message(messages.prompt_error(str(exc)), ephemeral=True)
+        await interaction.response.send_message(messages.prompt_error(str(exc), member), ephemeral=True)
         return
     queued = await submit(interaction, specs, client.desk, counts)
     log.info("/imagine by %s: %d job(s) %s", owner, len(queued), [spec.job_id for spec in queued])
@@ -88,27 +91,66 @@ def settings_command(settings: Settings) -> app_commands.Command[Any, Any, Any]:
     ) -> None:
         client = _client(interaction)
         owner = str(interaction.user.id)
-        current = (
-            member_settings.MemberSettings()
-            if reset
-            else member_settings.load(client.connection, client.settings, owner)
-        )
+        current = member_settings.load(client.connection, client.settings, owner)
+        if reset:  # the /prefer options are kept: they are named, and only used when a prompt names them
+            current = member_settings.MemberSettings(options=current.options)
         changes = {
             key: value
             for key, value in {"stylize": stylize, "lane": lane, "aspect": aspect, "suffix": suffix}.items()
             if value is not None
         }
-        updated = member_settings.MemberSettings(**{**current.to_dict(), **changes})
+        updated = member_settings.MemberSettings.from_dict({**current.to_dict(), **changes})
         if changes or reset:
             try:
                 member_settings.save(client.connection, client.settings, owner, updated)
             except ValueError as exc:
                 await interaction.response.send_message(f"Not saved: {exc}", ephemeral=True)
                 return
-        shown = ", ".join(f"{key}: `{value or '-'}`" for key, value in updated.to_dict().items())
-        await interaction.response.send_message(f"Your defaults - {shown}", ephemeral=True)
+        await interaction.response.send_message(messages.member_defaults(updated), ephemeral=True)
 
     return command
+
+
+def prefer_commands() -> app_commands.Group:
+    """/prefer option set|list and /prefer suffix, as in Midjourney (stored with the /settings defaults)."""
+    prefer = app_commands.Group(name="prefer", description="Your named parameter bundles and prompt suffix")
+    option = app_commands.Group(
+        name="option", description="Named bundles: --name in a prompt stands for them", parent=prefer
+    )
+
+    @option.command(name="set", description="Save --name as a bundle of words and/or parameters (empty value: delete)")
+    @app_commands.describe(option="The name, used as --name in prompts", value="e.g. --ar 16:9 --s 250; empty deletes")
+    async def option_set(interaction: discord.Interaction, option: str, value: str = "") -> None:
+        await _change_settings(interaction, lambda current: current.with_option(option, value))
+
+    @option.command(name="list", description="Your saved options")
+    async def option_list(interaction: discord.Interaction) -> None:
+        client = _client(interaction)
+        current = member_settings.load(client.connection, client.settings, str(interaction.user.id))
+        await interaction.response.send_message(messages.member_options(current), ephemeral=True)
+
+    @prefer.command(name="suffix", description="Text added to every prompt (empty: none)")
+    @app_commands.describe(value="Words and/or --parameters; empty clears the suffix")
+    async def suffix(interaction: discord.Interaction, value: str = "") -> None:
+        await _change_settings(interaction, lambda current: dataclasses.replace(current, suffix=value.strip()))
+
+    return prefer
+
+
+async def _change_settings(
+    interaction: discord.Interaction, change: Callable[[member_settings.MemberSettings], member_settings.MemberSettings]
+) -> None:
+    """Load the member's settings, apply ``change``, validate and save; a bad value is answered with its error."""
+    client = _client(interaction)
+    owner = str(interaction.user.id)
+    try:
+        current = await asyncio.to_thread(member_settings.load, client.connection, client.settings, owner)
+        updated = change(current)
+        await asyncio.to_thread(member_settings.save, client.connection, client.settings, owner, updated)
+    except ValueError as exc:
+        await interaction.response.send_message(f"Not saved: {exc}", ephemeral=True)
+        return
+    await interaction.response.send_message(messages.member_options(updated), ephemeral=True)
 
 
 @app_commands.command(name="imagine", description="Make four images from a prompt")
@@ -280,11 +322,14 @@ async def record_menu(interaction: discord.Interaction, message: discord.Message
     await send_record(interaction, job_ids[0])
 
 
-def all_commands(settings: Settings) -> list[app_commands.Command[Any, Any, Any] | app_commands.ContextMenu]:
+def all_commands(
+    settings: Settings,
+) -> list[app_commands.Command[Any, Any, Any] | app_commands.Group | app_commands.ContextMenu]:
     """Every application command the bot registers."""
     return [
         imagine_command,
         settings_command(settings),
+        prefer_commands(),
         info_command,
         cancel_command,
         show_command,

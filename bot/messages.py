@@ -6,6 +6,7 @@ import json
 import logging
 from typing import Any
 
+from shared.member_settings import MemberSettings
 from shared.queue import JobState
 
 log = logging.getLogger(__name__)
@@ -23,9 +24,26 @@ NO_ACTIVE_JOBS = "You have no running or queued jobs."
 """/cancel without a job id, or /info, when the member has none."""
 
 
-def prompt_error(message: str) -> str:
-    """A bad prompt: the parser's message as it is (it names the parameter and what is allowed)."""
-    return f"Sorry, I can't read that prompt: {message}"
+def prompt_error(message: str, member: MemberSettings | None = None) -> str:
+    """A bad prompt: the parser's message as it is (it names the parameter and what is allowed); an unknown parameter
+    also lists the member's own /prefer options, which are the other names a prompt may use."""
+    text = f"Sorry, I can't read that prompt: {message}"
+    if member is not None and member.options and "unknown parameter" in message:
+        text += f" Your options: {', '.join('--' + name for name, _ in member.options)}."
+    return text
+
+
+def member_defaults(member: MemberSettings) -> str:
+    """/settings: the member's defaults in one line."""
+    shown = ", ".join(f"{key}: `{value or '-'}`" for key, value in member.to_dict().items() if key != "options")
+    return f"Your defaults - {shown}, options: {len(member.options)} (/prefer option list)"
+
+
+def member_options(member: MemberSettings) -> str:
+    """/prefer: the member's options and suffix."""
+    lines = [f"`--{name}` = `{value}`" for name, value in member.options] or ["No options saved."]
+    lines.append(f"Suffix: `{member.suffix}`" if member.suffix else "No suffix.")
+    return "\n".join(lines)
 
 
 def expired(message: str) -> str:

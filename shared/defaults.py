@@ -121,7 +121,10 @@ ASPECT_RATIOS: tuple[str, ...] = ("1:1", "2:3", "3:2", "4:5", "5:4", "9:16", "16
 """Aspect ratios a member can choose as their default in /settings."""
 
 MEMBER_SUFFIX_MAX: int = 300
-"""Longest prompt suffix a member can save in /settings."""
+"""Longest prompt suffix a member can save in /settings (and longest value of one /prefer option)."""
+
+MEMBER_OPTIONS_MAX: int = 20
+"""Most named parameter bundles (/prefer option set) one member can keep."""
 
 INFO_JOBS_SHOWN: int = 10
 """Most jobs listed by /info."""

@@ -1,4 +1,5 @@
-"""Per-member defaults (/settings): stylize preset, lane, aspect ratio and a prompt suffix, as JSON in Redis."""
+"""Per-member defaults (/settings, /prefer): stylize preset, lane, aspect ratio, a prompt suffix and named parameter
+bundles (``--name`` in a prompt stands for a saved value, like Midjourney's /prefer option), as JSON in Redis."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from typing import Any
 import redis
 
 from shared import defaults
-from shared.prompt import Prompt
+from shared.prompt import PARAMETER_NAMES, Prompt, PromptError, parse
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _FIRST_PARAM = re.compile(r"(?:^|\s)(?:--|[–—―])[A-Za-z]")
 _DEFAULT_PROMPT = Prompt(text="x")
+_OPTION_NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class MemberSettings:
     """One of ``defaults.ASPECT_RATIOS`` or empty."""
     suffix: str = ""
     """Text (words and/or parameters) added to every prompt."""
+    options: tuple[tuple[str, str], ...] = ()
+    """Named bundles, sorted by name: ``--name`` in a prompt stands for the value (words and/or parameters)."""
 
     def validate(self, settings: Settings) -> MemberSettings:
         """``self`` if every field is allowed; else a ``ValueError`` naming the field, its value and what is allowed."""
@@ -45,22 +49,43 @@ class MemberSettings:
             raise ValueError(f"aspect must be one of {', '.join(defaults.ASPECT_RATIOS)}, got {self.aspect!r}")
         if len(self.suffix) > defaults.MEMBER_SUFFIX_MAX:
             raise ValueError(f"suffix must be at most {defaults.MEMBER_SUFFIX_MAX} characters, got {len(self.suffix)}")
+        if len(self.options) > defaults.MEMBER_OPTIONS_MAX:
+            raise ValueError(f"at most {defaults.MEMBER_OPTIONS_MAX} options can be saved, got {len(self.options)}")
+        for name, value in self.options:
+            _check_option(name, value)
         return self
+
+    def with_option(self, name: str, value: str) -> MemberSettings:
+        """These settings with option ``name`` set to ``value`` (an empty value removes it), validated."""
+        name, value = name.strip().lower().lstrip("-–—―"), value.strip()
+        options = dict(self.options)
+        if value:
+            _check_option(name, value)
+            options[name] = value
+        elif options.pop(name, None) is None:
+            raise ValueError(f"option {name!r} is not saved; your options: {', '.join(options) or 'none'}")
+        return dataclasses.replace(self, options=tuple(sorted(options.items())))
+
+    def expand_options(self, text: str) -> str:
+        """``text`` with each ``--name`` of a saved option replaced by its value (words join the prompt's words,
+        parameters go at the end, as with the suffix); other ``--parameters`` are left to the parser."""
+        if not self.options:
+            return text
+        values = dict(self.options)
+        token = re.compile(
+            r"(?<!\S)(?:--|[–—―])(" + "|".join(re.escape(n) for n in values) + r")(?=\s|$)", re.IGNORECASE
+        )
+        used = [values[m.group(1).lower()] for m in token.finditer(text)]
+        text = token.sub(" ", text)
+        text = " ".join(text.split())
+        for value in used:
+            text = _add_suffix(text, value)
+        return text
 
     def apply_text(self, text: str) -> str:
         """``text`` with the member's suffix: its words go before the prompt's first ``--`` parameter (parameters come
         last), its parameters at the end (naming a parameter the prompt names too is the parser's duplicate error)."""
-        text = text.strip()
-        suffix = self.suffix.strip()
-        if not suffix:
-            return text
-        cut = _FIRST_PARAM.search(suffix)
-        words, params = (suffix[: cut.start()], suffix[cut.start() :]) if cut else (suffix, "")
-        words = words.strip()
-        if words:
-            at = _FIRST_PARAM.search(text)
-            text = f"{text[: at.start()]} {words}{text[at.start() :]}" if at else f"{text} {words}"
-        return f"{text} {params.strip()}" if params.strip() else text
+        return _add_suffix(text, self.suffix)
 
     def apply_prompt(self, prompt: Prompt) -> Prompt:
         """``prompt`` with the member's stylize and aspect ratio where the prompt has the system defaults."""
@@ -73,8 +98,10 @@ class MemberSettings:
         return dataclasses.replace(prompt, **changes) if changes else prompt
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        return dataclasses.asdict(self)
+        """JSON-ready fields (``options`` as an object)."""
+        data = dataclasses.asdict(self)
+        data["options"] = dict(self.options)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MemberSettings:
@@ -83,7 +110,41 @@ class MemberSettings:
         unknown = sorted(set(data) - names)
         if unknown:
             log.warning("ignoring unknown member settings keys %s", unknown)
-        return cls(**{k: str(v) for k, v in data.items() if k in names})
+        options = data.get("options") or {}
+        if not isinstance(options, dict):
+            raise ValueError(f"options must be a JSON object, got {type(options).__name__}")
+        fields = {k: str(v) for k, v in data.items() if k in names and k != "options"}
+        return cls(**fields, options=tuple(sorted((str(k), str(v)) for k, v in options.items())))
+
+
+def _add_suffix(text: str, suffix: str) -> str:
+    """``text`` with ``suffix``'s words before its first parameter and ``suffix``'s parameters at the end."""
+    text, suffix = text.strip(), suffix.strip()
+    if not suffix:
+        return text
+    cut = _FIRST_PARAM.search(suffix)
+    words, params = (suffix[: cut.start()], suffix[cut.start() :]) if cut else (suffix, "")
+    words = words.strip()
+    if words:
+        at = _FIRST_PARAM.search(text)
+        text = f"{text[: at.start()]} {words}{text[at.start() :]}" if at else f"{text} {words}"
+    return f"{text} {params.strip()}" if params.strip() else text
+
+
+def _check_option(name: str, value: str) -> None:
+    """A ``ValueError`` naming the option when its name or value cannot be used."""
+    if not _OPTION_NAME.fullmatch(name):
+        raise ValueError(
+            f"option name must be 1-32 lowercase letters, digits or _ (starting with a letter or digit), got {name!r}"
+        )
+    if name in PARAMETER_NAMES:
+        raise ValueError(f"option name {name!r} is the built-in parameter --{name}; choose another name")
+    if len(value) > defaults.MEMBER_SUFFIX_MAX:
+        raise ValueError(f"option --{name} must be at most {defaults.MEMBER_SUFFIX_MAX} characters, got {len(value)}")
+    try:
+        parse(_add_suffix("x", value))
+    except PromptError as exc:
+        raise ValueError(f"option --{name} = {value!r} is not a valid prompt part: {exc}") from exc
 
 
 def settings_key(settings: Settings, member_id: str) -> str:

@@ -104,6 +104,8 @@ _ALIASES: dict[str, str] = {
     "repeat": "repeat",
     "no": "no",
 }
+PARAMETER_NAMES: frozenset[str] = frozenset(_ALIASES)
+"""Every spelling of a built-in parameter (without its dashes), e.g. ``ar``, ``aspect``, ``no``."""
 _FLAGS = frozenset({"tile", "speed"})
 # Parameters that claim the same Prompt field: giving two of them is a conflict, not a duplicate.
 _FIELD_OF = {"niji": "version"}

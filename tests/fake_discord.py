@@ -456,14 +456,23 @@ class FakeDiscord:
         return self._send_interaction(self.slash_payload(name, options, user_id=user_id))
 
     def slash_payload(self, name: str, options: dict[str, Any] | None = None, *, user_id: int = 42) -> dict[str, Any]:
-        """The INTERACTION_CREATE payload of a slash command (for ``dispatch_many`` and malformed-payload tests)."""
-        command = self.commands.get(name, {})
+        """The INTERACTION_CREATE payload of a slash command (for ``dispatch_many`` and malformed-payload tests).
+
+        ``name`` may name a subcommand: ``"prefer option set"`` is command ``prefer``, group ``option``, subcommand
+        ``set``.
+        """
+        head, *subs = name.split()
+        command = self.commands.get(head, {})
+        nested = [_option(key, value) for key, value in (options or {}).items()]
+        for depth in range(len(subs) - 1, -1, -1):
+            kind = 1 if depth == len(subs) - 1 else 2  # SUB_COMMAND inside SUB_COMMAND_GROUPs
+            nested = [{"type": kind, "name": subs[depth], "options": nested}]
         data = {
             "id": command.get("id", str(self.snowflake())),
-            "name": name,
+            "name": head,
             "type": 1,
             "guild_id": str(self.guild_id),
-            "options": [_option(key, value) for key, value in (options or {}).items()],
+            "options": nested,
         }
         return self._interaction(2, data, user_id)
 

@@ -305,6 +305,21 @@ def test_settings_info_cancel_and_malformed_payloads(
     )
     assert job_state(redis_conn, second_job).status is JobStatus.CANCELED  # type: ignore[union-attr]
 
+    # /prefer option: --name stands for a saved bundle; a bad one is refused naming it; unknown names list the options.
+    saved_option = answered(fake, fake.slash("prefer option set", {"option": "wide", "value": "--ar 21:9 --c 20"}))
+    assert saved_option.ephemeral and "`--wide` = `--ar 21:9 --c 20`" in saved_option.content
+    bad_option = answered(fake, fake.slash("prefer option set", {"option": "ar", "value": "--tile"}))
+    assert "Not saved" in bad_option.content and "built-in parameter --ar" in bad_option.content
+    listed = answered(fake, fake.slash("prefer option list", {}))
+    assert "`--wide`" in listed.content and "Suffix: `watercolor`" in listed.content
+    with_option = answered(fake, fake.slash("imagine", {"prompt": "a heron --wide"}, user_id=42))
+    assert with_option.response_message_id is not None
+    option_spec = job_state(redis_conn, job_of_waiting(redis_conn, settings, with_option.response_message_id)).spec  # type: ignore[union-attr]
+    assert option_spec["prompt"].startswith("a heron watercolor") and option_spec["extra"]["chaos"] == 20
+    assert option_spec["width"] / option_spec["height"] > 2
+    typo = answered(fake, fake.slash("imagine", {"prompt": "a heron --wdie"}, user_id=42))
+    assert typo.ephemeral and "unknown parameter --wdie" in typo.content and "Your options: --wide" in typo.content
+
     # Malformed payloads are logged and dropped; the bot answers the next interaction.
     fake.dispatch_raw("INTERACTION_CREATE", {"id": "1", "type": 2})
     broken = fake.slash_payload("imagine", {"prompt": "x"})

@@ -131,6 +131,33 @@ def test_member_defaults_fill_what_the_prompt_leaves_out() -> None:
         parse(member.apply_text("a fox --chaos 5"))
 
 
+def test_member_options_expand_in_place_and_refuse_what_cannot_work(
+    redis_conn: redis.Redis, settings: Settings
+) -> None:
+    member = MemberSettings(suffix="moody").with_option("Mine", "in ink --ar 16:9").with_option("t", "--tile")
+    assert member.options == (("mine", "in ink --ar 16:9"), ("t", "--tile"))
+    # words join the prompt's words, parameters go last; Discord's em-dash spelling counts; longer names are not hit
+    assert member.expand_options("a fox —mine --seed 3 --t") == "a fox in ink --seed 3 --ar 16:9 --tile"
+    assert member.expand_options("a fox --mines") == "a fox --mines"
+    [prompt] = parse(member.expand_options(member.apply_text("a fox --MINE")))
+    assert (prompt.text, prompt.aspect_ratio) == ("a fox moody in ink", (16, 9))
+    member_settings.save(redis_conn, settings, "44", member)
+    assert member_settings.load(redis_conn, settings, "44") == member
+    assert member.with_option("t", "").options == (("mine", "in ink --ar 16:9"),)
+    for name, value, message in [
+        ("s", "--tile", "built-in parameter --s"),
+        ("two words", "--tile", "got 'two words'"),
+        ("bad", "--ar 0:1", r"option --bad = '--ar 0:1' is not a valid prompt part: --ar must be"),
+        ("loop", "--mine", "unknown parameter --mine"),
+        ("gone", "", "option 'gone' is not saved; your options: mine, t"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            member.with_option(name, value)
+    full = MemberSettings(options=tuple((f"o{k}", "--tile") for k in range(defaults.MEMBER_OPTIONS_MAX + 1)))
+    with pytest.raises(ValueError, match=f"at most {defaults.MEMBER_OPTIONS_MAX} options"):
+        member_settings.save(redis_conn, settings, "45", full)
+
+
 def test_member_settings_round_trip_through_redis(redis_conn: redis.Redis, settings: Settings) -> None:
     assert member_settings.load(redis_conn, settings, "42") == MemberSettings()
     saved = MemberSettings(stylize="low", lane="relax", aspect="2:3", suffix="moody")
