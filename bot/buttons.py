@@ -17,8 +17,9 @@ from bot import messages
 from bot.submission import delivery_for, submit
 from shared import defaults, discord_format, image_store
 from shared.discord_format import ButtonAction, ButtonRef
-from shared.followups import reroll_spec, upscale_spec, variation_spec
+from shared.followups import make_square_spec, pan_spec, reroll_spec, upscale_spec, variation_spec, zoom_out_spec
 from shared.job import JobSpec
+from shared.model_info import native_resolution, size_multiple
 from shared.queue import job_state
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=discord_format.CUSTOM_ID_TEMPLATE):
-    """Any result button (U<n>, V<n>, re-roll, Upscale/Vary (Subtle/Creative/Strong))."""
+    """Any result button (U<n>, V<n>, re-roll, Upscale/Vary (Subtle/Creative/Strong), Zoom Out, Make Square, pans)."""
 
     def __init__(self, item: discord.ui.Button[Any], ref: ButtonRef) -> None:
         super().__init__(item)
@@ -53,9 +54,9 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=discord
             log.exception("queue unavailable for click %s", self.custom_id)
             await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
             return
-        except ValueError:
-            log.exception("cannot make a job from click %s", self.custom_id)
-            await interaction.response.send_message(messages.UNKNOWN_BUTTON, ephemeral=True)
+        except ValueError as exc:  # the record cannot give this job (e.g. Make Square of a square image): say why
+            log.info("cannot make a job from click %s: %s", self.custom_id, exc)
+            await interaction.response.send_message(messages.cannot_follow_up(str(exc)), ephemeral=True)
             return
         await submit(interaction, [spec], client.desk)
         log.info("click %s by %s -> job %s", self.custom_id, interaction.user.id, spec.job_id)
@@ -76,6 +77,16 @@ def follow_up(client: ImagineClient, interaction: discord.Interaction, ref: Butt
         return variation_spec(record, ref.index, owner, defaults.VARY_SUBTLE_STRENGTH, delivery=delivery)
     if ref.action in (ButtonAction.VARY, ButtonAction.VARY_STRONG):
         return variation_spec(record, ref.index, owner, defaults.VARY_STRONG_STRENGTH, delivery=delivery)
+    if ref.action in discord_format.ZOOM_BUTTONS:
+        factor, _ = discord_format.ZOOM_BUTTONS[ref.action]
+        return zoom_out_spec(record, ref.index, owner, factor, delivery=delivery)
+    if ref.action is ButtonAction.MAKE_SQUARE or ref.action in discord_format.PAN_BUTTONS:
+        model = client.settings.resolve_model(str(record.get("spec", {}).get("model", "")) or None)
+        native, multiple = native_resolution(model), size_multiple(model)
+        if ref.action is ButtonAction.MAKE_SQUARE:
+            return make_square_spec(record, ref.index, owner, native=native, multiple=multiple, delivery=delivery)
+        direction, _ = discord_format.PAN_BUTTONS[ref.action]
+        return pan_spec(record, ref.index, owner, direction, native=native, multiple=multiple, delivery=delivery)
     return reroll_spec(record, owner, delivery=delivery)
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 from bot import messages
 from bot.submission import delivery_for, mentions_for, submit
 from shared import defaults, discord_format, image_store, member_settings, moderation
-from shared.job import JobKind
+from shared.job import JobKind, JobSpec
 from shared.prompt import PromptError
 from shared.queue import request_cancel
 from shared.resolve import build_jobs
@@ -226,15 +226,12 @@ async def show_command(interaction: discord.Interaction, job_id: str) -> None:
         await interaction.response.send_message(messages.unknown_job(job_id), ephemeral=True)
         return
     await interaction.response.defer(thinking=True)
-    spec = record["spec"]
-    owner = str(spec.get("owner", ""))
-    line = discord_format.result_line(
-        str(spec.get("prompt", "")), owner, str(spec.get("lane", "")), kind, _detail(spec, kind)
-    )
+    spec = JobSpec.from_dict(record["spec"])
+    line = discord_format.result_line(spec.prompt, spec.owner, spec.lane, kind, discord_format.result_detail(spec))
     await interaction.followup.send(
         line,
         file=discord.File(io.BytesIO(picture), filename=discord_format.attachment_name(job_id, kind)),
-        view=_buttons_view(kind, job_id),
+        view=_buttons_view(kind, job_id, tuple(record.get("size", ())) or None),
         allowed_mentions=discord.AllowedMentions.none(),
     )
 
@@ -255,14 +252,6 @@ async def stored_result(client: ImagineClient, job_id: str) -> tuple[dict[str, A
     return record, kind, picture
 
 
-def _detail(spec: dict[str, Any], kind: JobKind) -> str:
-    if kind is JobKind.UPSCALE:
-        return str(spec.get("upscale_mode", ""))
-    if kind is JobKind.VARIATION:
-        return discord_format.variation_detail(float(spec.get("strength", 1.0)))
-    return ""
-
-
 def _grid_png(pngs: list[bytes]) -> bytes:
     """The 2x2 grid of four stored images (PNG), as the worker composed it."""
     images = [Image.open(io.BytesIO(data)).convert("RGB") for data in pngs]
@@ -275,10 +264,11 @@ def _grid_png(pngs: list[bytes]) -> bytes:
     return out.getvalue()
 
 
-def _buttons_view(kind: JobKind, job_id: str) -> discord.ui.View:
+def _buttons_view(kind: JobKind, job_id: str, size: tuple[int, ...] | None) -> discord.ui.View:
     """The same buttons the worker attaches, as a discord.py view (persistent: no timeout)."""
     view = discord.ui.View(timeout=None)
-    for row_index, row in enumerate(discord_format.components_for(kind, job_id)):
+    shown = (size[0], size[1]) if size is not None and len(size) == 2 else None
+    for row_index, row in enumerate(discord_format.components_for(kind, job_id, shown)):
         for button in row["components"]:
             emoji = button.get("emoji", {}).get("name")
             view.add_item(

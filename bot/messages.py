@@ -46,6 +46,11 @@ def member_options(member: MemberSettings) -> str:
     return "\n".join(lines)
 
 
+def cannot_follow_up(reason: str) -> str:
+    """A button whose job cannot be made from its source (the reason names the value and what is allowed)."""
+    return f"Sorry, that can't be done: {reason}."
+
+
 def expired(message: str) -> str:
     """A follow-up whose source images are no longer stored."""
     return f"Sorry, {message}. Make a new one with /imagine."

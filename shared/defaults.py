@@ -96,6 +96,18 @@ VARY_SUBTLE_STRENGTH: float = 0.35
 VARY_STRONG_STRENGTH: float = 0.7
 """Image-to-image strength of "Vary (Strong)" and of the V<n> buttons."""
 
+ZOOM_OUT_FACTORS: tuple[float, ...] = (2.0, 1.5)
+"""Zoom Out buttons under an upscaled image: the source shrinks by this factor in the same canvas, the rest is new."""
+
+PAN_EXTENT: float = 1.5
+"""A pan button makes the canvas this much longer in its direction (at the same pixel budget); the rest is new."""
+
+OUTPAINT_STRENGTH: float = 0.9
+"""Image-to-image strength of outpaints: they start from the source with its edges stretched outwards, this noised."""
+
+OUTPAINT_MAX_ASPECT: float = 4.0
+"""Widest canvas (long side / short side) that Make Square and the pans may make."""
+
 DISCORD_HTTP_TIMEOUT_S: float = 30.0
 """Seconds a worker waits for one Discord REST answer."""
 

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared import defaults
-from shared.job import JobKind
+from shared.job import JobKind, JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,39 @@ class ButtonAction(StrEnum):
     """"Vary (Subtle)" on an upscaled image."""
     VARY_STRONG = "vx"
     """"Vary (Strong)" on an upscaled image."""
+    ZOOM_OUT_2X = "z2"
+    """"Zoom Out 2x" on an upscaled image: the image at half size in the middle, the border painted new."""
+    ZOOM_OUT_1_5X = "z1"
+    """"Zoom Out 1.5x" on an upscaled image."""
+    MAKE_SQUARE = "sq"
+    """"Make Square" on a non-square upscaled image: the bands beside its short sides painted new."""
+    PAN_LEFT = "pl"
+    """The left arrow under an upscaled image: the canvas grows to the left, the new strip painted."""
+    PAN_RIGHT = "pr"
+    """The right arrow."""
+    PAN_UP = "pu"
+    """The up arrow."""
+    PAN_DOWN = "pd"
+    """The down arrow."""
 
 
-CUSTOM_ID_TEMPLATE = r"imagine:(?P<action>us|uc|vs|vx|u|v|r):(?P<job_id>[0-9A-Za-z_-]{1,64}):(?P<n>[0-9])"
+PAN_BUTTONS: dict[ButtonAction, tuple[str, str]] = {
+    ButtonAction.PAN_LEFT: ("left", "\N{LEFTWARDS BLACK ARROW}"),
+    ButtonAction.PAN_RIGHT: ("right", "\N{BLACK RIGHTWARDS ARROW}"),
+    ButtonAction.PAN_UP: ("up", "\N{UPWARDS BLACK ARROW}"),
+    ButtonAction.PAN_DOWN: ("down", "\N{DOWNWARDS BLACK ARROW}"),
+}
+"""Each pan button's direction (``shared.followups.PAN_DIRECTIONS``) and emoji."""
+
+ZOOM_BUTTONS: dict[ButtonAction, tuple[float, str]] = {
+    ButtonAction.ZOOM_OUT_2X: (defaults.ZOOM_OUT_FACTORS[0], "Zoom Out 2x"),
+    ButtonAction.ZOOM_OUT_1_5X: (defaults.ZOOM_OUT_FACTORS[1], "Zoom Out 1.5x"),
+}
+"""Each zoom button's factor and label."""
+
+CUSTOM_ID_TEMPLATE = (
+    r"imagine:(?P<action>us|uc|vs|vx|z2|z1|sq|pl|pr|pu|pd|u|v|r):(?P<job_id>[0-9A-Za-z_-]{1,64}):(?P<n>[0-9])"
+)
 """Regex of every result button's ``custom_id``: ``imagine:<action>:<job_id>:<n>`` (n is 1-based; 0 for re-roll)."""
 
 _CUSTOM_ID = re.compile(CUSTOM_ID_TEMPLATE)
@@ -121,12 +151,25 @@ def progress_line(prompt: str, owner: str, fraction: float, lane: str) -> str:
 
 
 def result_line(prompt: str, owner: str, lane: str, kind: JobKind = JobKind.GRID, detail: str = "") -> str:
-    """The final message's line: "**prompt** - <@user> (fast)"; upscales and variations say what they are."""
+    """The final message's line: "**prompt** - <@user> (fast)"; upscales, variations and outpaints say what they are."""
     if kind is JobKind.UPSCALE:
         return f"{_prompt(prompt)} - Upscaled ({detail.title() or 'Subtle'}) by {mention(owner)} ({lane})"
     if kind is JobKind.VARIATION:
         return f"{_prompt(prompt)} - Variations ({detail.title() or 'Strong'}) by {mention(owner)} ({lane})"
+    if kind is JobKind.OUTPAINT:
+        return f"{_prompt(prompt)} - {detail or 'Outpainted'} by {mention(owner)} ({lane})"
     return f"{_prompt(prompt)} - {mention(owner)} ({lane})"
+
+
+def result_detail(spec: JobSpec) -> str:
+    """What the result line says a follow-up job was: the upscale mode, the variation strength, the outpaint."""
+    if spec.kind is JobKind.UPSCALE:
+        return spec.upscale_mode
+    if spec.kind is JobKind.VARIATION:
+        return variation_detail(spec.strength)
+    if spec.kind is JobKind.OUTPAINT:
+        return str(spec.extra.get("outpaint", ""))
+    return ""
 
 
 def failed_line(prompt: str, owner: str, reason: str) -> str:
@@ -161,8 +204,13 @@ def grid_components(job_id: str) -> list[dict[str, Any]]:
     return [_row([*upscales, reroll]), _row(variations)]
 
 
-def upscale_components(job_id: str) -> list[dict[str, Any]]:
-    """One row under an upscaled image: Upscale (Subtle), Upscale (Creative), Vary (Subtle), Vary (Strong)."""
+def upscale_components(job_id: str, square: bool = False) -> list[dict[str, Any]]:
+    """Three rows under an upscaled image: Upscale (Subtle), Upscale (Creative), Vary (Subtle), Vary (Strong); Zoom Out
+    2x, Zoom Out 1.5x and, unless the image is ``square`` already, Make Square; the four pan arrows."""
+    zooms = [_button(label, custom_id(action, job_id, 1)) for action, (_, label) in ZOOM_BUTTONS.items()]
+    if not square:
+        zooms.append(_button("Make Square", custom_id(ButtonAction.MAKE_SQUARE, job_id, 1)))
+    pans = [_button("", custom_id(action, job_id, 1), emoji=emoji) for action, (_, emoji) in PAN_BUTTONS.items()]
     return [
         _row(
             [
@@ -171,13 +219,17 @@ def upscale_components(job_id: str) -> list[dict[str, Any]]:
                 _button("Vary (Subtle)", custom_id(ButtonAction.VARY_SUBTLE, job_id, 1)),
                 _button("Vary (Strong)", custom_id(ButtonAction.VARY_STRONG, job_id, 1)),
             ]
-        )
+        ),
+        _row(zooms),
+        _row(pans),
     ]
 
 
-def components_for(kind: JobKind, job_id: str) -> list[dict[str, Any]]:
-    """The buttons under a finished job's message."""
-    return upscale_components(job_id) if kind is JobKind.UPSCALE else grid_components(job_id)
+def components_for(kind: JobKind, job_id: str, size: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+    """The buttons under a finished job's message (``size``: the picture's, to leave out Make Square when square)."""
+    if kind is JobKind.UPSCALE:
+        return upscale_components(job_id, square=size is not None and size[0] == size[1])
+    return grid_components(job_id)
 
 
 def job_ids_in_components(components: list[dict[str, Any]]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Follow-up jobs made from a finished job's record: upscale (U<n>), variations (V<n>, Vary) and re-roll.
+"""Follow-up jobs made from a finished job's record: upscale (U<n>), variations (V<n>, Vary), re-roll, and the
+outpaints under an upscaled image (Zoom Out 2x / 1.5x, Make Square, the four pans).
 
 A record is what the worker stored with ``shared.image_store.put_record``; its ``"spec"`` is the finished job's
 ``JobSpec.to_dict()``. The new job is owned by whoever clicked, gets a new id, and names its source image, so any
@@ -8,12 +9,15 @@ worker can run it from the shared image store.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
+from fractions import Fraction
 from typing import Any
 
 from shared import defaults
 from shared.job import Delivery, JobKind, JobSpec, SourceImage, derive_seeds, new_job_id
+from shared.resolve import image_size
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,7 @@ def upscale_spec(
         **_common(spec, owner, delivery, lane, (seed,)),
         kind=JobKind.UPSCALE,
         source=SourceImage(spec.job_id, index),
+        source_box=None,
         upscale_mode=mode,
         strength=defaults.UPSCALE_CREATIVE_STRENGTH if mode == "creative" else 1.0,
     )
@@ -104,6 +109,7 @@ def variation_spec(
         **_common(spec, owner, delivery, lane, _new_seeds(rng)),
         kind=JobKind.VARIATION,
         source=source,
+        source_box=None,
         strength=strength,
         upscale_mode="",
     )
@@ -122,3 +128,133 @@ def reroll_spec(
     if spec.kind is JobKind.UPSCALE:
         raise ValueError(f"re-roll needs a grid or variation job, job {spec.job_id} is an upscale")
     return spec.replace(**_common(spec, owner, delivery, lane, _new_seeds(rng)))
+
+
+PAN_DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
+"""Where a pan paints new image: the source keeps the opposite edge of the longer canvas."""
+
+
+def zoom_out_spec(
+    record: dict[str, Any],
+    index: int,
+    owner: str,
+    factor: float,
+    *,
+    delivery: Delivery | None = None,
+    lane: str | None = None,
+    rng: random.Random | None = None,
+) -> JobSpec:
+    """Four images in which image ``index`` of the recorded job, shrunk by ``factor`` (> 1), sits in the middle of a
+    canvas of its own size; the border is painted new from the same prompt."""
+    if not 1.0 < factor <= 4.0:
+        raise ValueError(f"zoom out factor must be above 1 and at most 4, got {factor!r}")
+    spec, source = _outpaint_source(record, index)
+    margin = (1 - 1 / factor) / 2
+    box = (margin, margin, 1 - margin, 1 - margin)
+    label = f"Zoom Out {factor:g}x"
+    return _outpaint(spec, source, (spec.width, spec.height, box, label), owner, delivery, lane, rng)
+
+
+def make_square_spec(
+    record: dict[str, Any],
+    index: int,
+    owner: str,
+    *,
+    native: int,
+    multiple: int,
+    delivery: Delivery | None = None,
+    lane: str | None = None,
+    rng: random.Random | None = None,
+) -> JobSpec:
+    """Four square images that keep image ``index`` whole, its long side across the canvas, and paint the two bands
+    beside its short sides (``native``/``multiple``: the model's pixel budget and size multiple)."""
+    spec, source = _outpaint_source(record, index)
+    w, h = spec.width, spec.height
+    if w == h:
+        raise ValueError(f"image {index + 1} of job {spec.job_id} is already square ({w}x{h})")
+    side, _ = image_size((1, 1), native, multiple)
+    if w > h:
+        band = (1 - h / w) / 2
+        box = (0.0, band, 1.0, 1 - band)
+    else:
+        band = (1 - w / h) / 2
+        box = (band, 0.0, 1 - band, 1.0)
+    return _outpaint(spec, source, (side, side, box, "Make Square"), owner, delivery, lane, rng)
+
+
+def pan_spec(
+    record: dict[str, Any],
+    index: int,
+    owner: str,
+    direction: str,
+    *,
+    native: int,
+    multiple: int,
+    delivery: Delivery | None = None,
+    lane: str | None = None,
+    rng: random.Random | None = None,
+) -> JobSpec:
+    """Four images on a canvas ``PAN_EXTENT`` times longer towards ``direction`` (one of ``PAN_DIRECTIONS``), at the
+    model's pixel budget: image ``index`` keeps the opposite edge and the new strip is painted from the same prompt."""
+    if direction not in PAN_DIRECTIONS:
+        raise ValueError(f"pan direction must be one of {', '.join(PAN_DIRECTIONS)}, got {direction!r}")
+    spec, source = _outpaint_source(record, index)
+    w, h = spec.width, spec.height
+    extent = Fraction(defaults.PAN_EXTENT).limit_denominator(8)
+    horizontal = direction in ("left", "right")
+    ratio = (
+        (extent.numerator * w, extent.denominator * h) if horizontal else (extent.denominator * w, extent.numerator * h)
+    )
+    longest = max(ratio) / min(ratio)
+    if longest > defaults.OUTPAINT_MAX_ASPECT:
+        raise ValueError(
+            f"panning {direction} would make the image {longest:.2f}:1; the longest allowed is "
+            f"{defaults.OUTPAINT_MAX_ASPECT:g}:1"
+        )
+    g = math.gcd(*ratio)
+    width, height = image_size((ratio[0] // g, ratio[1] // g), native, multiple)
+    if horizontal:
+        kept = min(1.0, (w / h) * height / width)  # the source's width as a fraction of the canvas, at full height
+        box = (1 - kept, 0.0, 1.0, 1.0) if direction == "left" else (0.0, 0.0, kept, 1.0)
+    else:
+        kept = min(1.0, (h / w) * width / height)
+        box = (0.0, 1 - kept, 1.0, 1.0) if direction == "up" else (0.0, 0.0, 1.0, kept)
+    return _outpaint(spec, source, (width, height, box, f"Pan {direction.title()}"), owner, delivery, lane, rng)
+
+
+def _outpaint_source(record: dict[str, Any], index: int) -> tuple[JobSpec, SourceImage]:
+    """The recorded spec and the image to keep: image ``index`` of a grid, or the grid image an upscale was made from
+    (an upscale's spec keeps its grid's width and height)."""
+    spec = spec_of(record)
+    _check_index(spec, index)
+    if spec.kind is JobKind.UPSCALE and spec.source is not None:
+        return spec, spec.source
+    return spec, SourceImage(spec.job_id, index)
+
+
+def _outpaint(  # noqa: PLR0917 - one private builder for the three public ones
+    spec: JobSpec,
+    source: SourceImage,
+    canvas: tuple[int, int, tuple[float, float, float, float], str],
+    owner: str,
+    delivery: Delivery | None,
+    lane: str | None,
+    rng: random.Random | None,
+) -> JobSpec:
+    """The outpaint job; ``canvas`` is (width, height, source box, what the result line calls it)."""
+    width, height, box, label = canvas
+    common = _common(spec, owner, delivery, lane, _new_seeds(rng))
+    common["extra"] = {**common["extra"], "outpaint": label}
+    return spec.replace(
+        **common,
+        kind=JobKind.OUTPAINT,
+        source=source,
+        source_box=tuple(round(v, 6) for v in box),
+        width=width,
+        height=height,
+        strength=defaults.OUTPAINT_STRENGTH,
+        stop=100,
+        tile=False,
+        upscale_mode="",
+        image_urls=(),
+    )

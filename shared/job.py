@@ -24,6 +24,8 @@ class JobKind(StrEnum):
     """One image of an earlier job, upscaled."""
     VARIATION = "variation"
     """Four image-to-image variations of one image of an earlier job."""
+    OUTPAINT = "outpaint"
+    """Four images that keep one image of an earlier job and paint beyond its edges (Zoom Out, pans, Make Square)."""
 
 
 class JobStatus(StrEnum):
@@ -92,6 +94,9 @@ class JobSpec:
     strength: float = 1.0
     """Image-to-image strength for variations, upscales' creative pass and image prompts (1.0 = pure text-to-image)."""
     source: SourceImage | None = None
+    source_box: tuple[float, float, float, float] | None = None
+    """Outpaint jobs: where the source image lands in the new canvas, (x0, y0, x1, y1) as fractions of its width and
+    height; everything outside it is painted new."""
     image_urls: tuple[str, ...] = ()
     upscale_mode: str = ""
     """``subtle`` or ``creative`` for upscale jobs."""
@@ -160,6 +165,11 @@ class JobSpec:
         values["kind"] = JobKind(values.get("kind", JobKind.GRID))
         if values.get("source") is not None:
             values["source"] = SourceImage(**values["source"])
+        if values.get("source_box") is not None:
+            x0, y0, x1, y1 = (float(v) for v in values["source_box"])
+            if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+                raise ValueError(f"source_box must be x0 < x1 and y0 < y1 within [0, 1], got {values['source_box']}")
+            values["source_box"] = (x0, y0, x1, y1)
         values["delivery"] = Delivery(**values.get("delivery", {}))
         return cls(**values)
 

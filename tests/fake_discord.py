@@ -802,10 +802,11 @@ class FakeDiscord:
         return [item for row in rows for item in row.get("components", [])]
 
     def button_id(self, message_id: int, label: str) -> str:
-        """The ``custom_id`` of the button labelled ``label`` (the re-roll button is found by "re-roll")."""
+        """The ``custom_id`` of the button labelled ``label``; an emoji-only button is found by its emoji, the re-roll
+        button also by "re-roll"."""
         for button in self.buttons(message_id):
-            name = button.get("label") or ("re-roll" if button.get("emoji") else "")
-            if name == label:
+            emoji = (button.get("emoji") or {}).get("name", "")
+            if label in (button.get("label"), emoji) or (label == "re-roll" and "imagine:r:" in button["custom_id"]):
                 return str(button["custom_id"])
         raise KeyError(f"message {message_id} has no button {label!r}: {self.buttons(message_id)}")
 

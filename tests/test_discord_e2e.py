@@ -188,13 +188,27 @@ def test_imagine_buttons_restart_and_bad_prompt(  # noqa: PLR0917 - pytest fixtu
 
     # U2 -> the second image alone, upscaled, with its four buttons; owned by the clicker.
     up_id, up_message = click_and_get_result(fake, redis_conn, settings, int(grid_message["id"]), "U2", user_id=OTHER)
-    up_labels = [b["label"] for b in fake.buttons(int(up_message["id"]))]
-    assert up_labels == ["Upscale (Subtle)", "Upscale (Creative)", "Vary (Subtle)", "Vary (Strong)"]
+    up_labels = [b.get("label") or b["emoji"]["name"] for b in fake.buttons(int(up_message["id"]))]
+    upscale_row = ["Upscale (Subtle)", "Upscale (Creative)", "Vary (Subtle)", "Vary (Strong)"]
+    assert up_labels == [*upscale_row, "Zoom Out 2x", "Zoom Out 1.5x", "\u2b05", "\u27a1", "\u2b06", "\u2b07"]
     assert f"<@{OTHER}>" in up_message["content"]
     up_size = png_size(fake.attachment_bytes(int(up_message["id"])))
     assert up_size[0] > width and up_size[1] > height
     wait_finished(redis_conn, up_id)
     assert image_store.get_record(redis_conn, settings, up_id)["spec"]["source"] == {"job_id": job_id, "index": 1}
+
+    # Zoom Out 2x on the upscale -> a grid keeping grid image 2 at half size; the left arrow -> a wider grid.
+    zoom_id, zoom_message = click_and_get_result(fake, redis_conn, settings, int(up_message["id"]), "Zoom Out 2x")
+    assert f"- Zoom Out 2x by <@{MEMBER}>" in zoom_message["content"]
+    assert png_size(fake.attachment_bytes(int(zoom_message["id"]))) == (2 * width, 2 * height)
+    assert len(fake.buttons(int(zoom_message["id"]))) == 9
+    wait_finished(redis_conn, zoom_id)
+    zoom_spec = image_store.get_record(redis_conn, settings, zoom_id)["spec"]
+    assert (zoom_spec["kind"], zoom_spec["source"]) == ("outpaint", {"job_id": job_id, "index": 1})
+    pan_id, pan_message = click_and_get_result(fake, redis_conn, settings, int(up_message["id"]), "\u2b05")
+    pan_width, pan_height = png_size(fake.attachment_bytes(int(pan_message["id"])))
+    assert pan_width > pan_height and f"- Pan Left by <@{MEMBER}>" in pan_message["content"]
+    wait_finished(redis_conn, pan_id)
 
     # V1 -> a new grid of variations of image 1.
     var_id, var_message = click_and_get_result(fake, redis_conn, settings, int(grid_message["id"]), "V1")

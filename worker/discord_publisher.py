@@ -23,7 +23,7 @@ import redis
 from PIL import Image
 
 from shared import defaults, discord_format
-from shared.job import JobKind, JobSpec
+from shared.job import JobSpec
 from shared.queue import connect
 from shared.settings import Settings
 from worker.publisher import JobResult
@@ -231,8 +231,10 @@ class DiscordPublisher:
         if result.spoiler:  # image moderation flagged it (worker/image_moderation.py); Discord blurs SPOILER_ files
             name = f"SPOILER_{name}"
         payload = {
-            "content": discord_format.result_line(spec.prompt, spec.owner, spec.lane, kind, _detail(spec)),
-            "components": discord_format.components_for(kind, spec.job_id),
+            "content": discord_format.result_line(
+                spec.prompt, spec.owner, spec.lane, kind, discord_format.result_detail(spec)
+            ),
+            "components": discord_format.components_for(kind, spec.job_id, result.images[0].size),
             "allowed_mentions": _mentions(spec.owner),
             "attachments": [{"id": 0, "filename": name}],
         }
@@ -299,14 +301,6 @@ class DiscordPublisher:
 
     def _posted_key(self, job_id: str) -> str:
         return f"{self.settings.queue_prefix}:discord:posted:{job_id}"
-
-
-def _detail(spec: JobSpec) -> str:
-    if spec.kind is JobKind.UPSCALE:
-        return spec.upscale_mode
-    if spec.kind is JobKind.VARIATION:
-        return discord_format.variation_detail(spec.strength)
-    return ""
 
 
 def _mentions(owner: str) -> dict[str, Any]:
