@@ -17,10 +17,20 @@ from bot import messages
 from bot.submission import delivery_for, submit
 from shared import defaults, discord_format, image_store
 from shared.discord_format import ButtonAction, ButtonRef
-from shared.followups import make_square_spec, pan_spec, reroll_spec, upscale_spec, variation_spec, zoom_out_spec
+from shared.followups import (
+    described_prompt,
+    make_square_spec,
+    pan_spec,
+    reroll_spec,
+    upscale_spec,
+    variation_spec,
+    zoom_out_spec,
+)
 from shared.job import JobSpec
 from shared.model_info import native_resolution, size_multiple
+from shared.prompt import parse
 from shared.queue import job_state
+from shared.resolve import build_jobs
 
 if TYPE_CHECKING:
     from bot.client import ImagineClient
@@ -77,6 +87,10 @@ def follow_up(client: ImagineClient, interaction: discord.Interaction, ref: Butt
         return variation_spec(record, ref.index, owner, defaults.VARY_SUBTLE_STRENGTH, delivery=delivery)
     if ref.action in (ButtonAction.VARY, ButtonAction.VARY_STRONG):
         return variation_spec(record, ref.index, owner, defaults.VARY_STRONG_STRENGTH, delivery=delivery)
+    if ref.action is ButtonAction.DESCRIBE_PICK:
+        text = described_prompt(record, ref.index)
+        (spec, *_) = build_jobs(parse(text), settings=client.settings, owner=owner, delivery=delivery)
+        return spec
     if ref.action in discord_format.ZOOM_BUTTONS:
         factor, _ = discord_format.ZOOM_BUTTONS[ref.action]
         return zoom_out_spec(record, ref.index, owner, factor, delivery=delivery)

@@ -1,5 +1,5 @@
-"""Slash commands (/imagine, /settings, /prefer, /info, /show, /cancel, /record) and the "Job record" message
-command."""
+"""Slash commands (/imagine, /describe, /settings, /prefer, /info, /show, /cancel, /record) and the "Job record"
+message command."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from shared import defaults, discord_format, image_store, member_settings, moder
 from shared.job import JobKind, JobSpec
 from shared.prompt import PromptError
 from shared.queue import request_cancel
-from shared.resolve import build_jobs
+from shared.resolve import build_jobs, describe_job
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -160,6 +160,40 @@ async def imagine_command(interaction: discord.Interaction, prompt: str) -> None
     await imagine(interaction, prompt)
 
 
+@app_commands.command(name="describe", description="Four prompts that would make an image like yours")
+@app_commands.describe(image="The image to describe (PNG, JPEG or WebP)")
+async def describe_command(interaction: discord.Interaction, image: discord.Attachment) -> None:
+    """/describe: the image goes through the queue to a worker, whose alignment scorer ranks candidate prompts."""
+    client = _client(interaction)
+    owner = str(interaction.user.id)
+    content_type = (image.content_type or "").split(";")[0].strip()
+    if not content_type.startswith("image/"):
+        await interaction.response.send_message(messages.not_an_image(image.filename, content_type), ephemeral=True)
+        return
+    if image.size > client.settings.image_fetch_max_bytes:
+        limit = client.settings.image_fetch_max_bytes
+        await interaction.response.send_message(
+            messages.image_too_large(image.filename, image.size, limit), ephemeral=True
+        )
+        return
+    try:
+        member, counts = client.desk.intake(owner)
+        spec = describe_job(
+            image.url,
+            image.filename,
+            settings=client.settings,
+            owner=owner,
+            delivery=delivery_for(interaction),
+            lane=member.lane or None,
+        )
+    except redis.RedisError:
+        log.exception("queue unavailable for /describe by %s", owner)
+        await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
+        return
+    queued = await submit(interaction, [spec], client.desk, counts)
+    log.info("/describe by %s: %s", owner, [s.job_id for s in queued])
+
+
 @app_commands.command(name="info", description="Your running and queued jobs")
 async def info_command(interaction: discord.Interaction) -> None:
     """/info: the member's running and queued jobs with queue positions, and totals."""
@@ -226,12 +260,14 @@ async def show_command(interaction: discord.Interaction, job_id: str) -> None:
         await interaction.response.send_message(messages.unknown_job(job_id), ephemeral=True)
         return
     await interaction.response.defer(thinking=True)
-    spec = JobSpec.from_dict(record["spec"])
-    line = discord_format.result_line(spec.prompt, spec.owner, spec.lane, kind, discord_format.result_detail(spec))
+    size = record.get("size") or [0, 0]
+    line, components = discord_format.result_message(
+        JobSpec.from_dict(record["spec"]), record.get("notes", {}), (int(size[0]), int(size[1]))
+    )
     await interaction.followup.send(
         line,
         file=discord.File(io.BytesIO(picture), filename=discord_format.attachment_name(job_id, kind)),
-        view=_buttons_view(kind, job_id, tuple(record.get("size", ())) or None),
+        view=_buttons_view(components),
         allowed_mentions=discord.AllowedMentions.none(),
     )
 
@@ -243,7 +279,7 @@ async def stored_result(client: ImagineClient, job_id: str) -> tuple[dict[str, A
     """
     record = await asyncio.to_thread(image_store.get_record, client.connection, client.settings, job_id)
     kind = JobKind(record["spec"].get("kind", JobKind.GRID))
-    count = 1 if kind is JobKind.UPSCALE else defaults.IMAGES_PER_GRID
+    count = 1 if kind in (JobKind.UPSCALE, JobKind.DESCRIBE) else defaults.IMAGES_PER_GRID
     pngs = [
         await asyncio.to_thread(image_store.get_image, client.connection, client.settings, job_id, index)
         for index in range(count)
@@ -264,11 +300,10 @@ def _grid_png(pngs: list[bytes]) -> bytes:
     return out.getvalue()
 
 
-def _buttons_view(kind: JobKind, job_id: str, size: tuple[int, ...] | None) -> discord.ui.View:
-    """The same buttons the worker attaches, as a discord.py view (persistent: no timeout)."""
+def _buttons_view(components: list[dict[str, Any]]) -> discord.ui.View:
+    """The component JSON the worker attaches, as a discord.py view (persistent: no timeout)."""
     view = discord.ui.View(timeout=None)
-    shown = (size[0], size[1]) if size is not None and len(size) == 2 else None
-    for row_index, row in enumerate(discord_format.components_for(kind, job_id, shown)):
+    for row_index, row in enumerate(components):
         for button in row["components"]:
             emoji = button.get("emoji", {}).get("name")
             view.add_item(
@@ -318,6 +353,7 @@ def all_commands(
     """Every application command the bot registers."""
     return [
         imagine_command,
+        describe_command,
         settings_command(settings),
         prefer_commands(),
         info_command,

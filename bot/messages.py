@@ -46,6 +46,16 @@ def member_options(member: MemberSettings) -> str:
     return "\n".join(lines)
 
 
+def not_an_image(filename: str, content_type: str) -> str:
+    """/describe with a file that is not an image."""
+    return f"/describe needs an image (PNG, JPEG or WebP); {filename!r} is {content_type or 'of unknown type'}."
+
+
+def image_too_large(filename: str, size: int, limit: int) -> str:
+    """/describe with an image over the download limit."""
+    return f"/describe takes images up to {limit / 1e6:.0f} MB; {filename!r} is {size / 1e6:.1f} MB."
+
+
 def cannot_follow_up(reason: str) -> str:
     """A button whose job cannot be made from its source (the reason names the value and what is allowed)."""
     return f"Sorry, that can't be done: {reason}."

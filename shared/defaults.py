@@ -108,6 +108,9 @@ OUTPAINT_STRENGTH: float = 0.9
 OUTPAINT_MAX_ASPECT: float = 4.0
 """Widest canvas (long side / short side) that Make Square and the pans may make."""
 
+DESCRIBE_IMAGE_MAX_SIDE: int = 512
+"""A /describe image is kept (image store, result message) with its long side at most this many pixels."""
+
 DISCORD_HTTP_TIMEOUT_S: float = 30.0
 """Seconds a worker waits for one Discord REST answer."""
 

@@ -49,6 +49,8 @@ class ButtonAction(StrEnum):
     """The up arrow."""
     PAN_DOWN = "pd"
     """The down arrow."""
+    DESCRIBE_PICK = "d"
+    """Button <n> under a /describe result: imagine candidate prompt n."""
 
 
 PAN_BUTTONS: dict[ButtonAction, tuple[str, str]] = {
@@ -66,7 +68,7 @@ ZOOM_BUTTONS: dict[ButtonAction, tuple[float, str]] = {
 """Each zoom button's factor and label."""
 
 CUSTOM_ID_TEMPLATE = (
-    r"imagine:(?P<action>us|uc|vs|vx|z2|z1|sq|pl|pr|pu|pd|u|v|r):(?P<job_id>[0-9A-Za-z_-]{1,64}):(?P<n>[0-9])"
+    r"imagine:(?P<action>us|uc|vs|vx|z2|z1|sq|pl|pr|pu|pd|u|v|r|d):(?P<job_id>[0-9A-Za-z_-]{1,64}):(?P<n>[0-9])"
 )
 """Regex of every result button's ``custom_id``: ``imagine:<action>:<job_id>:<n>`` (n is 1-based; 0 for re-roll)."""
 
@@ -161,6 +163,18 @@ def result_line(prompt: str, owner: str, lane: str, kind: JobKind = JobKind.GRID
     return f"{_prompt(prompt)} - {mention(owner)} ({lane})"
 
 
+def describe_text(owner: str, descriptions: list[tuple[str, float]]) -> str:
+    """A /describe result: the candidate prompts, numbered as their buttons, best first."""
+    lines = [f"Prompts for the image of {mention(owner)} (best match first):"]
+    lines += [f"**{n}** {escape(text)}" for n, (text, _) in enumerate(descriptions, start=1)]
+    return "\n".join(lines)
+
+
+def describe_components(job_id: str, count: int) -> list[dict[str, Any]]:
+    """One row of buttons 1..count under a /describe result: each imagines its prompt."""
+    return [_row([_button(str(n), custom_id(ButtonAction.DESCRIBE_PICK, job_id, n)) for n in range(1, count + 1)])]
+
+
 def result_detail(spec: JobSpec) -> str:
     """What the result line says a follow-up job was: the upscale mode, the variation strength, the outpaint."""
     if spec.kind is JobKind.UPSCALE:
@@ -232,6 +246,17 @@ def components_for(kind: JobKind, job_id: str, size: tuple[int, int] | None = No
     return grid_components(job_id)
 
 
+def result_message(
+    spec: JobSpec, notes: dict[str, Any], size: tuple[int, int] | None
+) -> tuple[str, list[dict[str, Any]]]:
+    """Text and buttons of a finished job's message (``notes``: its record's notes; ``size``: its picture's)."""
+    if spec.kind is JobKind.DESCRIBE:
+        descriptions = [(str(text), float(score)) for text, score in notes.get("descriptions", [])]
+        return describe_text(spec.owner, descriptions), describe_components(spec.job_id, len(descriptions))
+    line = result_line(spec.prompt, spec.owner, spec.lane, spec.kind, result_detail(spec))
+    return line, components_for(spec.kind, spec.job_id, size)
+
+
 def job_ids_in_components(components: list[dict[str, Any]]) -> list[str]:
     """The job ids named by result buttons in a message's component JSON (in order, without repeats)."""
     found: list[str] = []
@@ -248,4 +273,5 @@ def job_ids_in_components(components: list[dict[str, Any]]) -> list[str]:
 
 def attachment_name(job_id: str, kind: JobKind) -> str:
     """File name of a result's attachment (names the job, so a saved file can be traced to its record)."""
-    return f"{'upscale' if kind is JobKind.UPSCALE else 'grid'}_{job_id}.png"
+    prefix = {JobKind.UPSCALE: "upscale", JobKind.DESCRIBE: "describe"}.get(kind, "grid")
+    return f"{prefix}_{job_id}.png"

@@ -31,6 +31,8 @@ def spec_of(record: dict[str, Any]) -> JobSpec:
 
 
 def _check_index(spec: JobSpec, index: int) -> None:
+    if spec.kind is JobKind.DESCRIBE:
+        raise ValueError(f"job {spec.job_id} is a /describe result: its buttons imagine its prompts")
     count = 1 if spec.kind is JobKind.UPSCALE else len(spec.seeds)
     if not 0 <= index < count:
         raise ValueError(f"image index must be 0-{count - 1} for {spec.kind.value} job {spec.job_id}, got {index}")
@@ -125,8 +127,8 @@ def reroll_spec(
 ) -> JobSpec:
     """The recorded job again with new seeds: a new grid for a grid, new variations of the same image for variations."""
     spec = spec_of(record)
-    if spec.kind is JobKind.UPSCALE:
-        raise ValueError(f"re-roll needs a grid or variation job, job {spec.job_id} is an upscale")
+    if spec.kind in (JobKind.UPSCALE, JobKind.DESCRIBE):
+        raise ValueError(f"re-roll needs a grid, variation or outpaint job, job {spec.job_id} is a {spec.kind.value}")
     return spec.replace(**_common(spec, owner, delivery, lane, _new_seeds(rng)))
 
 
@@ -258,3 +260,14 @@ def _outpaint(  # noqa: PLR0917 - one private builder for the three public ones
         upscale_mode="",
         image_urls=(),
     )
+
+
+def described_prompt(record: dict[str, Any], index: int) -> str:
+    """Prompt ``index`` (0-based) offered by a /describe job's record."""
+    spec = spec_of(record)
+    if spec.kind is not JobKind.DESCRIBE:
+        raise ValueError(f"job {spec.job_id} is a {spec.kind.value} job, not a /describe result")
+    descriptions = record.get("notes", {}).get("descriptions", [])
+    if not 0 <= index < len(descriptions):
+        raise ValueError(f"prompt number must be 1-{len(descriptions)} for job {spec.job_id}, got {index + 1}")
+    return str(descriptions[index][0])

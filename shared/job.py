@@ -26,6 +26,8 @@ class JobKind(StrEnum):
     """Four image-to-image variations of one image of an earlier job."""
     OUTPAINT = "outpaint"
     """Four images that keep one image of an earlier job and paint beyond its edges (Zoom Out, pans, Make Square)."""
+    DESCRIBE = "describe"
+    """Four candidate prompts for a member's image (``image_urls[0]``) from the model's alignment scorer (/describe)."""
 
 
 class JobStatus(StrEnum):

@@ -180,3 +180,39 @@ def build_jobs(
             )
     log.debug("built %d job(s) for %s", len(jobs), owner)
     return jobs
+
+
+def describe_job(
+    image_url: str,
+    name: str,
+    *,
+    settings: Settings,
+    owner: str,
+    delivery: Delivery = Delivery(),  # noqa: B008 - Delivery is a frozen dataclass, safe as a default
+    lane: str | None = None,
+) -> JobSpec:
+    """A /describe job for the image at ``image_url`` (``name``: what its lines call it, e.g. the file name): four
+    candidate prompts from the resident model's alignment scorer, on ``lane`` (default: the default lane)."""
+    if not image_url.strip():
+        raise ValueError("describe needs an image URL, got an empty one")
+    chosen = lane or settings.default_lane
+    if chosen not in settings.lanes:
+        raise ValueError(f"lane must be one of {', '.join(settings.lanes)}, got {chosen!r}")
+    ref = settings.resolve_model(None)
+    side = native_resolution(ref)
+    return JobSpec(
+        job_id=new_job_id(),
+        owner=owner,
+        prompt=name.strip() or "image",
+        parts=(),
+        negative=(),
+        width=side,
+        height=side,
+        steps=1,
+        guidance=settings.guidance,
+        seeds=derive_seeds(0),  # one per prompt offered; nothing is drawn
+        lane=chosen,
+        kind=JobKind.DESCRIBE,
+        image_urls=(image_url.strip(),),
+        delivery=delivery,
+    )

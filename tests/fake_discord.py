@@ -464,6 +464,7 @@ class FakeDiscord:
         head, *subs = name.split()
         command = self.commands.get(head, {})
         nested = [_option(key, value) for key, value in (options or {}).items()]
+        uploads = {v["id"]: v for v in (options or {}).values() if isinstance(v, dict) and "filename" in v}
         for depth in range(len(subs) - 1, -1, -1):
             kind = 1 if depth == len(subs) - 1 else 2  # SUB_COMMAND inside SUB_COMMAND_GROUPs
             nested = [{"type": kind, "name": subs[depth], "options": nested}]
@@ -474,6 +475,8 @@ class FakeDiscord:
             "guild_id": str(self.guild_id),
             "options": nested,
         }
+        if uploads:
+            data["resolved"] = {"attachments": uploads}
         return self._interaction(2, data, user_id)
 
     def dispatch_many(self, payloads: list[dict[str, Any]], interval_s: float = 0.0) -> list[InteractionRecord]:
@@ -514,6 +517,22 @@ class FakeDiscord:
             "resolved": {"messages": {str(message_id): message}},
         }
         return self._send_interaction(self._interaction(2, data, user_id))
+
+    def upload(self, filename: str, data: bytes, content_type: str = "image/png") -> dict[str, Any]:
+        """An attachment a member picked for a slash command's attachment option (pass it as the option's value); its
+        url serves ``data``."""
+        attachment_id = self.snowflake()
+        with self._lock:
+            self.files[attachment_id] = data
+        url = f"{self.api_base}/attachments/{attachment_id}/{filename}"
+        return {
+            "id": str(attachment_id),
+            "filename": filename,
+            "size": len(data),
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+        }
 
     def react(self, message_id: int, emoji: str, *, user_id: int = 42) -> None:
         """``user_id`` adds the unicode reaction ``emoji`` to a message (gateway MESSAGE_REACTION_ADD)."""
@@ -578,6 +597,12 @@ class FakeDiscord:
             return self._callback(int(parts[1]), parts[2], call)
         if parts[:1] == ["webhooks"] and len(parts) >= 3:
             return self._webhook(parts, call)
+        if parts[:1] == ["attachments"] and len(parts) == 3 and method == "GET":  # the CDN: no token needed
+            with self._lock:
+                data = self.files.get(int(parts[1]))
+            if data is None:
+                return _json({"message": "404: Not Found", "code": 0}, 404)
+            return web.Response(body=data, content_type="image/png" if parts[2].endswith(".png") else "image/jpeg")
         if call.auth != f"Bot {self.token}":
             return _json({"message": "401: Unauthorized", "code": 0}, 401)
         if parts == ["users", "@me"] and method == "GET":
@@ -818,6 +843,8 @@ class FakeDiscord:
 
 
 def _option(name: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict) and "filename" in value:  # an attachment from FakeDiscord.upload
+        return {"name": name, "type": 11, "value": value["id"]}
     kind = 5 if isinstance(value, bool) else 4 if isinstance(value, int) else 10 if isinstance(value, float) else 3
     return {"name": name, "type": kind, "value": value}
 

@@ -14,7 +14,8 @@ from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
 from tests.tiny_models import clip_tokenizer
-from training.scenes import captions, render, sample_scenes
+from training.candidates import describe_candidates
+from training.scenes import COLOURS, captions, one_object_prompt, render, sample_scenes, two_object_prompt
 from worker.alignment import (
     ClipAlignmentScorer,
     ShapesAlignmentModel,
@@ -22,6 +23,7 @@ from worker.alignment import (
     load_scorer,
     mean_pool,
 )
+from worker.caption_bank import CaptionBank
 from worker.shapes_pipeline import load_text_encoder
 
 log = logging.getLogger(__name__)
@@ -122,3 +124,44 @@ def test_load_scorer_picks_clip_then_shipped_then_none(
     assert isinstance(load_scorer(SHIPPED, pipe, str(tiny_clip)), ClipAlignmentScorer)
     assert isinstance(load_scorer(SHIPPED, pipe, None), ShapesAlignmentScorer)
     assert load_scorer(tmp_path, pipe, None) is None
+
+
+def test_shipped_caption_bank_describes_rendered_scenes(bert: tuple[object, object]) -> None:
+    encoder, tokenizer = bert
+    scorer = ShapesAlignmentScorer.from_folder(SHIPPED, encoder, tokenizer)
+    bank = CaptionBank.load(SHIPPED / "alignment", scorer)
+    assert bank is not None and len(bank.captions) == len(describe_candidates()) == 2080
+    scenes = sample_scenes(20, torch.Generator().manual_seed(3), held_out=True)
+    images = to_pil(render(scenes))
+    found, colours = 0, 0
+    for b, vector in enumerate(scorer.image_vectors(images)):
+        best = bank.best(vector, 4)
+        assert [s for _, s in best] == sorted((s for _, s in best), reverse=True)
+        n = int(scenes.n_objects[b])
+        if n == 1:
+            truth = one_object_prompt(int(scenes.colour[b, 0]), int(scenes.shape[b, 0]), int(scenes.region[b]))
+        else:
+            c0, s0, c1, s1 = (
+                int(v) for v in (scenes.colour[b, 0], scenes.shape[b, 0], scenes.colour[b, 1], scenes.shape[b, 1])
+            )
+            truth = two_object_prompt(c0, s0, int(scenes.axis[b]), c1, s1)
+        found += truth in [text for text, _ in best]
+        colours += all(COLOURS[int(scenes.colour[b, k])] in best[0][0] for k in range(n))
+    # held-out scenes, 2,080 candidates: the right caption is among the four offered, the colours in the first
+    assert found >= 16 and colours >= 18, (found, colours)
+
+
+def test_caption_vectors_of_other_weights_are_recomputed(bert: tuple[object, object], tmp_path: Path) -> None:
+    encoder, tokenizer = bert
+    scorer = ShapesAlignmentScorer.from_folder(SHIPPED, encoder, tokenizer)
+    captions_ = ["a red circle in the center", "a blue square at the top", "a green star on the left"]
+    fresh = CaptionBank.build(captions_, scorer)
+    fresh.save(tmp_path, "another-model")  # as if written by a scorer with other weights
+    loaded = CaptionBank.load(tmp_path, scorer)
+    assert loaded is not None and loaded.captions == tuple(captions_)
+    assert torch.allclose(loaded.vectors, fresh.vectors, atol=1e-5)  # recomputed in fp32, not the stored fp16
+    fresh.save(tmp_path, scorer.fingerprint)
+    assert torch.equal(CaptionBank.load(tmp_path, scorer).vectors, fresh.vectors.half().float())  # type: ignore[union-attr]
+    assert CaptionBank.load(tmp_path / "none", scorer) is None
+    with pytest.raises(ValueError, match=r"vectors must be \(3, D\), got \(2, 4\)"):
+        CaptionBank(tuple(captions_), torch.zeros(2, 4))

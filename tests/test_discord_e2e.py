@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import redis
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from shared import discord_format, image_store
 from shared.job import JobStatus
@@ -400,3 +400,53 @@ def test_reactions_cancel_delete_and_send_to_direct_messages(
     fake.wait_for(lambda: fake.messages[result_id].get("deleted"), 30, "the result to be deleted")
     assert image_store.get_record(redis_conn, settings, job_id)["seeds"] == [5, 6, 7, 8]
     assert bot.poll() is None
+
+
+def scene_png() -> bytes:
+    """A large red circle in the middle of a white 64x64 image, as the shipped model's data draws them."""
+    image = Image.new("RGB", (64, 64), (240, 240, 240))
+    ImageDraw.Draw(image).ellipse((21, 21, 43, 43), fill=(219, 31, 31))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_describe_offers_four_prompts_whose_buttons_imagine_them(  # noqa: PLR0917 - pytest fixtures
+    fake_discord: FakeDiscord,
+    start_bot: Callable[[], subprocess.Popen[bytes]],
+    start_worker: Callable[..., subprocess.Popen[bytes]],
+    discord_env: dict[str, str],
+    settings: Settings,
+    redis_conn: redis.Redis,
+) -> None:
+    fake = fake_discord
+    shipped = str(ROOT / "models" / "imagine-shapes")  # the model with an alignment scorer and a caption bank
+    discord_env["MODEL"] = shipped
+    start_bot()
+    fake.wait_connected()
+
+    text = answered(fake, fake.slash("describe", {"image": fake.upload("notes.txt", b"hi", "text/plain")}))
+    assert text.ephemeral and "/describe needs an image" in text.content and "'notes.txt' is text/plain" in text.content
+    record = answered(fake, fake.slash("describe", {"image": fake.upload("circle.png", scene_png())}, user_id=MEMBER))
+    assert record.content.startswith(f"**circle.png** - <@{MEMBER}> (Waiting to start)"), record.content
+    assert record.response_message_id is not None
+    job_id = job_of_waiting(redis_conn, settings, record.response_message_id)
+    loopback = {"MODEL": shipped, "UNSAFE_TEST_ONLY_ALLOW_HTTP_LOOPBACK": "true"}
+    start_worker(env={**fake.env(), **loopback}, name="describe")
+
+    message = final_message(fake, job_id)
+    lines = message["content"].splitlines()
+    assert lines[0] == f"Prompts for the image of <@{MEMBER}> (best match first):" and len(lines) == 5
+    assert "a red circle" in lines[1], lines
+    assert [b["label"] for b in fake.buttons(int(message["id"]))] == ["1", "2", "3", "4"]
+    assert png_size(fake.attachment_bytes(int(message["id"]))) == (64, 64)
+    wait_finished(redis_conn, job_id)
+    descriptions = image_store.get_record(redis_conn, settings, job_id)["notes"]["descriptions"]
+    scores = [score for _, score in descriptions]
+    assert scores == sorted(scores, reverse=True) and lines[1] == f"**1** {descriptions[0][0]}"
+
+    # Button 2 imagines prompt 2, as a grid owned by whoever clicked.
+    grid_id, grid = click_and_get_result(fake, redis_conn, settings, int(message["id"]), "2", user_id=OTHER)
+    assert grid["content"] == f"**{descriptions[1][0]}** - <@{OTHER}> (fast)"
+    assert len(fake.buttons(int(grid["id"]))) == 9
+    wait_finished(redis_conn, grid_id)

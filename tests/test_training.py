@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from training.batches import scene_batches
 from training.detector import detect, largest_of
@@ -25,7 +26,8 @@ from training.scenes import (
     sample_scenes,
 )
 from training.train import TrainConfig, train
-from worker.alignment import ShapesAlignmentModel
+from worker.alignment import ShapesAlignmentModel, ShapesAlignmentScorer
+from worker.caption_bank import VECTORS_NAME, CaptionBank
 from worker.shapes_pipeline import TOKENS_PER_CHUNK, ShapesPipeline, text_encoder_folder
 
 log = logging.getLogger(__name__)
@@ -118,3 +120,8 @@ def test_training_smoke_run_writes_a_loadable_model(tmp_path: Path) -> None:
     assert image.size == (16, 16)
     align = ShapesAlignmentModel.from_folder(out / "alignment")
     assert align.encode_image(torch.zeros(2, 3, 16, 16)).shape == (2, 32)
+    # the /describe caption bank was written for exactly these alignment weights (loading it recomputes nothing)
+    scorer = ShapesAlignmentScorer.from_folder(out, pipe.text_encoder, pipe.tokenizer)
+    stored = load_file(str(out / "alignment" / VECTORS_NAME))["vectors"]
+    bank = CaptionBank.load(out / "alignment", scorer)
+    assert bank is not None and torch.equal(bank.vectors, stored.float()) and stored.shape == (2080, 32)

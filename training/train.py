@@ -29,6 +29,7 @@ from diffusers import DDIMScheduler, UNet2DConditionModel
 from safetensors.torch import save_file
 
 from training.batches import scene_batches, scenes_of
+from training.candidates import write_caption_bank
 from training.scenes import render
 from worker.alignment import ShapesAlignmentModel, mean_pool
 from worker.shapes_pipeline import TOKENS_PER_CHUNK, text_encoder_folder, write_model_index
@@ -317,6 +318,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             save_model(out, cfg, ema, align, info)
             last_ckpt = now
             print(f"checkpoint: {out} at step {step}", flush=True)
+    # the /describe candidates' vectors belong to these alignment weights (worker.caption_bank)
+    print(f"caption bank: {write_caption_bank(out, encoder, tokenizer)} candidates encoded", flush=True)
     print_summary(info)
     return info
 

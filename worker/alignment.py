@@ -39,6 +39,19 @@ class AlignmentScorer(Protocol):
         """(N_img, N_txt) cosine similarities."""
         ...
 
+    def image_vectors(self, images: list[Image.Image]) -> torch.Tensor:
+        """(N, D) unit image vectors."""
+        ...
+
+    def text_vectors(self, texts: list[str]) -> torch.Tensor:
+        """(N, D) unit text vectors."""
+        ...
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the scorer's weights (caption vectors made by other weights are recomputed)."""
+        ...
+
 
 class ShapesImageEncoder(nn.Module):
     """Strided conv stack -> global average pool -> linear: (B, 3, S, S) in [-1, 1] -> (B, embed_dim)."""
@@ -134,11 +147,20 @@ def images_to_tensor(images: list[Image.Image], size: int | None = None) -> torc
 class ShapesAlignmentScorer:
     """The shipped contrastive scorer: mean-pooled BERT states of the pipeline's text encoder + our projection head."""
 
-    def __init__(self, model: ShapesAlignmentModel, text_encoder: Any, tokenizer: Any, max_length: int = 32) -> None:
+    def __init__(
+        self,
+        model: ShapesAlignmentModel,
+        text_encoder: Any,
+        tokenizer: Any,
+        max_length: int = 32,
+        fingerprint: str = "",
+    ) -> None:
         self.model = model.eval()
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.fingerprint = fingerprint
+        """The weights file's fingerprint (``worker.caption_bank.fingerprint``); empty when built in memory."""
 
     @classmethod
     def from_folder(cls, model_folder: str | Path, text_encoder: Any, tokenizer: Any) -> ShapesAlignmentScorer:
@@ -146,7 +168,10 @@ class ShapesAlignmentScorer:
         sub = Path(model_folder) / ALIGNMENT_SUBFOLDER
         if not (sub / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"model_folder {str(model_folder)!r} has no {ALIGNMENT_SUBFOLDER}/{CONFIG_NAME}")
-        return cls(ShapesAlignmentModel.from_folder(sub), text_encoder, tokenizer)
+        from worker.caption_bank import fingerprint
+
+        weights = fingerprint(sub / WEIGHTS_NAME)
+        return cls(ShapesAlignmentModel.from_folder(sub), text_encoder, tokenizer, fingerprint=weights)
 
     @torch.inference_mode()
     def text_vectors(self, texts: list[str]) -> torch.Tensor:
@@ -173,9 +198,11 @@ class ShapesAlignmentScorer:
 class ClipAlignmentScorer:
     """A local CLIP model (transformers ``CLIPModel`` + ``CLIPProcessor``), loaded from files only."""
 
-    def __init__(self, model: Any, processor: Any) -> None:
+    def __init__(self, model: Any, processor: Any, fingerprint: str = "") -> None:
         self.model = model.eval()
         self.processor = processor
+        self.fingerprint = fingerprint
+        """The local CLIP's name and folder: caption vectors from another CLIP are recomputed."""
 
     @classmethod
     def from_pretrained(cls, local_clip_folder: str | Path) -> ClipAlignmentScorer:
@@ -187,18 +214,24 @@ class ClipAlignmentScorer:
         return cls(
             CLIPModel.from_pretrained(str(folder), local_files_only=True),
             CLIPProcessor.from_pretrained(str(folder), local_files_only=True),
+            fingerprint=f"clip:{folder.resolve()}",
         )
 
     @torch.inference_mode()
-    def _vectors(self, images: list[Image.Image], texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs = self.processor(
-            text=texts, images=[i.convert("RGB") for i in images], return_tensors="pt", padding=True
-        )
+    def image_vectors(self, images: list[Image.Image]) -> torch.Tensor:
+        inputs = self.processor(images=[i.convert("RGB") for i in images], return_tensors="pt")
         img = self.model.get_image_features(pixel_values=inputs["pixel_values"])
+        return F.normalize(getattr(img, "pooler_output", img).float(), dim=-1)
+
+    @torch.inference_mode()
+    def text_vectors(self, texts: list[str]) -> torch.Tensor:
+        inputs = self.processor(text=texts, return_tensors="pt", padding=True)
         txt = self.model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        img = getattr(img, "pooler_output", img)
-        txt = getattr(txt, "pooler_output", txt)
-        return F.normalize(img.float(), dim=-1), F.normalize(txt.float(), dim=-1)
+        return F.normalize(getattr(txt, "pooler_output", txt).float(), dim=-1)
+
+    @torch.inference_mode()
+    def _vectors(self, images: list[Image.Image], texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.image_vectors(images), self.text_vectors(texts)
 
     def similarity_matrix(self, images: list[Image.Image], texts: list[str]) -> torch.Tensor:
         img, txt = self._vectors(images, texts)

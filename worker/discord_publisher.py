@@ -230,11 +230,10 @@ class DiscordPublisher:
         name = discord_format.attachment_name(spec.job_id, kind)
         if result.spoiler:  # image moderation flagged it (worker/image_moderation.py); Discord blurs SPOILER_ files
             name = f"SPOILER_{name}"
+        content, components = discord_format.result_message(spec, result.record.get("notes", {}), picture.size)
         payload = {
-            "content": discord_format.result_line(
-                spec.prompt, spec.owner, spec.lane, kind, discord_format.result_detail(spec)
-            ),
-            "components": discord_format.components_for(kind, spec.job_id, result.images[0].size),
+            "content": content,
+            "components": components,
             "allowed_mentions": _mentions(spec.owner),
             "attachments": [{"id": 0, "filename": name}],
         }

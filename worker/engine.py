@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,6 +99,8 @@ class Engine:
         self.pipes = pipes
         self.text = text
         self.scorer: Any = None
+        self._caption_bank: Any = None
+        """The /describe candidates and their vectors, loaded on the first describe job."""
 
     @classmethod
     def load(cls, model_ref: str, device: str = "auto", dtype: str = "auto", alignment_clip: str = "") -> Engine:
@@ -237,9 +240,37 @@ class Engine:
             if source is None or upscaler is None:
                 raise ValueError("an upscale job needs its source image and an upscaler")
             return self._upscale(spec, source, upscaler, on_progress, should_cancel)
-        if spec.kind in (JobKind.VARIATION, JobKind.OUTPAINT) and source is None:
+        if spec.kind in (JobKind.VARIATION, JobKind.OUTPAINT, JobKind.DESCRIBE) and source is None:
             raise ValueError(f"a {spec.kind.value} job needs its source image")
+        if spec.kind is JobKind.DESCRIBE and source is not None:
+            started = time.perf_counter()
+            descriptions = self.describe_image(source, len(spec.seeds))
+            if on_progress is not None:
+                on_progress(1, 1, None)
+            return Generation(
+                images=[source.convert("RGB")],
+                seeds=spec.seeds,
+                timings={"describe_s": time.perf_counter() - started, "generate_s": time.perf_counter() - started},
+                notes={"descriptions": [[text, score] for text, score in descriptions]},
+            )
         return self._grid(spec, source, on_progress, should_cancel)
+
+    def describe_image(self, image: Image.Image, count: int) -> list[tuple[str, float]]:
+        """/describe: the ``count`` candidates of the model's caption bank nearest ``image`` in the alignment
+        scorer's space (cosine similarity), best first."""
+        if self._caption_bank is None:
+            from worker.alignment import ALIGNMENT_SUBFOLDER
+            from worker.caption_bank import CAPTIONS_NAME, CaptionBank
+
+            folder = Path(self.model_ref) / ALIGNMENT_SUBFOLDER
+            bank = CaptionBank.load(folder, self.scorer) if self.scorer is not None else None
+            if bank is None:
+                raise ValueError(
+                    f"model {Path(self.model_ref).name} cannot describe images: it needs an alignment scorer and "
+                    f"candidate prompts ({ALIGNMENT_SUBFOLDER}/{CAPTIONS_NAME})"
+                )
+            self._caption_bank = bank
+        return self._caption_bank.best(self.scorer.image_vectors([image])[0], count)
 
     def _grid(
         self,

@@ -13,6 +13,7 @@ import logging
 
 from PIL import Image
 
+from shared import defaults
 from shared.job import JobKind, JobSpec
 from shared.safe_fetch import FetchPolicy, Resolver, fetch_image, system_resolver
 from shared.settings import Settings
@@ -41,3 +42,15 @@ def init_image(spec: JobSpec, settings: Settings, resolver: Resolver = system_re
         blended = Image.blend(blended, image, 1.0 / count)
     log.info("job %s: image prompt from %d image(s), strength %.2f", spec.job_id, len(images), spec.strength)
     return blended
+
+
+def image_to_describe(spec: JobSpec, settings: Settings, resolver: Resolver = system_resolver) -> Image.Image | None:
+    """The image of a /describe job (``image_urls[0]``, fetched safely, RGB, long side at most
+    ``DESCRIBE_IMAGE_MAX_SIDE``), or None for other jobs."""
+    if spec.kind is not JobKind.DESCRIBE:
+        return None
+    if not spec.image_urls:
+        raise ValueError(f"describe job {spec.job_id} has no image URL")
+    image = fetch_image(spec.image_urls[0], FetchPolicy.from_settings(settings), resolver).convert("RGB")
+    image.thumbnail((defaults.DESCRIBE_IMAGE_MAX_SIDE, defaults.DESCRIBE_IMAGE_MAX_SIDE), Image.Resampling.LANCZOS)
+    return image

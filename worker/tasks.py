@@ -146,7 +146,11 @@ def _run_one(spec: JobSpec, job: Job | None, settings: Settings) -> dict[str, An
         reporter.phase("loading")
         engine = get_engine(settings, spec.model)
         reliability.inject_fault(settings, spec)
-        source = _source_image(connection, settings, spec) or image_prompt.init_image(spec, settings)
+        source = (
+            _source_image(connection, settings, spec)
+            or image_prompt.init_image(spec, settings)
+            or image_prompt.image_to_describe(spec, settings)
+        )
         upscaler = get_upscaler(settings) if spec.kind is JobKind.UPSCALE else None
         reporter.phase("generating")
         generation = engine.generate(
