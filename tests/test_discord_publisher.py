@@ -132,17 +132,25 @@ def test_publish_posts_grid_and_buttons_once_and_removes_the_waiting_message(
     assert len(fake.calls_to("POST", "/messages")) == 1
 
 
-def test_an_upscale_gets_its_four_buttons(fake: FakeDiscord, discord_settings: Settings) -> None:
+def test_an_upscale_gets_its_buttons_and_make_square_only_when_not_square(
+    fake: FakeDiscord, discord_settings: Settings
+) -> None:
     pub, _ = publisher(discord_settings)
     spec = spec_for(fake, waiting_message(fake), JobKind.UPSCALE)
     message_id = int(pub.publish(result_of(spec))["discord"]["message_id"])
-    assert [b["label"] for b in fake.buttons(message_id)] == [
-        "Upscale (Subtle)",
-        "Upscale (Creative)",
-        "Vary (Subtle)",
-        "Vary (Strong)",
+    rows = fake.messages[message_id]["components"]
+    labels = [[b.get("label") or b["emoji"]["name"] for b in row["components"]] for row in rows]
+    assert labels == [
+        ["Upscale (Subtle)", "Upscale (Creative)", "Vary (Subtle)", "Vary (Strong)"],
+        ["Zoom Out 2x", "Zoom Out 1.5x"],
+        ["\u2b05", "\u27a1", "\u2b06", "\u2b07"],
     ]
     assert "Upscaled (Subtle) by <@42>" in fake.messages[message_id]["content"]
+    wide = spec_for(fake, waiting_message(fake), JobKind.UPSCALE).replace(job_id="job0002")
+    result = result_of(wide)
+    result.images[0] = Image.new("RGB", (48, 32))
+    wide_id = int(pub.publish(result)["discord"]["message_id"])
+    assert [b.get("label") for b in fake.messages[wide_id]["components"][1]["components"]][-1] == "Make Square"
 
 
 def test_final_posts_honour_retry_after_and_retry_server_errors(fake: FakeDiscord, discord_settings: Settings) -> None:
