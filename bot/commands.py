@@ -8,6 +8,7 @@ import dataclasses
 import io
 import logging
 import random
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +112,27 @@ def settings_command(settings: Settings) -> app_commands.Command[Any, Any, Any]:
     return command
 
 
+def lane_commands(settings: Settings) -> list[app_commands.Command[Any, Any, Any]]:
+    """/turbo, /fast, /relax (one per served lane, as in Midjourney): make that lane the member's default."""
+    made: list[app_commands.Command[Any, Any, Any]] = []
+    for lane in settings.lanes:
+        if not _COMMAND_NAME.fullmatch(lane) or lane in _RESERVED_NAMES:
+            log.warning("lane %r gets no /%s shortcut: not a free Discord command name", lane, lane)
+            continue
+
+        made.append(_lane_command(lane))
+    return made
+
+
+def _lane_command(lane: str) -> app_commands.Command[Any, Any, Any]:
+    async def switch(interaction: discord.Interaction) -> None:
+        await _change_settings(
+            interaction, lambda current: dataclasses.replace(current, lane=lane), messages.member_defaults
+        )
+
+    return app_commands.Command(name=lane, description=f"Your jobs go to the {lane} lane", callback=switch)
+
+
 def prefer_commands() -> app_commands.Group:
     """/prefer option set|list and /prefer suffix, as in Midjourney (stored with the /settings defaults)."""
     prefer = app_commands.Group(name="prefer", description="Your named parameter bundles and prompt suffix")
@@ -137,10 +159,22 @@ def prefer_commands() -> app_commands.Group:
     return prefer
 
 
+_COMMAND_NAME = re.compile(r"[a-z0-9_-]{1,32}")
+"""What Discord accepts as a slash command name (lowercase)."""
+_RESERVED_NAMES = frozenset(
+    {"imagine", "describe", "settings", "prefer", "info", "cancel", "show", "record"}
+    | {"queue", "ban", "unban", "limits", "workers"}
+)
+"""Command names the bot already uses: a lane with one of these names gets no shortcut."""
+
+
 async def _change_settings(
-    interaction: discord.Interaction, change: Callable[[member_settings.MemberSettings], member_settings.MemberSettings]
+    interaction: discord.Interaction,
+    change: Callable[[member_settings.MemberSettings], member_settings.MemberSettings],
+    answer: Callable[[member_settings.MemberSettings], str] = messages.member_options,
 ) -> None:
-    """Load the member's settings, apply ``change``, validate and save; a bad value is answered with its error."""
+    """Load the member's settings, apply ``change``, validate and save, and ``answer`` with the result privately; a bad
+    value is answered with its error."""
     client = _client(interaction)
     owner = str(interaction.user.id)
     try:
@@ -150,7 +184,7 @@ async def _change_settings(
     except ValueError as exc:
         await interaction.response.send_message(f"Not saved: {exc}", ephemeral=True)
         return
-    await interaction.response.send_message(messages.member_options(updated), ephemeral=True)
+    await interaction.response.send_message(answer(updated), ephemeral=True)
 
 
 @app_commands.command(name="imagine", description="Make four images from a prompt")
@@ -356,6 +390,7 @@ def all_commands(
         describe_command,
         settings_command(settings),
         prefer_commands(),
+        *lane_commands(settings),
         info_command,
         cancel_command,
         show_command,

@@ -334,6 +334,14 @@ def test_settings_info_cancel_and_malformed_payloads(
     typo = answered(fake, fake.slash("imagine", {"prompt": "a heron --wdie"}, user_id=42))
     assert typo.ephemeral and "unknown parameter --wdie" in typo.content and "Your options: --wide" in typo.content
 
+    # /relax (a lane shortcut, one per lane) makes the member's next jobs go to that lane.
+    assert {"turbo", "fast", "relax"} <= set(fake.commands)
+    relaxed = answered(fake, fake.slash("relax", {}, user_id=42))
+    assert relaxed.ephemeral and "lane: `relax`" in relaxed.content
+    slow = answered(fake, fake.slash("imagine", {"prompt": "a snail"}, user_id=42))
+    assert slow.response_message_id is not None
+    assert job_state(redis_conn, job_of_waiting(redis_conn, settings, slow.response_message_id)).spec["lane"] == "relax"  # type: ignore[union-attr]
+
     # Malformed payloads are logged and dropped; the bot answers the next interaction.
     fake.dispatch_raw("INTERACTION_CREATE", {"id": "1", "type": 2})
     broken = fake.slash_payload("imagine", {"prompt": "x"})
