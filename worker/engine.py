@@ -378,10 +378,11 @@ class Engine:
     # -- device readiness ------------------------------------------------------------------------------------------
 
     def prepare_for_device(self, *, compile_denoiser: bool = False) -> dict[str, Any]:
-        """GPU readiness, applied once after loading: PyTorch SDPA attention in the denoiser, channels_last
-        convolutions and TF32 matmuls on CUDA, and optionally ``torch.compile`` of the denoiser with static shapes
-        (sizes come from the finite set of aspect-ratio buckets ``shared.resolve`` snaps to, and batches from the
-        grid size, so each (size, batch) compiles once and then repeats). Returns what was applied, for records."""
+        """Device readiness, applied once after loading: PyTorch SDPA attention in the denoiser, channels_last
+        convolutions (the denoiser on CPUs; denoiser and VAE on CUDA) and TF32 matmuls on CUDA, and optionally
+        ``torch.compile`` of the denoiser with static shapes (sizes come from the finite set of aspect-ratio buckets
+        ``shared.resolve`` snaps to, and batches from the grid size, so each (size, batch) compiles once and then
+        repeats). Returns what was applied, for records."""
         pipe = self.pipes.text2img
         applied: dict[str, Any] = {}
         unet = getattr(pipe, "unet", None)
@@ -401,6 +402,11 @@ class Engine:
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True
             applied["channels_last"] = True
+        elif self.pipes.device.type == "cpu":
+            # oneDNN's channels-last convolutions: the shipped model's 4 images x 20 steps took 2.64 s instead of
+            # 3.04 s on two cores (best of 3, alternating), pixels within 1/255
+            unet.to(memory_format=torch.channels_last)
+            applied["channels_last"] = "unet"
         if compile_denoiser:
             compiled = torch.compile(unet, dynamic=False)
             pipe.unet = compiled
