@@ -82,6 +82,9 @@ class TrainConfig:
     log_every: int = 50
     workers: int = 0
     compile: bool = False
+    stop_after: int = 0
+    """End after this many steps (0: at ``steps``); the learning-rate schedule still spans ``steps``, so a run that was
+    stopped at a checkpoint can be replayed exactly."""
     bert_folder: str = ""
     init_from: str = ""
     model: dict[str, Any] = field(default_factory=dict)
@@ -227,7 +230,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     step = 0
     data_wait = 0.0
     info: dict[str, Any] = {}
-    while step < total:
+    while step < total and not (cfg.stop_after and step >= cfg.stop_after):
         waited = time.perf_counter()
         batch = next(batches)
         data_wait += time.perf_counter() - waited
@@ -296,7 +299,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 f"{step / (now - t0):.1f} it/s  data wait {100 * data_wait / (now - t0):.0f}%  {now - started:.0f} s",
                 flush=True,
             )
-        if now - last_ckpt > cfg.checkpoint_every_s or step == total:
+        if now - last_ckpt > cfg.checkpoint_every_s or step in (total, cfg.stop_after):
             tail = max(1, min(200, len(losses)))
             losses = losses[-tail:]
             align_losses = align_losses[-tail:]
@@ -349,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("out", "preset", "device", "bert_folder", "init_from"):
         parser.add_argument(f"--{name.replace('_', '-')}", default=getattr(defaults, name))
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet and the alignment model")
-    for name in ("steps", "batch", "seed", "log_every", "warmup", "workers"):
+    for name in ("steps", "batch", "seed", "log_every", "warmup", "workers", "stop_after"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in ("lr", "align_lr", "max_seconds", "checkpoint_every_s", "cfg_dropout"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
