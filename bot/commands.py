@@ -90,24 +90,18 @@ def settings_command(settings: Settings) -> app_commands.Command[Any, Any, Any]:
         suffix: str | None = None,
         reset: bool = False,
     ) -> None:
-        client = _client(interaction)
-        owner = str(interaction.user.id)
-        current = member_settings.load(client.connection, client.settings, owner)
-        if reset:  # the /prefer options are kept: they are named, and only used when a prompt names them
-            current = member_settings.MemberSettings(options=current.options)
         changes = {
             key: value
             for key, value in {"stylize": stylize, "lane": lane, "aspect": aspect, "suffix": suffix}.items()
             if value is not None
         }
-        updated = member_settings.MemberSettings.from_dict({**current.to_dict(), **changes})
-        if changes or reset:
-            try:
-                member_settings.save(client.connection, client.settings, owner, updated)
-            except ValueError as exc:
-                await interaction.response.send_message(f"Not saved: {exc}", ephemeral=True)
-                return
-        await interaction.response.send_message(messages.member_defaults(updated), ephemeral=True)
+
+        def change(current: member_settings.MemberSettings) -> member_settings.MemberSettings:
+            if reset:  # the /prefer options are kept: they are named, and only used when a prompt names them
+                current = member_settings.MemberSettings(options=current.options)
+            return member_settings.MemberSettings.from_dict({**current.to_dict(), **changes})
+
+        await _change_settings(interaction, change, messages.member_defaults)
 
     return command
 

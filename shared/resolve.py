@@ -98,8 +98,14 @@ def _lane_for(prompt: Prompt, settings: Settings, lane: str | None) -> str:
         if prompt.speed not in settings.lanes:
             raise PromptError(f"--{prompt.speed} is not available here; lanes served: {served}")
         return prompt.speed
+    return _served_lane(settings, lane)
+
+
+def _served_lane(settings: Settings, lane: str | None) -> str:
+    """``lane`` (a member's default) or the system default, if the workers serve it; else a ``PromptError``."""
     chosen = lane or settings.default_lane
     if chosen not in settings.lanes:
+        served = ", ".join(settings.lanes)
         raise PromptError(f"lane {chosen!r} (your default) is not served here; lanes served: {served}")
     return chosen
 
@@ -195,9 +201,7 @@ def describe_job(
     candidate prompts from the resident model's alignment scorer, on ``lane`` (default: the default lane)."""
     if not image_url.strip():
         raise ValueError("describe needs an image URL, got an empty one")
-    chosen = lane or settings.default_lane
-    if chosen not in settings.lanes:
-        raise ValueError(f"lane must be one of {', '.join(settings.lanes)}, got {chosen!r}")
+    chosen = _served_lane(settings, lane)
     ref = settings.resolve_model(None)
     side = native_resolution(ref)
     return JobSpec(
