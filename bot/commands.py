@@ -218,6 +218,9 @@ async def describe_command(interaction: discord.Interaction, image: discord.Atta
         log.exception("queue unavailable for /describe by %s", owner)
         await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
         return
+    except ValueError as exc:  # e.g. the member's default lane is no longer served
+        await interaction.response.send_message(messages.prompt_error(str(exc)), ephemeral=True)
+        return
     queued = await submit(interaction, [spec], client.desk, counts)
     log.info("/describe by %s: %s", owner, [s.job_id for s in queued])
 
