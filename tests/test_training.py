@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from shared.defaults import DEFAULT_MODEL
 from training.batches import scene_batches
 from training.detector import detect, largest_of
 from training.evaluate import held_out_prompts
@@ -25,10 +26,11 @@ from training.scenes import (
     render,
     sample_scenes,
 )
-from training.train import TrainConfig, train
+from training.train import TrainConfig, blend_states, encode_texts, load_bert, train
 from worker.alignment import ShapesAlignmentModel, ShapesAlignmentScorer
 from worker.caption_bank import VECTORS_NAME, CaptionBank
 from worker.shapes_pipeline import TOKENS_PER_CHUNK, ShapesPipeline, text_encoder_folder
+from worker.text_encoding import TextEncoding
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +111,39 @@ def test_worker_batches_are_seeded_streams_whose_tokens_are_their_captions() -> 
     assert all(any(word in text for word in COLOUR_WORDS[c]) for text, c in zip(batch["texts"], colours, strict=True))
 
 
+def test_blend_rows_are_the_engines_multi_prompt_of_each_objects_phrase() -> None:
+    folder = str(text_encoder_folder())
+    plain = scene_batches(12, 5, folder, TOKENS_PER_CHUNK, workers=0, pin_memory=False)
+    blended = scene_batches(12, 5, folder, TOKENS_PER_CHUNK, workers=0, pin_memory=False, blend_rows=3)
+    a, batch = next(plain), next(blended)
+    # blend choices have their own generator: the scenes and captions are the stream without blends
+    assert a["texts"] == batch["texts"] and torch.equal(a["input_ids"], batch["input_ids"])
+    rows = batch["blend_index"].tolist()
+    assert len(rows) == 3 and all(int(batch["scene.n_objects"][r]) == 2 for r in rows)
+    assert all(0.35 <= w <= 0.65 for w in batch["blend_weight"].tolist())
+    for r, (first, second) in zip(rows, batch["blend_texts"], strict=True):
+        for k, phrase in ((0, first), (1, second)):
+            assert any(word in phrase for word in COLOUR_WORDS[int(batch["scene.colour"][r, k])])
+            assert any(word in phrase for word in SHAPE_WORDS[int(batch["scene.shape"][r, k])])
+
+    encoder, _ = load_bert("", torch.device("cpu"))
+    states, _ = encode_texts(encoder, batch["input_ids"], batch["attention_mask"])
+    mixed = blend_states(encoder, states, batch, torch.device("cpu"))
+    untouched = [r for r in range(12) if r not in rows]
+    assert torch.equal(mixed[untouched], states[untouched])
+    # what a member's `first::w second::1-w` conditions the shipped model on
+    pipe = ShapesPipeline.from_pretrained(DEFAULT_MODEL)
+    text = TextEncoding.from_pipeline(pipe, model_key="shapes")
+    w = float(batch["blend_weight"][1])
+    first, second = batch["blend_texts"][1]
+    engine = text.encode([(first, w), (second, 1 - w)], []).prompt_embeds  # (1, 32, 384)
+    assert engine.shape == (1, TOKENS_PER_CHUNK, 384)
+    torch.testing.assert_close(mixed[rows[1]], engine[0].float(), atol=1e-4, rtol=1e-4)
+
+
 def test_training_smoke_run_writes_a_loadable_model(tmp_path: Path) -> None:
     out = tmp_path / "tiny-shapes"
-    info = train(TrainConfig(out=str(out), preset="tiny", steps=3, batch=4, log_every=1, seed=0))
+    info = train(TrainConfig(out=str(out), preset="tiny", steps=3, batch=4, log_every=1, seed=0, blend_share=0.5))
     assert info["steps"] == 3 and np.isfinite(info["final_loss"]) and np.isfinite(info["final_align_loss"])
     assert json.loads((out / "training_info.json").read_text())["config"]["preset"] == "tiny"
     pipe = ShapesPipeline.from_pretrained(out)

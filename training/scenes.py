@@ -310,6 +310,11 @@ def caption(scenes: Scenes, b: int, rng: random.Random) -> str:
     return text + bg
 
 
+def object_caption(scenes: Scenes, b: int, k: int, rng: random.Random) -> str:
+    """A caption of object ``k`` of scene ``b`` alone ("a small crimson disc"), as one part of a multi-prompt."""
+    return _article(_object_phrase(scenes, b, k, rng, 0.3)[0])
+
+
 def captions(scenes: Scenes, rng: random.Random) -> list[str]:
     """One caption per scene (tensors are read on the CPU once)."""
     cpu = Scenes(*(getattr(scenes, f).cpu() for f in Scenes.__dataclass_fields__))
