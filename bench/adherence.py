@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from shared.defaults import DEFAULT_GUIDANCE, DEFAULT_MODEL, DEFAULT_STEPS, PROJECT_ROOT
+from shared.defaults import DEFAULT_MODEL, DEFAULT_STEPS, PROJECT_ROOT
+from shared.settings import get_settings
 from training.evaluate import run_all
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ def table(r: dict[str, Any]) -> str:
         rows.append((f"alignment top-1 of 10 captions: {name}", pct(value), ">= 80%"))
     for name in ("a red circle", "a blue square", "a red circle::1 a blue square::1"):
         rows.append((f"red circle + blue square both found: `{name}`", pct(blend[name]), "blend > singles"))
+    if "bare" in r:
+        rows.append(("bare `a <colour> <shape>` (32 x 2 images): exactly one object", pct(r["bare"]["one_object"]), ""))
+        rows.append(("bare `a <colour> <shape>`: colour and shape right", pct(r["bare"]["colour_and_shape"]), ""))
     rows.append(("red pixels: `a red circle`", pct(neg["a red circle"]), ""))
     rows.append(("red pixels: `a red circle --no red`", pct(neg["a red circle --no red"]), "< plain"))
     t = r["timing"]
@@ -65,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=str(PROJECT_ROOT / DEFAULT_MODEL))
     parser.add_argument("--images-per-prompt", type=int, default=4)
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    parser.add_argument(
+        "--guidance", type=float, default=get_settings().guidance, help="default: the configured settings.guidance"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", default="", help="also write the raw numbers to this file")

@@ -141,9 +141,28 @@ def test_blend_rows_are_the_engines_multi_prompt_of_each_objects_phrase() -> Non
     torch.testing.assert_close(mixed[rows[1]], engine[0].float(), atol=1e-4, rtol=1e-4)
 
 
+def test_phrase_rows_caption_one_object_scenes_by_their_bare_phrase() -> None:
+    folder = str(text_encoder_folder())
+    plain = next(scene_batches(32, 6, folder, TOKENS_PER_CHUNK, workers=0, pin_memory=False))
+    batch = next(scene_batches(32, 6, folder, TOKENS_PER_CHUNK, workers=0, pin_memory=False, phrase_rows=4))
+    changed = [b for b in range(32) if batch["texts"][b] != plain["texts"][b]]
+    assert 1 <= len(changed) <= 4 and all(int(batch["scene.n_objects"][b]) == 1 for b in changed)
+    for b in changed:
+        text = batch["texts"][b]
+        # "a crimson disc", "a small cobalt box": article, optional size, colour, shape; nothing else
+        assert text.split()[0] in ("a", "an") and len(text.split()) <= 5
+        assert any(word in text for word in COLOUR_WORDS[int(batch["scene.colour"][b, 0])])
+        assert any(word in text for word in SHAPE_WORDS[int(batch["scene.shape"][b, 0])])
+        assert not torch.equal(batch["input_ids"][b], plain["input_ids"][b])
+
+
 def test_training_smoke_run_writes_a_loadable_model(tmp_path: Path) -> None:
     out = tmp_path / "tiny-shapes"
-    info = train(TrainConfig(out=str(out), preset="tiny", steps=3, batch=4, log_every=1, seed=0, blend_share=0.5))
+    info = train(
+        TrainConfig(
+            out=str(out), preset="tiny", steps=3, batch=4, log_every=1, seed=0, blend_share=0.5, phrase_share=0.25
+        )
+    )
     assert info["steps"] == 3 and np.isfinite(info["final_loss"]) and np.isfinite(info["final_align_loss"])
     assert json.loads((out / "training_info.json").read_text())["config"]["preset"] == "tiny"
     pipe = ShapesPipeline.from_pretrained(out)

@@ -15,6 +15,10 @@ on ``w * E(first) + (1 - w) * E(second)``, the ``::`` multi-prompt contract of `
 their caption, so the model learns that a blend of two prompts asks for both objects. Blend choices come from their own
 generator, so ``blend_rows=0`` leaves the stream exactly as it was.
 
+Phrases: with ``phrase_rows=P``, P one-object rows are captioned by their bare object phrase ("a crimson disc")
+instead of a template. Bare phrases are rare among the captions (about 1% of rows), and a blend of two phrases looks
+like one; trained on blends alone, the model drew two red circles for ``a red circle`` in 5 of 6 images.
+
 Determinism: worker ``w`` draws from generators seeded ``seed * 1000 + w + 1`` (``seed`` when made in-process) and the
 DataLoader yields the workers' batches round-robin, so the same ``(seed, workers, batch)`` gives the same stream.
 """
@@ -47,12 +51,24 @@ BLEND_WEIGHTS = (0.35, 0.65)
 class SceneBatches(IterableDataset[Batch]):
     """An endless stream of captioned, tokenised scene batches (rendering happens on the training device)."""
 
-    def __init__(self, batch: int, seed: int, tokenizer_folder: str, max_length: int, blend_rows: int = 0) -> None:
+    def __init__(
+        self,
+        batch: int,
+        seed: int,
+        tokenizer_folder: str,
+        max_length: int,
+        *,
+        blend_rows: int = 0,
+        phrase_rows: int = 0,
+    ) -> None:
         super().__init__()
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         if not 0 <= blend_rows <= batch:
             raise ValueError(f"blend_rows must be in [0, batch={batch}], got {blend_rows}")
+        if not 0 <= phrase_rows <= batch:
+            raise ValueError(f"phrase_rows must be in [0, batch={batch}], got {phrase_rows}")
+        self.phrase_rows = phrase_rows
         self.batch, self.seed, self.tokenizer_folder, self.max_length = batch, seed, tokenizer_folder, max_length
         self.blend_rows = blend_rows
 
@@ -70,6 +86,10 @@ class SceneBatches(IterableDataset[Batch]):
         while True:
             scenes = sample_scenes(self.batch, gen, "cpu")
             texts = captions(scenes, rng)
+            if self.phrase_rows:
+                one = [b for b in range(self.batch) if int(scenes.n_objects[b]) == 1]
+                for b in blend_rng.sample(one, min(self.phrase_rows, len(one))):
+                    texts[b] = object_caption(scenes, b, 0, blend_rng)
             tokens = tokenizer(
                 texts, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
             )
@@ -111,11 +131,12 @@ def scene_batches(
     workers: int,
     pin_memory: bool,
     blend_rows: int = 0,
+    phrase_rows: int = 0,
 ) -> Iterator[Batch]:
     """Batches from ``workers`` processes (0: made in this process, between steps)."""
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
-    dataset = SceneBatches(batch, seed, tokenizer_folder, max_length, blend_rows)
+    dataset = SceneBatches(batch, seed, tokenizer_folder, max_length, blend_rows=blend_rows, phrase_rows=phrase_rows)
     if workers == 0:
         return iter(dataset)
     loader = DataLoader(

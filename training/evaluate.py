@@ -167,6 +167,24 @@ def blend_check(pipe: ShapesPipeline, n: int, steps: int, guidance: float) -> di
     return out
 
 
+def bare_check(pipe: ShapesPipeline, n: int, steps: int, guidance: float) -> dict[str, float]:
+    """The bare prompts ``a <colour> <shape>`` (every pair, ``n`` images each): exactly one object, and its colour and
+    shape right. Not held out (every pair is seen in training); this is what a member types first."""
+    one, right = [], []
+    for colour in COLOURS:
+        for shape in SHAPES:
+            prompt = f"{_article_of(colour)} {colour} {shape}"
+            for image in generate(pipe, prompt, n, steps, guidance):
+                found = detect(image)
+                one.append(len(found) == 1)
+                right.append(bool(found) and found[0].colour == colour and found[0].shape == shape)
+    return {"one_object": float(np.mean(one)), "colour_and_shape": float(np.mean(right))}
+
+
+def _article_of(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def negative_check(pipe: ShapesPipeline, n: int, steps: int, guidance: float) -> dict[str, float]:
     """Mean fraction of red pixels: `a red circle` vs `a red circle --no red` (negative prompt "red")."""
     plain = generate(pipe, "a red circle", n, steps, guidance)
@@ -236,6 +254,7 @@ def run_all(
         "two_object": two,
         "blend": blend_check(pipe, 16, steps, guidance),
         "negative": negative_check(pipe, 16, steps, guidance),
+        "bare": bare_check(pipe, 2, steps, guidance),
         "retrieval": retrieval(pipe, pairs),
         "timing": timing(pipe, steps, guidance),
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else -1.0,

@@ -76,6 +76,9 @@ class TrainConfig:
     blend_share: float = 0.0
     """Share of each batch conditioned on a weighted blend of its two objects' phrases, the ``::`` contract
     (``training.batches``), instead of its caption; 0 replays the recipes that had no blends exactly."""
+    phrase_share: float = 0.0
+    """Share of each batch (one-object scenes) captioned by the bare object phrase, so that a lone phrase keeps
+    meaning one object while blends of two phrases mean two (``training.batches``)."""
     ema_decay: float = 0.999
     """Per-step decay of the saved weights' moving average. A short continuation wants less (0.995: a horizon of 200
     steps), or the average keeps 0.999**steps of the starting weights (22% after 1,500 steps)."""
@@ -233,6 +236,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         workers=cfg.workers,
         pin_memory=device.type == "cuda",
         blend_rows=round(cfg.blend_share * cfg.batch),
+        phrase_rows=round(cfg.phrase_share * cfg.batch),
     )
     res = int(cfg.model["resolution"])
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -377,7 +381,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet and the alignment model")
     for name in ("steps", "batch", "seed", "log_every", "warmup", "workers", "stop_after"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    for name in ("lr", "align_lr", "max_seconds", "checkpoint_every_s", "cfg_dropout", "ema_decay", "blend_share"):
+    for name in (
+        "lr",
+        "align_lr",
+        "max_seconds",
+        "checkpoint_every_s",
+        "cfg_dropout",
+        "ema_decay",
+        "blend_share",
+        "phrase_share",
+    ):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     args = vars(parser.parse_args(argv))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
