@@ -50,7 +50,8 @@ DEFAULT_STEPS: int = 20
 """Denoising steps at --quality 1."""
 
 DEFAULT_GUIDANCE: float = 7.5
-"""Classifier-free guidance scale at --stylize 100 (the Midjourney default)."""
+"""Classifier-free guidance scale at --stylize 100 for a model with no configured ``guidance`` (Stable Diffusion's
+usual 7.5; config/imagine.toml sets 1.5 for the shipped model, which over-saturates at 7.5)."""
 
 PROGRESS_EVERY_S: float = 2.0
 """Least seconds between two progress edits of a Discord message (Discord's rate limits)."""
@@ -203,11 +204,12 @@ MAX_ASPECT_TERM: int = 10000
 ASPECT_EXACT_AREA_TOLERANCE: float = 0.2
 """An exact-ratio size is used if its area is within this fraction of native_resolution**2 (else nearest multiples)."""
 
-GUIDANCE_AT_STYLIZE_0: float = 3.0
-"""Guidance scale at ``--stylize 0`` (linear from here to settings.guidance at 100)."""
+STYLIZE_0_GUIDANCE_FACTOR: float = 0.4
+"""Guidance at ``--stylize 0`` is this times settings.guidance (3 for 7.5; linear from here to the base at 100)."""
 
-GUIDANCE_AT_STYLIZE_MAX: float = 15.0
-"""Guidance scale at ``--stylize 1000`` (linear from settings.guidance at 100 to here)."""
+STYLIZE_MAX_GUIDANCE_FACTOR: float = 2.0
+"""Guidance at ``--stylize 1000`` is this times settings.guidance (15 for 7.5; linear from the base at 100 to here).
+Factors rather than fixed scales, so a model whose best guidance is 2 (the shipped one) is not driven to 15."""
 
 RAW_STYLE_GUIDANCE_FACTOR: float = 0.7
 """``--style raw`` multiplies the stylize guidance by this (less "opinionated" images)."""

@@ -55,12 +55,12 @@ def image_size(aspect_ratio: tuple[int, int], native: int, multiple: int) -> tup
 def guidance_for(stylize: int, style: str | None, base: float) -> float:
     """Guidance scale for ``--stylize`` (and ``--style raw``), piecewise linear and monotone in stylize.
 
-    0 -> ``min(GUIDANCE_AT_STYLIZE_0, base)``, 100 -> ``base`` (settings.guidance), 1000 ->
-    ``max(GUIDANCE_AT_STYLIZE_MAX, base)``, linear in between; ``--style raw`` multiplies by
+    0 -> ``base * STYLIZE_0_GUIDANCE_FACTOR``, 100 -> ``base`` (settings.guidance), 1000 ->
+    ``base * STYLIZE_MAX_GUIDANCE_FACTOR``, linear in between; ``--style raw`` multiplies by
     ``RAW_STYLE_GUIDANCE_FACTOR``; never below ``MIN_GUIDANCE``; rounded to 4 decimals.
     """
-    low = min(defaults.GUIDANCE_AT_STYLIZE_0, base)
-    high = max(defaults.GUIDANCE_AT_STYLIZE_MAX, base)
+    low = base * defaults.STYLIZE_0_GUIDANCE_FACTOR
+    high = base * defaults.STYLIZE_MAX_GUIDANCE_FACTOR
     if stylize <= 100:
         guidance = low + (base - low) * stylize / 100
     else:
