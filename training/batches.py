@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 Batch = dict[str, Any]
 """One batch: the ``Scenes`` fields as CPU tensors under ``scene.<field>``, ``input_ids`` and ``attention_mask``
 (B, tokens) int64, and ``texts`` (B captions). With blends: ``blend_index`` (K,) int64 rows, ``blend_ids`` and
-``blend_mask`` (K, 2, tokens) int64 (the two objects' phrases), ``blend_weight`` (K,) float32 (the first phrase's)."""
+``blend_mask`` (K, 2, tokens) int64 (the two objects' phrases), ``blend_weight`` (K,) float32 (the first phrase's),
+``blend_texts`` (K pairs of phrases)."""
 
 BLEND_STREAM = 7919
 """Offset of the blend choices' generator from the stream's seed (a prime, so it never meets another worker's)."""
@@ -68,9 +69,8 @@ class SceneBatches(IterableDataset[Batch]):
             raise ValueError(f"blend_rows must be in [0, batch={batch}], got {blend_rows}")
         if not 0 <= phrase_rows <= batch:
             raise ValueError(f"phrase_rows must be in [0, batch={batch}], got {phrase_rows}")
-        self.phrase_rows = phrase_rows
         self.batch, self.seed, self.tokenizer_folder, self.max_length = batch, seed, tokenizer_folder, max_length
-        self.blend_rows = blend_rows
+        self.blend_rows, self.phrase_rows = blend_rows, phrase_rows
 
     def __iter__(self) -> Iterator[Batch]:
         from transformers import AutoTokenizer
