@@ -29,6 +29,7 @@ from training.scenes import (
 from training.train import TrainConfig, blend_states, encode_texts, load_bert, train
 from worker.alignment import ShapesAlignmentModel, ShapesAlignmentScorer
 from worker.caption_bank import VECTORS_NAME, CaptionBank
+from worker.coord_unet import CoordUNet2DConditionModel
 from worker.shapes_pipeline import TOKENS_PER_CHUNK, ShapesPipeline, text_encoder_folder
 from worker.text_encoding import TextEncoding
 
@@ -176,3 +177,13 @@ def test_training_smoke_run_writes_a_loadable_model(tmp_path: Path) -> None:
     stored = load_file(str(out / "alignment" / VECTORS_NAME))["vectors"]
     bank = CaptionBank.load(out / "alignment", scorer)
     assert bank is not None and torch.equal(bank.vectors, stored.float()) and stored.shape == (2080, 32)
+
+    # --coords continues the plain model with coordinate channels; the folder then names the coordinate UNet
+    more = tmp_path / "tiny-coords"
+    train(TrainConfig(out=str(more), preset="tiny", steps=2, batch=4, seed=1, coords=True, init_from=str(out)))
+    assert json.loads((more / "model_index.json").read_text())["unet"] == ["worker", "CoordUNet2DConditionModel"]
+    coord_pipe = ShapesPipeline.from_pretrained(more)
+    assert isinstance(coord_pipe.unet, CoordUNet2DConditionModel)
+    assert coord_pipe.unet.conv_in.coord_weight.abs().max() > 0  # learnt from zero in two steps
+    plain_weight = pipe.unet.conv_in.weight
+    assert coord_pipe.unet.conv_in.weight.shape == plain_weight.shape

@@ -32,6 +32,7 @@ from training.batches import scene_batches, scenes_of
 from training.candidates import write_caption_bank
 from training.scenes import render
 from worker.alignment import ShapesAlignmentModel, mean_pool
+from worker.coord_unet import CoordUNet2DConditionModel
 from worker.shapes_pipeline import TOKENS_PER_CHUNK, text_encoder_folder, write_model_index
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,12 @@ class TrainConfig:
     phrase_share: float = 0.0
     """Share of each batch (one-object scenes) captioned by the bare object phrase, so that a lone phrase keeps
     meaning one object while blends of two phrases mean two (``training.batches``)."""
+    coords: bool = False
+    """Train a ``CoordUNet2DConditionModel`` (coordinate features at ``conv_in`` and every attention block,
+    ``worker.coord_unet``); from a plain ``--init-from`` model its coordinate weights start at zero."""
+    coord_lr_scale: float = 10.0
+    """Learning-rate multiple of the coordinate weights: zero-initialised weights moved by ``lr`` per Adam step would
+    take thousands of steps to reach the size of the colour weights beside them."""
     ema_decay: float = 0.999
     """Per-step decay of the saved weights' moving average. A short continuation wants less (0.995: a horizon of 200
     steps), or the average keeps 0.999**steps of the starting weights (22% after 1,500 steps)."""
@@ -112,6 +119,25 @@ def unet_config(model: dict[str, Any]) -> dict[str, Any]:
         "attention_head_dim": model["attention_heads"],
         "norm_num_groups": model["norm_num_groups"],
     }
+
+
+def make_unet(cfg: TrainConfig) -> UNet2DConditionModel:
+    """The denoiser of ``cfg``: plain, or with coordinate channels (``--coords``)."""
+    cls = CoordUNet2DConditionModel if cfg.coords else UNet2DConditionModel
+    return cls(**unet_config(cfg.model))
+
+
+def load_unet_weights(unet: UNet2DConditionModel, folder: str) -> None:
+    """Load ``folder``'s UNet into ``unet`` (a plain one into a coordinate one: coordinate weights stay zero)."""
+    saved = json.loads(Path(folder, "config.json").read_text())["_class_name"]
+    cls = CoordUNet2DConditionModel if saved == CoordUNet2DConditionModel.__name__ else UNet2DConditionModel
+    if cls is CoordUNet2DConditionModel and not isinstance(unet, CoordUNet2DConditionModel):
+        raise ValueError(f"--init-from {folder} has coordinate channels; train it with --coords")
+    state = cls.from_pretrained(folder).float().state_dict()
+    if isinstance(unet, CoordUNet2DConditionModel) and cls is UNet2DConditionModel:
+        unet.load_plain_weights(state)
+    else:
+        unet.load_state_dict(state)
 
 
 def make_scheduler() -> DDIMScheduler:
@@ -172,13 +198,13 @@ def save_model(
 ) -> None:
     """Write the model folder: model_index.json, unet/ (EMA weights, fp16), scheduler/, alignment/, training_info."""
     folder.mkdir(parents=True, exist_ok=True)
-    shipped = UNet2DConditionModel(**unet_config(cfg.model))
+    shipped = make_unet(cfg)
     with torch.no_grad():
         for p, e in zip(shipped.parameters(), ema, strict=True):
             p.copy_(e.detach().cpu())
     shipped.half().save_pretrained(str(folder / "unet"))
     make_scheduler().save_pretrained(str(folder / "scheduler"))
-    write_model_index(folder, "DDIMScheduler")
+    write_model_index(folder, "DDIMScheduler", type(shipped).__name__)
     sub = folder / "alignment"
     sub.mkdir(exist_ok=True)
     (sub / "config.json").write_text(json.dumps(align.config, indent=2) + "\n")
@@ -205,12 +231,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     empty = tokenizer([""], padding="max_length", max_length=TOKENS_PER_CHUNK, truncation=True, return_tensors="pt")
     empty_states, _ = encode_texts(encoder, empty["input_ids"].to(device), empty["attention_mask"].to(device))
 
-    unet = UNet2DConditionModel(**unet_config(cfg.model))
+    unet = make_unet(cfg)
     align = ShapesAlignmentModel(
         image_size=cfg.model["resolution"], channels=cfg.model["align_channels"], embed_dim=cfg.model["align_embed_dim"]
     )
     if cfg.init_from:  # continue from a saved model folder (its EMA UNet and its alignment model)
-        unet.load_state_dict(UNet2DConditionModel.from_pretrained(cfg.init_from + "/unet").float().state_dict())
+        load_unet_weights(unet, cfg.init_from + "/unet")
         align.load_state_dict(ShapesAlignmentModel.from_folder(cfg.init_from + "/alignment").state_dict())
         print(f"initialised from {cfg.init_from}", flush=True)
     unet = unet.to(device).train()
@@ -218,7 +244,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     n_unet = sum(p.numel() for p in unet.parameters())
     n_align = sum(p.numel() for p in align.parameters())
     fused = device.type == "cuda"  # one kernel per optimiser step instead of one per parameter tensor
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.01, fused=fused)
+    coord = unet.coord_parameters() if isinstance(unet, CoordUNet2DConditionModel) else []
+    rest = [p for p in unet.parameters() if all(p is not c for c in coord)]
+    groups = [{"params": rest, "lr_scale": 1.0}, {"params": coord, "lr_scale": cfg.coord_lr_scale}]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.01, fused=fused)
     align_opt = torch.optim.AdamW(align.parameters(), lr=cfg.align_lr, weight_decay=0.01, fused=fused)
     # compiled views share the parameters of `unet` and `align`; optimisers, EMA and saving use the originals
     unet_fn: Any = torch.compile(unet) if cfg.compile else unet
@@ -281,7 +310,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             0.55 + 0.45 * math.cos(math.pi * min(step / max(total, 1), 1.0))
         )
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * lr_scale
+            group["lr"] = cfg.lr * lr_scale * group["lr_scale"]
         with autocast:
             pred = unet_fn(noisy, t, encoder_hidden_states=cond, return_dict=False)[0]
         loss = (weight * F.mse_loss(pred.float(), target, reduction="none").mean((1, 2, 3))).mean()
@@ -323,7 +352,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             print(
                 f"step {step:6d}/{total}  loss {recent:.4f}  align {recent_align:.3f}  "
                 f"T {1 / align.logit_scale.detach().exp().item():.3f}  "
-                f"{step / (now - t0):.1f} it/s  data wait {100 * data_wait / (now - t0):.0f}%  {now - started:.0f} s",
+                f"{step / (now - t0):.1f} it/s  data wait {100 * data_wait / (now - t0):.0f}%  {now - started:.0f} s"
+                + (f"  coord |w| {torch.cat([p.detach().flatten() for p in coord]).abs().mean():.4f}" if coord else ""),
                 flush=True,
             )
         if now - last_ckpt > cfg.checkpoint_every_s or step in (total, cfg.stop_after):
@@ -379,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("out", "preset", "device", "bert_folder", "init_from"):
         parser.add_argument(f"--{name.replace('_', '-')}", default=getattr(defaults, name))
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet and the alignment model")
+    parser.add_argument("--coords", action="store_true", help="give the UNet x, y input channels (worker.coord_unet)")
     for name in ("steps", "batch", "seed", "log_every", "warmup", "workers", "stop_after"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in (
@@ -390,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         "ema_decay",
         "blend_share",
         "phrase_share",
+        "coord_lr_scale",
     ):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     args = vars(parser.parse_args(argv))

@@ -23,6 +23,8 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from worker.coord_unet import CoordUNet2DConditionModel
+
 log = logging.getLogger(__name__)
 
 TOKENS_PER_CHUNK = 32
@@ -33,6 +35,11 @@ SCHEDULERS: dict[str, Any] = {
     "DDIMScheduler": DDIMScheduler,
     "DPMSolverMultistepScheduler": DPMSolverMultistepScheduler,
 }
+UNET_CLASSES: dict[str, type[UNet2DConditionModel]] = {
+    "UNet2DConditionModel": UNet2DConditionModel,
+    "CoordUNet2DConditionModel": CoordUNet2DConditionModel,
+}
+"""Denoisers a model folder may name in model_index.json (the second one adds pixel coordinates; worker.coord_unet)."""
 ACCEPTED_IGNORED_KWARGS = frozenset({"local_files_only", "use_safetensors"})
 
 
@@ -106,7 +113,10 @@ class ShapesPipeline(DiffusionPipeline):
         if scheduler_name not in SCHEDULERS:
             raise ValueError(f"{index_path} names scheduler {scheduler_name!r}; allowed: {sorted(SCHEDULERS)}")
         dtype = torch_dtype or torch.float32
-        unet = UNet2DConditionModel.from_pretrained(str(folder / "unet"), torch_dtype=dtype)
+        unet_name = index["unet"][1]
+        if unet_name not in UNET_CLASSES:
+            raise ValueError(f"{index_path} names unet {unet_name!r}; allowed: {sorted(UNET_CLASSES)}")
+        unet = UNET_CLASSES[unet_name].from_pretrained(str(folder / "unet"), torch_dtype=dtype)
         scheduler = SCHEDULERS[scheduler_name].from_pretrained(str(folder / "scheduler"))
         if text_encoder is None or tokenizer is None:
             loaded_encoder, loaded_tokenizer = load_text_encoder(
@@ -124,7 +134,7 @@ class ShapesPipeline(DiffusionPipeline):
         folder.mkdir(parents=True, exist_ok=True)
         self.unet.save_pretrained(str(folder / "unet"))
         self.scheduler.save_pretrained(str(folder / "scheduler"))
-        write_model_index(folder, type(self.scheduler).__name__)
+        write_model_index(folder, type(self.scheduler).__name__, type(self.unet).__name__)
 
     # ------------------------------------------------------------------------------------------------------ stages
     @property
@@ -340,7 +350,9 @@ class ShapesPipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=images)
 
 
-def write_model_index(folder: Path, scheduler_class: str = "DDIMScheduler") -> None:
+def write_model_index(
+    folder: Path, scheduler_class: str = "DDIMScheduler", unet_class: str = "UNet2DConditionModel"
+) -> None:
     """The model_index.json the engine reads (``_class_name``) and ``from_pretrained`` follows."""
     import diffusers
 
@@ -351,6 +363,6 @@ def write_model_index(folder: Path, scheduler_class: str = "DDIMScheduler") -> N
         "scheduler": ["diffusers", scheduler_class],
         "text_encoder": [None, None],
         "tokenizer": [None, None],
-        "unet": ["diffusers", "UNet2DConditionModel"],
+        "unet": [UNET_CLASSES[unet_class].__module__.split(".")[0], unet_class],
     }
     (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
