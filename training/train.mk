@@ -30,14 +30,14 @@ train-model:
 
 # Continue training the shipped model for TRAIN_SECONDS on a GPU (prepared, not run): batches of 2,048 from
 # TRAIN_WORKERS DataLoader processes; --coords gives the UNet pixel coordinates (worker/coord_unet.py, zero-initialised,
-# at 5x the learning rate) for regions and relations; 10% multi-prompt blends and 10% bare-phrase captions together
+# at 5x the learning rate) for regions and relations; 10% multi-prompt blends and 25% bare-phrase captions together
 # (blends alone taught the model that a short phrase means two objects; docs/model-card.md, "Multi-prompt blends").
 # Writes $(TRAIN_RUNS)/imagine-shapes-more (checkpoints every minute); copy it over MODEL_OUT only once
 # `make evaluate-model MODEL_OUT=...` shows it better.
 train-more:
 	PYTHONUNBUFFERED=1 $(TRAIN_PYTHON) -m training.train --out $(TRAIN_RUNS)/imagine-shapes-more \
 		--device $(TRAIN_DEVICE) --init-from $(MODEL_OUT) --coords --coord-lr-scale 5 --batch 2048 --lr 4e-4 \
-		--warmup 100 --ema-decay 0.995 --blend-share 0.1 --phrase-share 0.1 --seed 7 --workers $(TRAIN_WORKERS) \
+		--warmup 100 --ema-decay 0.995 --blend-share 0.1 --phrase-share 0.25 --seed 7 --workers $(TRAIN_WORKERS) \
 		--steps 100000 --max-seconds $(TRAIN_SECONDS) --checkpoint-every-s 60
 
 evaluate-model:
