@@ -33,7 +33,7 @@ from training.candidates import write_caption_bank
 from training.scenes import render
 from worker.alignment import ShapesAlignmentModel, mean_pool
 from worker.coord_unet import CoordUNet2DConditionModel
-from worker.shapes_pipeline import TOKENS_PER_CHUNK, text_encoder_folder, write_model_index
+from worker.shapes_pipeline import TOKENS_PER_CHUNK, UNET_CLASSES, text_encoder_folder, write_model_index
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +130,12 @@ def make_unet(cfg: TrainConfig) -> UNet2DConditionModel:
 def load_unet_weights(unet: UNet2DConditionModel, folder: str) -> None:
     """Load ``folder``'s UNet into ``unet`` (a plain one into a coordinate one: coordinate weights stay zero)."""
     saved = json.loads(Path(folder, "config.json").read_text())["_class_name"]
-    cls = CoordUNet2DConditionModel if saved == CoordUNet2DConditionModel.__name__ else UNet2DConditionModel
-    if cls is CoordUNet2DConditionModel and not isinstance(unet, CoordUNet2DConditionModel):
+    if saved not in UNET_CLASSES:
+        raise ValueError(f"--init-from {folder} has a {saved!r}; allowed: {sorted(UNET_CLASSES)}")
+    if saved == CoordUNet2DConditionModel.__name__ and not isinstance(unet, CoordUNet2DConditionModel):
         raise ValueError(f"--init-from {folder} has coordinate channels; train it with --coords")
-    state = cls.from_pretrained(folder).float().state_dict()
-    if isinstance(unet, CoordUNet2DConditionModel) and cls is UNet2DConditionModel:
+    state = UNET_CLASSES[saved].from_pretrained(folder).float().state_dict()
+    if isinstance(unet, CoordUNet2DConditionModel) and saved == UNet2DConditionModel.__name__:
         unet.load_plain_weights(state)
     else:
         unet.load_state_dict(state)
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("out", "preset", "device", "bert_folder", "init_from"):
         parser.add_argument(f"--{name.replace('_', '-')}", default=getattr(defaults, name))
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet and the alignment model")
-    parser.add_argument("--coords", action="store_true", help="give the UNet x, y input channels (worker.coord_unet)")
+    parser.add_argument("--coords", action="store_true", help="give the UNet pixel coordinates (worker.coord_unet)")
     for name in ("steps", "batch", "seed", "log_every", "warmup", "workers", "stop_after"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in (
