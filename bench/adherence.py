@@ -2,7 +2,8 @@
 
 Held-out prompt adherence judged by the deterministic detector (``training.detector``), the multi-prompt blend and
 `--no` checks, the contrastive scorer's top-1 retrieval among 10 captions, and sampling seconds for 4 images. Takes
-about 5-10 minutes on 2 CPU cores (400 images); ``--json`` also writes the raw numbers.
+about 5-10 minutes on 2 CPU cores (400 images); ``--json`` also writes the raw numbers. Held-out prompts get
+layouts as the worker applies them (``--layout-strength``, default the configured one; 0 measures the model alone).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def table(r: dict[str, Any]) -> str:
     )
     head = (
         f"Held-out prompts: 50 one-object + 50 two-object, {r['images_per_prompt']} images each, "
-        f"{r['steps']} DDIM steps, guidance {r['guidance']:g}.\n\n"
+        f"{r['steps']} DDIM steps, guidance {r['guidance']:g}, layout strength {r['layout_strength']:g}.\n\n"
         "| measure | value | goal |\n| --- | --- | --- |\n"
     )
     return head + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
@@ -72,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--guidance", type=float, default=get_settings().guidance, help="default: the configured settings.guidance"
     )
+    parser.add_argument(
+        "--layout-strength",
+        type=float,
+        default=get_settings().layout_strength,
+        help="attention bias of place phrases (worker.layout_attention); 0: the model alone",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", default="", help="also write the raw numbers to this file")
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run_all(args.model, args.images_per_prompt, args.steps, args.guidance, args.device)
+    result = run_all(args.model, args.images_per_prompt, args.steps, args.guidance, args.device, args.layout_strength)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     image_ttl_s: int = Field(default=defaults.IMAGE_TTL_S, description="Seconds stored images are kept.")
     steps: int = Field(default=defaults.DEFAULT_STEPS, description="Denoising steps at --quality 1.")
     guidance: float = Field(default=defaults.DEFAULT_GUIDANCE, description="Guidance scale at --stylize 100.")
+    layout_strength: float = Field(
+        default=defaults.LAYOUT_STRENGTH, ge=0, description="Bias that puts objects where prompts say; 0 = off."
+    )
     alignment_clip: str = Field(default="", description="Local CLIP folder for alignment scores of any model.")
     upscaler: str = Field(default="", description="Upscaler model name; empty means the default (see worker.upscaler).")
     discord_token: SecretStr = Field(default=SecretStr(""), description="Bot token.")

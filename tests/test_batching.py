@@ -73,7 +73,7 @@ def test_batch_key_separates_what_cannot_share_a_pass() -> None:
 def test_batched_images_are_the_images_each_job_makes_alone(engine: Engine) -> None:
     specs = [
         make_spec("a red circle", seed=7, guidance=5.0),
-        make_spec("two blue squares on green", seed=1234, guidance=9.0, negative=("yellow",)),
+        make_spec("two blue squares above a green field", seed=1234, guidance=9.0, negative=("yellow",)),
         make_spec("a star", seed=99, guidance=1.0, chaos=0.5, weird=0.3),
     ]
     seen: dict[int, list[tuple[int, int, tuple[int, ...]]]] = {i: [] for i in range(len(specs))}
@@ -89,9 +89,12 @@ def test_batched_images_are_the_images_each_job_makes_alone(engine: Engine) -> N
         difference = np.abs(pixels(together) - pixels(single))
         assert difference.max() <= 2, f"job {index}: batched pixels differ from alone by up to {difference.max()}"
         assert together.notes["batch"] == {"jobs": 3, "images": 12, "position": index}
+        assert together.notes.get("layout") == single.notes.get("layout")
         assert [step for step, _, _ in seen[index]] == [1, 2, 3]
         assert all(shape[0] == 4 for _, _, shape in seen[index])
     assert np.abs(pixels(batched[0]) - pixels(batched[1])).max() > 10  # different jobs, different images
+    assert isinstance(batched[1], Generation)
+    assert [item["phrase"] for item in batched[1].notes["layout"]] == ["two blue squares", "a green field"]
 
 
 def test_a_cancelled_job_in_a_batch_ends_cancelled_and_the_others_finish(engine: Engine) -> None:

@@ -274,12 +274,24 @@ def test_poolings_over_the_attention_mask(bert: BertComponents) -> None:
 # --- stage 5: weighted parts, negative prompt, chunk alignment -------------------------------------------------
 
 
-def test_weights_are_normalised_exactly(bert: BertComponents) -> None:
+def test_parts_lie_side_by_side_scaled_by_their_normalised_weights(bert: BertComponents) -> None:
     text = TextEncoding.from_pipeline(bert, model_key="shapes")
-    cond = text.encode([("a", 2.0), ("b", -0.5)], [])
-    a, b = text.contextual_embeddings("a"), text.contextual_embeddings("b")
-    assert torch.equal(cond.prompt_embeds, (2 * a - 0.5 * b) / 1.5)
-    assert torch.equal(cond.negative_prompt_embeds, text.contextual_embeddings(""))
+    cond = text.encode([("a red circle", 2.0), ("blue", -0.5)], [])
+    # [CLS] a red circle [SEP] = 5 tokens, [CLS] blue [SEP] = 3; weights 2 and -0.5 normalise to 4/3 and -1/3,
+    # times 2 parts.
+    first, second = text.contextual_embeddings("a red circle"), text.contextual_embeddings("blue")
+    empty = text.contextual_embeddings("")
+    assert cond.prompt_embeds.shape == (1, 32, 384)
+    assert torch.allclose(cond.prompt_embeds[:, :5], first[:, :5] * (2 * 2.0 / 1.5))
+    assert torch.allclose(cond.prompt_embeds[:, 5:8], second[:, :3] * (2 * -0.5 / 1.5))
+    assert torch.equal(cond.prompt_embeds[:, 8:], empty[:, 8:])
+    assert torch.equal(cond.negative_prompt_embeds, empty)
+
+
+def test_one_part_is_its_own_encoding_whatever_its_weight(bert: BertComponents) -> None:
+    text = TextEncoding.from_pipeline(bert, model_key="shapes")
+    cond = text.encode([("a red circle", 3.0)], [])
+    assert torch.equal(cond.prompt_embeds, text.contextual_embeddings("a red circle"))
 
 
 def test_sdxl_pooled_vectors_are_weighted_too(sdxl_pipe: Any) -> None:
@@ -290,7 +302,12 @@ def test_sdxl_pooled_vectors_are_weighted_too(sdxl_pipe: Any) -> None:
     assert cat.pooled_prompt_embeds is not None and dog.pooled_prompt_embeds is not None
     assert cond.pooled_prompt_embeds is not None
     assert torch.equal(cond.pooled_prompt_embeds, (3 * cat.pooled_prompt_embeds + dog.pooled_prompt_embeds) / 4)
-    assert torch.equal(cond.prompt_embeds, (3 * cat.prompt_embeds + dog.prompt_embeds) / 4)
+    # Token states side by side: <bos> a cat <eos> times 2 * 3/4, then <bos> a dog <eos> times 2 * 1/4, both
+    # encoders' states on the feature axis.
+    n_cat, n_dog = (len(text.tokenize(t).ids) for t in ("a cat", "a dog"))  # specials included
+    assert cond.prompt_embeds.shape == cat.prompt_embeds.shape
+    assert torch.allclose(cond.prompt_embeds[:, :n_cat], cat.prompt_embeds[:, :n_cat] * 1.5)
+    assert torch.allclose(cond.prompt_embeds[:, n_cat : n_cat + n_dog], dog.prompt_embeds[:, :n_dog] * 0.5)
 
 
 @pytest.mark.parametrize("weights", [(1.0, -1.0), (-2.0, 0.5), (0.0,)])
@@ -306,9 +323,14 @@ def test_negative_prompt_and_parts_padded_to_the_same_chunks(bert: BertComponent
     long = words(45)  # two windows
     cond = text.encode([(long, 1.0), ("a circle", 1.0)], ["blurry", "dark"])
     empty = text.contextual_embeddings("")
-    short = torch.cat([text.contextual_embeddings("a circle"), empty], dim=1)
+    report = text.tokenize(long)  # two windows, each framed by [CLS] ... [SEP]
+    assert report.chunks == 2
+    n = len(report.ids) + 2  # real tokens of both windows
+    encoded = text.contextual_embeddings(long)
     assert cond.prompt_embeds.shape == cond.negative_prompt_embeds.shape == (1, 64, 384)
-    assert torch.equal(cond.prompt_embeds, (text.contextual_embeddings(long) + short) / 2)
+    assert torch.equal(cond.prompt_embeds[:, :n], encoded[:, :n])
+    assert torch.equal(cond.prompt_embeds[:, n : n + 4], text.contextual_embeddings("a circle")[:, :4])
+    assert torch.equal(cond.prompt_embeds[:, n + 4 :], empty[:, n + 4 - 32 :])
     assert torch.equal(cond.negative_prompt_embeds, torch.cat([text.contextual_embeddings("blurry, dark"), empty], 1))
     assert [report.text for report in cond.token_reports] == [long, "a circle", "blurry, dark"]
     assert isinstance(cond, Conditioning) and not cond.truncated
@@ -354,6 +376,9 @@ def test_dtype_follows_the_text_encoder(tiny_model: Path) -> None:
     cond = text.encode([("a cat", 2.0), ("a dog", 1.0)], ["blur"])
     assert cond.prompt_embeds.dtype == cond.negative_prompt_embeds.dtype == torch.bfloat16
     assert text.text_vector(["a cat"]).dtype == torch.bfloat16
-    # The weighted sum is accumulated in float32, then rounded once.
+    # The scaled parts are computed in float32, then rounded once.
     cat, dog = text.contextual_embeddings("a cat").float(), text.contextual_embeddings("a dog").float()
-    assert torch.equal(cond.prompt_embeds, ((2 * cat + dog) / 3).to(torch.bfloat16))
+    n_cat, n_dog = (len(text.tokenize(t).ids) for t in ("a cat", "a dog"))  # specials included
+    assert torch.equal(cond.prompt_embeds[:, :n_cat], (cat[:, :n_cat] * 4 / 3).to(torch.bfloat16))
+    dog_part = cond.prompt_embeds[:, n_cat : n_cat + n_dog]
+    assert torch.equal(dog_part, (dog[:, :n_dog] * 2 / 3).to(torch.bfloat16))

@@ -129,12 +129,12 @@ def test_blend_rows_are_the_engines_multi_prompt_of_each_objects_phrase() -> Non
 
     encoder, _ = load_bert("", torch.device("cpu"))
     states, _ = encode_texts(encoder, batch["input_ids"], batch["attention_mask"])
-    mixed = blend_states(encoder, states, batch, torch.device("cpu"))
+    pipe = ShapesPipeline.from_pretrained(DEFAULT_MODEL)
+    text = TextEncoding.from_pipeline(pipe, model_key="shapes")
+    mixed = blend_states(encoder, states, batch, torch.device("cpu"), text.contextual_embeddings("").float())
     untouched = [r for r in range(12) if r not in rows]
     assert torch.equal(mixed[untouched], states[untouched])
     # what a member's `first::w second::1-w` conditions the shipped model on
-    pipe = ShapesPipeline.from_pretrained(DEFAULT_MODEL)
-    text = TextEncoding.from_pipeline(pipe, model_key="shapes")
     w = float(batch["blend_weight"][1])
     first, second = batch["blend_texts"][1]
     engine = text.encode([(first, w), (second, 1 - w)], []).prompt_embeds  # (1, 32, 384)

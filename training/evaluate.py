@@ -32,7 +32,10 @@ from training.scenes import (
     sample_scenes,
     two_object_prompt,
 )
+from worker.layout import parse_layout
+from worker.layout_attention import LayoutBias, install, row_layout
 from worker.shapes_pipeline import ShapesPipeline
+from worker.text_encoding import TextEncoding
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,31 @@ def judge(item: EvalPrompt, found: list[Detection]) -> dict[str, bool]:
     return {"both_colours": both, "relation": relation, "both_shapes": shapes}
 
 
+@dataclass(frozen=True)
+class Steering:
+    """Layouts as the engine applies them (``Engine.prepare_layout``): prompts that name places get the attention
+    bias of ``worker.layout_attention`` at ``strength``."""
+
+    encoding: TextEncoding
+    strength: float
+
+    @classmethod
+    def of(cls, pipe: ShapesPipeline, strength: float) -> Steering | None:
+        """None when ``strength`` is 0 (the model alone)."""
+        if strength == 0:
+            return None
+        if not install(pipe.unet):
+            raise ValueError("the pipeline's UNet runs custom attention processors; layouts cannot be applied")
+        return cls(TextEncoding.from_pipeline(pipe, model_key=str(pipe.model_folder), cache_size=0), strength)
+
+    def kwargs(self, prompt: str, n: int, size: int) -> dict[str, Any]:
+        layout = parse_layout(prompt)
+        if layout is None:
+            return {}
+        row = row_layout(self.encoding, layout)
+        return {"cross_attention_kwargs": {"layout": LayoutBias((row,) * n, size, size, self.strength)}}
+
+
 def generate(
     pipe: ShapesPipeline,
     prompt: str | None,
@@ -104,24 +132,33 @@ def generate(
     guidance: float,
     *,
     seed: int = EVAL_SEED,
+    steering: Steering | None = None,
     **kwargs: Any,
 ) -> list[Any]:
-    """``n`` images of one prompt, image k from its own generator seeded ``seed * 1000 + k``."""
+    """``n`` images of one prompt, image k from its own generator seeded ``seed * 1000 + k``; with ``steering``,
+    the prompt's layout as the engine would apply it."""
     gens = [torch.Generator().manual_seed(seed * 1000 + k) for k in range(n)]
     if prompt is not None:
         kwargs["prompt"] = [prompt] * n
+        if steering is not None:
+            kwargs.update(steering.kwargs(prompt, n, int(pipe.unet.config.sample_size)))
     return list(pipe(generator=gens, num_inference_steps=steps, guidance_scale=guidance, **kwargs).images)
 
 
-def adherence(
-    pipe: ShapesPipeline, prompts: list[EvalPrompt], images_per_prompt: int, steps: int, guidance: float
+def adherence(  # noqa: PLR0917 (the evaluation knobs, in the order bench passes them)
+    pipe: ShapesPipeline,
+    prompts: list[EvalPrompt],
+    images_per_prompt: int,
+    steps: int,
+    guidance: float,
+    steering: Steering | None = None,
 ) -> tuple[dict[str, float], dict[str, float], list[tuple[EvalPrompt, Any]]]:
     """(one-object rates, two-object rates, generated (prompt, image) pairs)."""
     one: dict[str, list[bool]] = {}
     two: dict[str, list[bool]] = {}
     pairs = []
     for k, item in enumerate(prompts):
-        for image in generate(pipe, item.prompt, images_per_prompt, steps, guidance):
+        for image in generate(pipe, item.prompt, images_per_prompt, steps, guidance, steering=steering):
             verdict = judge(item, detect(image))
             target = one if len(item.colours) == 1 else two
             for key, ok in verdict.items():
@@ -137,10 +174,9 @@ def adherence(
 
 
 def blend_embeds(pipe: ShapesPipeline, parts: list[tuple[str, float]]) -> torch.Tensor:
-    """Weighted sum of the parts' (1, 32, 384) states, weights normalised to sum 1 (the multi-prompt contract)."""
-    total = sum(w for _, w in parts)
-    embeds = [pipe.encode_prompt(text, None, pipe.device)[0] * (w / total) for text, w in parts]
-    return torch.stack(embeds).sum(0)
+    """The engine's multi-prompt conditioning of ``parts`` (``worker.text_encoding``, parts side by side): (1, T, D)."""
+    encoding = TextEncoding.from_pipeline(pipe, model_key=str(pipe.model_folder), cache_size=0)
+    return encoding.encode(parts, []).prompt_embeds
 
 
 def has(found: list[Detection], colour: str, shape: str) -> bool:
@@ -237,19 +273,27 @@ def timing(pipe: ShapesPipeline, steps: int, guidance: float, repeats: int = 3) 
     return {"seconds": statistics.median(seconds), "min_seconds": min(seconds), "threads": torch.get_num_threads()}
 
 
-def run_all(
-    model: str, images_per_prompt: int = 4, steps: int = 20, guidance: float = 7.5, device: str = "cpu"
+def run_all(  # noqa: PLR0917 (bench/adherence.py passes its arguments in order)
+    model: str,
+    images_per_prompt: int = 4,
+    steps: int = 20,
+    guidance: float = 7.5,
+    device: str = "cpu",
+    layout_strength: float = 0.0,
 ) -> dict[str, Any]:
-    """Every measurement of the model card, as one dict."""
+    """Every measurement of the model card, as one dict; held-out adherence with layouts at ``layout_strength``
+    (0: the model alone)."""
     pipe = ShapesPipeline.from_pretrained(model).to(device)
     pipe.set_progress_bar_config(disable=True)
     prompts = held_out_prompts()
-    one, two, pairs = adherence(pipe, prompts, images_per_prompt, steps, guidance)
+    steering = Steering.of(pipe, layout_strength)
+    one, two, pairs = adherence(pipe, prompts, images_per_prompt, steps, guidance, steering)
     result: dict[str, Any] = {
         "model": model,
         "images_per_prompt": images_per_prompt,
         "steps": steps,
         "guidance": guidance,
+        "layout_strength": layout_strength,
         "one_object": one,
         "two_object": two,
         "blend": blend_check(pipe, 16, steps, guidance),

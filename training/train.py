@@ -175,19 +175,25 @@ def encode_texts(
     return states, mean_pool(states, attention_mask)
 
 
-def blend_states(encoder: Any, states: torch.Tensor, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
-    """``states`` (B, 32, 384) with the batch's blend rows replaced by ``w * E(a) + (1 - w) * E(b)`` of their parts.
-
-    This is what ``worker.text_encoding`` builds for ``a::w b::1-w``, position by position over the padded chunk; the
-    pooled vectors (the alignment model's targets) stay those of the full captions.
+def blend_states(
+    encoder: Any, states: torch.Tensor, batch: dict[str, Any], device: torch.device, empty: torch.Tensor
+) -> torch.Tensor:
+    """``states`` (B, 32, 384) with the batch's blend rows replaced by what ``worker.text_encoding`` builds for
+    ``a::w b::1-w``: the real tokens of E(a) times 2w, then those of E(b) times 2(1 - w), then the empty text's states
+    ``empty`` (1, 32, 384) at the remaining positions. The pooled vectors (the alignment model's targets) stay those of
+    the full captions.
     """
     index = batch["blend_index"].to(device, non_blocking=True)  # (K,)
     ids = batch["blend_ids"].to(device, non_blocking=True)  # (K, 2, 32)
-    mask = batch["blend_mask"].to(device, non_blocking=True)
+    mask = batch["blend_mask"].to(device, non_blocking=True).bool()
     parts, _ = encode_texts(encoder, ids.flatten(0, 1), mask.flatten(0, 1))  # (2K, 32, 384)
     parts = parts.view(*ids.shape, parts.shape[-1])  # (K, 2, 32, 384)
-    w = batch["blend_weight"].to(device, non_blocking=True)[:, None, None]  # (K, 1, 1)
-    return states.index_copy(0, index, w * parts[:, 0] + (1 - w) * parts[:, 1])
+    w = batch["blend_weight"].to(device, non_blocking=True).tolist()
+    rows = empty.expand(len(w), -1, -1).clone()  # (K, 32, 384)
+    for k, weight in enumerate(w):
+        joined = torch.cat([parts[k, 0][mask[k, 0]] * (2 * weight), parts[k, 1][mask[k, 1]] * (2 * (1 - weight))])
+        rows[k, : min(len(joined), rows.shape[1])] = joined[: rows.shape[1]]
+    return states.index_copy(0, index, rows)
 
 
 def save_model(
@@ -296,7 +302,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             batch["attention_mask"].to(device, non_blocking=True),
         )  # (B, 32, 384), (B, 384)
         if "blend_index" in batch:
-            states = blend_states(encoder, states, batch, device)
+            states = blend_states(encoder, states, batch, device, empty_states)
         drop = torch.rand(cfg.batch, generator=gen, device=device) < cfg.cfg_dropout
         cond = torch.where(drop[:, None, None], empty_states.expand_as(states), states)
 

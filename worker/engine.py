@@ -27,7 +27,10 @@ from PIL import Image, ImageFilter
 from torch import nn
 from torch.nn import functional
 
+from shared import defaults
 from shared.job import JobKind, JobSpec
+from worker.layout import parse_layout
+from worker.layout_attention import LayoutBias, RowLayout, install, row_layout
 from worker.model_loader import LoadedPipelines, choose_device, choose_dtype, describe, load_pipelines
 from worker.text_encoding import Conditioning, TextEncoding
 
@@ -83,6 +86,7 @@ class _BatchJob:
     encode_s: float
     started: float
     notes: dict[str, Any]
+    layout: RowLayout = ()
 
     @property
     def shape_key(self) -> tuple[int, ...]:
@@ -101,15 +105,25 @@ class Engine:
         self.scorer: Any = None
         self._caption_bank: Any = None
         """The /describe candidates and their vectors, loaded on the first describe job."""
+        self.layout_strength = 0.0
+        """Attention bias that puts a prompt's objects where it says (``enable_layout``); 0 = off."""
 
     @classmethod
-    def load(cls, model_ref: str, device: str = "auto", dtype: str = "auto", alignment_clip: str = "") -> Engine:
+    def load(
+        cls,
+        model_ref: str,
+        device: str = "auto",
+        dtype: str = "auto",
+        alignment_clip: str = "",
+        layout_strength: float = defaults.LAYOUT_STRENGTH,
+    ) -> Engine:
         """Load ``model_ref`` once; logged with the process id so tests and operators can count loads."""
         torch_device = choose_device(device)
         pipes = load_pipelines(model_ref, torch_device, choose_dtype(dtype, torch_device))
         text = TextEncoding.from_pipeline(pipes.text2img, model_key=model_ref)
         engine = cls(pipes, text)
         engine.prepare_for_device()
+        engine.enable_layout(layout_strength)
         engine.scorer = _load_scorer(pipes, alignment_clip)
         Engine.loads += 1
         log.info("engine loaded: model %s, pid %d, load #%d in this process", model_ref, os.getpid(), Engine.loads)
@@ -129,7 +143,41 @@ class Engine:
             "components": describe(self.pipes.text2img),
         }
 
+    def enable_layout(self, strength: float) -> bool:
+        """Steer prompts that say where things go (``worker.layout``) with ``strength`` (0 turns it off); needs a
+        UNet with diffusers' default attention processors. Returns whether layouts are applied."""
+        if not math.isfinite(strength) or strength < 0:
+            raise ValueError(f"layout_strength must be a finite number >= 0, got {strength}")
+        self.layout_strength = 0.0
+        if strength == 0:
+            return False
+        pipes = (self.pipes.text2img, self.pipes.img2img)
+        unets = {id(pipe.unet): pipe.unet for pipe in pipes if hasattr(pipe, "unet")}
+        if not unets or not all(install(unet) for unet in unets.values()):
+            log.info("layouts off: model %s has no UNet with default attention processors", self.pipes.model_ref)
+            return False
+        self.layout_strength = float(strength)
+        return True
+
     # -- stages -------------------------------------------------------------------------------------------------
+
+    def prepare_layout(self, spec: JobSpec) -> tuple[RowLayout, list[dict[str, object]]]:
+        """The boxes the prompt names and its phrases' token positions (``()`` when it names none, is a ``::``
+        blend, or layouts are off), and their description for the job record."""
+        if self.layout_strength == 0 or len(spec.parts) != 1:
+            return (), []
+        layout = parse_layout(spec.parts[0][0])
+        if layout is None:
+            return (), []
+        return row_layout(self.text, layout), layout.describe()
+
+    def layout_kwargs(self, spec: JobSpec, rows: list[RowLayout]) -> dict[str, Any]:
+        """``cross_attention_kwargs`` for a denoiser call over images with these row layouts ({} when none)."""
+        if self.layout_strength == 0 or not any(rows):
+            return {}
+        _, height, width = self.latent_shape(spec.width, spec.height)
+        bias = LayoutBias(tuple(rows), height, width, self.layout_strength)
+        return {"cross_attention_kwargs": {"layout": bias}}
 
     def encode_prompt(self, spec: JobSpec) -> Conditioning:
         """Weighted ``::`` parts and the ``--no`` negative prompt, encoded (cached per text)."""
@@ -287,12 +335,14 @@ class Engine:
         count = len(spec.seeds)
         generators = self.generators(spec.seeds)
         kwargs = self.condition_images(spec, cond, count)
+        row, placed = self.prepare_layout(spec)
         call: dict[str, Any] = {
             "num_inference_steps": spec.steps,
             "guidance_scale": spec.guidance,
             "generator": generators,
             "output_type": "pil",
             **kwargs,
+            **self.layout_kwargs(spec, [row] * count),
         }
         outpaint: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         if source is None:
@@ -312,6 +362,8 @@ class Engine:
             "text_cache_hit": self.text.cache_info().hits > hits_before,
             "tokens": [report.__dict__ for report in cond.token_reports],
         }
+        if placed:
+            notes["layout"] = placed
         with self._tiling(pipe, spec.tile), self._x0_recorder(pipe) as x0:
             denoise_started = time.perf_counter()
             step_times: list[float] = []
@@ -483,6 +535,9 @@ class Engine:
             "text_cache_hit": self.text.cache_info().hits > hits_before,
             "tokens": [report.__dict__ for report in cond.token_reports],
         }
+        layout, placed = self.prepare_layout(spec)
+        if placed:
+            notes["layout"] = placed
         return _BatchJob(
             spec=spec,
             generators=generators,
@@ -492,6 +547,7 @@ class Engine:
             encode_s=encode_s,
             started=started,
             notes=notes,
+            layout=layout,
         )
 
     def _run_batch_group(
@@ -518,6 +574,8 @@ class Engine:
             .to(device, torch.float32)
             .view(-1, 1, 1, 1)
         )
+        layouts = [job.layout for job, n in zip(jobs, rows, strict=True) for _ in range(n)]
+        attention = self.layout_kwargs(spec0, layouts).get("cross_attention_kwargs")
         canceled: dict[int, JobCanceled] = {}
         step_kwargs = pipe.prepare_extra_step_kwargs(generators, 0.0) if recipe.extra_step_kwargs else {}
         self.synchronize()
@@ -532,14 +590,24 @@ class Engine:
             for index, t in enumerate(timesteps):
                 model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)
                 if embeds.shape == negative.shape:
-                    both = unet(model_input, t, encoder_hidden_states=torch.cat([negative, embeds]), return_dict=False)[
-                        0
-                    ]
+                    both = unet(
+                        model_input,
+                        t,
+                        encoder_hidden_states=torch.cat([negative, embeds]),
+                        cross_attention_kwargs=attention,
+                        return_dict=False,
+                    )[0]
                     uncond, cond = both.chunk(2)
                 else:  # prompt and negative of different token lengths: two passes, as ShapesPipeline does
                     half = model_input.shape[0] // 2
                     uncond = unet(model_input[:half], t, encoder_hidden_states=negative, return_dict=False)[0]
-                    cond = unet(model_input[half:], t, encoder_hidden_states=embeds, return_dict=False)[0]
+                    cond = unet(
+                        model_input[half:],
+                        t,
+                        encoder_hidden_states=embeds,
+                        cross_attention_kwargs=attention,
+                        return_dict=False,
+                    )[0]
                 prediction = uncond + guidance.to(uncond.dtype) * (cond - uncond)
                 latents = scheduler.step(prediction, t, latents, **step_kwargs, return_dict=False)[0]
                 steps_run = index + 1

@@ -171,7 +171,9 @@ def run_worker(settings: Settings, *, burst: bool = False, lanes: Sequence[str] 
     """Load the model once, then serve jobs until stopped (or until the queues are empty with ``burst``)."""
     image_moderation.check_settings(settings)  # a bad hook or action is an error now, not at the first result
     worker = build_worker(settings, lanes, name)
-    engine = Engine.load(settings.resolve_model(), settings.device, settings.dtype, settings.alignment_clip)
+    engine = Engine.load(
+        settings.resolve_model(), settings.device, settings.dtype, settings.alignment_clip, settings.layout_strength
+    )
     tasks.install_engine(engine)
     log.info("worker %s serving %s", worker.name, ", ".join(q.name for q in worker.queues))
     metrics.start_metrics_server(worker.connection, settings)

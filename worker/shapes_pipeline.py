@@ -200,18 +200,32 @@ class ShapesPipeline(DiffusionPipeline):
         return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
 
     def _predict(
-        self, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, negative: torch.Tensor
+        self,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        embeds: torch.Tensor,
+        negative: torch.Tensor,
+        cross_attention_kwargs: dict[str, Any] | None = None,
     ) -> torch.Tensor:
+        extra = cross_attention_kwargs
         if not self.do_classifier_free_guidance:
-            return self.unet(latents, t, encoder_hidden_states=embeds, return_dict=False)[0]
+            return self.unet(latents, t, encoder_hidden_states=embeds, cross_attention_kwargs=extra, return_dict=False)[
+                0
+            ]
         if embeds.shape == negative.shape:
             both = self.unet(
-                torch.cat([latents, latents]), t, encoder_hidden_states=torch.cat([negative, embeds]), return_dict=False
+                torch.cat([latents, latents]),
+                t,
+                encoder_hidden_states=torch.cat([negative, embeds]),
+                cross_attention_kwargs=extra,
+                return_dict=False,
             )[0]
             uncond, cond = both.chunk(2)
         else:  # chunked prompts of different token lengths: two passes (cross-attention is length-agnostic)
             uncond = self.unet(latents, t, encoder_hidden_states=negative, return_dict=False)[0]
-            cond = self.unet(latents, t, encoder_hidden_states=embeds, return_dict=False)[0]
+            cond = self.unet(latents, t, encoder_hidden_states=embeds, cross_attention_kwargs=extra, return_dict=False)[
+                0
+            ]
         return uncond + self._guidance_scale * (cond - uncond)
 
     def denoise(  # noqa: PLR0917 (diffusers' stage signature)
@@ -222,15 +236,17 @@ class ShapesPipeline(DiffusionPipeline):
         negative_embeds: torch.Tensor,
         callback_on_step_end: Callable[..., dict[str, Any]] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
     ) -> torch.Tensor:
-        """The sampling loop; a callback may replace ``latents`` (and the embeds) by returning them."""
+        """The sampling loop; a callback may replace ``latents`` (and the embeds) by returning them.
+        ``cross_attention_kwargs`` reach the UNet's attention processors (``layout``: ``worker.layout_attention``)."""
         tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         with self.progress_bar(total=len(timesteps)) as progress:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
                 model_input = self.scheduler.scale_model_input(latents, t)
-                prediction = self._predict(model_input, t, embeds, negative_embeds)
+                prediction = self._predict(model_input, t, embeds, negative_embeds, cross_attention_kwargs)
                 latents = self.scheduler.step(prediction, t, latents, return_dict=False)[0]
                 if callback_on_step_end is not None:
                     values = {"latents": latents, "prompt_embeds": embeds, "negative_prompt_embeds": negative_embeds}
@@ -279,6 +295,7 @@ class ShapesPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         image: Image.Image | list[Image.Image] | torch.Tensor | None = None,
         strength: float = 1.0,
+        cross_attention_kwargs: dict[str, Any] | None = None,
     ) -> Any:
         height = height or int(self.unet.config.sample_size)
         width = width or int(self.unet.config.sample_size)
@@ -342,6 +359,7 @@ class ShapesPipeline(DiffusionPipeline):
             negative_prompt_embeds,
             callback_on_step_end,
             callback_on_step_end_tensor_inputs,
+            cross_attention_kwargs,
         )
         images = self.decode(latents, output_type)
         self.maybe_free_model_hooks()

@@ -54,7 +54,7 @@ def get_engine(settings: Settings, model: str = "") -> Engine:
         log.info("evicting resident model %s to make room for %s", evicted, ref)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    engine = Engine.load(ref, settings.device, settings.dtype, settings.alignment_clip)
+    engine = Engine.load(ref, settings.device, settings.dtype, settings.alignment_clip, settings.layout_strength)
     _engines[ref] = engine
     return engine
 

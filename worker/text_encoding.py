@@ -352,6 +352,23 @@ class TextEncoding:
                 raise ValueError(f"the tokenizers split {text!r} into different numbers of tokens: {sorted(lengths)}")
             return torch.cat(tables, dim=-1)
 
+    def phrase_positions(self, text: str, start: int, end: int) -> tuple[int, ...]:
+        """Positions in ``contextual_embeddings(text)`` of the tokens of ``text[start:end]`` (a whole-word span).
+
+        Tokens are counted by tokenizing the text up to each end of the span (word-level tokenizers split at blanks
+        the same way alone as in the whole text); a position past the encoded windows is dropped.
+        """
+        if not 0 <= start <= end <= len(text):
+            raise ValueError(f"span must satisfy 0 <= start <= end <= {len(text)}, got start={start}, end={end}")
+        encoder = self.encoders[0]
+        first = len(encoder.content_ids(text[:start]))
+        last = len(encoder.content_ids(text[:end]))
+        limit = encoder.per_chunk * self.max_chunks
+        return tuple(
+            (index // encoder.per_chunk) * encoder.window + len(encoder.prefix) + index % encoder.per_chunk
+            for index in range(first, min(last, limit))
+        )
+
     # --- stage 3: contextual embeddings --------------------------------------------------------------------------
 
     def contextual_embeddings(self, text: str) -> Tensor:
@@ -397,9 +414,15 @@ class TextEncoding:
     def encode(self, parts: Sequence[tuple[str, float]], negative: Sequence[str]) -> Conditioning:
         """The pipeline conditioning for weighted ``parts`` (``a::2 b::-.5``) and ``--no`` items ``negative``.
 
-        Parts are combined in embedding space, ``sum(w_i * E(t_i)) / sum(w_i)``; negative weights are allowed but the
-        sum must be > 0. Every part and the negative prompt (``", ".join(negative)``, or ``""``) are padded with the
-        empty text's chunks to the largest chunk count first, so all have the same length T.
+        Each part is encoded on its own, so one part's words do not colour another's (``hot::dog`` is a hot thing and
+        a dog, not a hot dog). The weights are normalised, ``v_i = w_i / sum(w)`` (negative weights are allowed, the
+        sum must be > 0), and the parts are combined in embedding space *side by side*: each part's token states (its
+        real tokens and specials, no padding) scaled by ``n * v_i`` (1 for equal weights) and laid one after another,
+        then the empty text's states fill the rest of the window(s). A position-wise mean would put "red" and "blue"
+        in the same token slot and give neither (measured: the shipped model drew a red circle and a blue square in
+        0/32 images of the mean, 4/32 side by side). One part alone is its own encoding, unchanged. The negative
+        prompt (``", ".join(negative)``, or ``""``) is padded with the empty text's chunks to the same length T.
+        SDXL's pooled vectors are the weighted mean ``sum(v_i * pooled_i)``.
         """
         parts = list(parts)
         if not parts:
@@ -416,10 +439,16 @@ class TextEncoding:
         with torch.inference_mode():
             encoded = [self._encoded(text) for text, _ in parts]
             negative_encoded = self._encoded(negative_text)
-            chunks = max(item.chunks for item in [*encoded, negative_encoded])
             empty = self._encoded("")
-            hidden = [_padded(item.hidden, chunks, empty.hidden) for item in encoded]
-            prompt_embeds = _weighted(hidden, weights, total)
+            if len(encoded) == 1:
+                chunks = max(encoded[0].chunks, negative_encoded.chunks)
+                prompt_embeds = _padded(encoded[0].hidden, chunks, empty.hidden)
+            else:
+                scales = [len(parts) * weight / total for weight in weights]
+                joined = _side_by_side(encoded, scales)  # (1, sum of the parts' real tokens, D)
+                window = empty.hidden.shape[1]
+                chunks = max(-(-joined.shape[1] // window), negative_encoded.chunks)
+                prompt_embeds = _filled(joined, chunks, empty.hidden)
             negative_embeds = _padded(negative_encoded.hidden, chunks, empty.hidden)
             pooled: Tensor | None = None
             negative_pooled: Tensor | None = None
@@ -517,6 +546,27 @@ def _padded(hidden: Tensor, chunks: int, empty: Tensor) -> Tensor:
     if missing <= 0:
         return hidden
     return torch.cat([hidden, empty.expand(missing, -1, -1).reshape(1, -1, empty.shape[-1])], dim=1)
+
+
+def _side_by_side(encoded: Sequence[_Encoded], scales: Sequence[float]) -> Tensor:
+    """Each text's real token states (mask True: tokens and specials), times its scale, one text after another:
+    (1, L, D), accumulated in float32 at least and returned in the inputs' dtype."""
+    dtype = encoded[0].hidden.dtype
+    work = torch.promote_types(dtype, torch.float32)
+    pieces = [
+        item.hidden[0][item.mask[0].to(item.hidden.device)].to(work) * scale
+        for item, scale in zip(encoded, scales, strict=True)
+    ]
+    return torch.cat(pieces)[None].to(dtype)
+
+
+def _filled(joined: Tensor, chunks: int, empty: Tensor) -> Tensor:
+    """``joined`` (1, L, D) followed by the empty text's states at the same positions of its window ``empty``
+    (1, window, D), up to ``chunks`` windows."""
+    window = empty.shape[1]
+    filled = empty.expand(chunks, -1, -1).reshape(1, chunks * window, empty.shape[-1]).clone()
+    filled[:, : joined.shape[1]] = joined
+    return filled
 
 
 def _weighted(tensors: Sequence[Tensor], weights: Sequence[float], total: float) -> Tensor:
