@@ -41,15 +41,18 @@ def test_every_training_relation_template_puts_its_objects_in_order(axis: int) -
         assert first[axis] < second[axis], f"{prompt}: {boxes}"
 
 
-def test_every_region_phrase_boxes_its_cell_of_the_3x3_grid() -> None:
+def test_every_region_phrase_boxes_its_cell_of_the_3x3_grid_when_two_objects_name_places() -> None:
     for region, phrases in enumerate(REGION_PHRASES):
         row, column = divmod(region, 3)
         for phrase in phrases:
-            layout = parse_layout(f"a green star {phrase}")
+            layout = parse_layout(f"a green star {phrase} and a blue square in the bottom right")
             assert layout is not None, phrase
-            (placed,) = layout.phrases
-            assert placed.phrase == "a green star"
-            assert placed.box == pytest.approx((column / 3, row / 3, (column + 1) / 3, (row + 1) / 3)), phrase
+            first, second = layout.phrases
+            assert (first.phrase, second.phrase) == ("a green star", "a blue square")
+            assert first.box == pytest.approx((column / 3, row / 3, (column + 1) / 3, (row + 1) / 3)), phrase
+            assert second.box == pytest.approx((2 / 3, 2 / 3, 1.0, 1.0))
+            # One object with a place is left to the model (worker.layout says why).
+            assert parse_layout(f"a green star {phrase}") is None
 
 
 def test_phrases_end_at_the_clause_and_words_must_be_whole() -> None:
