@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -47,6 +47,8 @@ class LayoutBias:
     height: int
     width: int
     strength: float
+    _made: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
+    """Biases already built, per (batch, queries, tokens, device, dtype): every step asks for the same few."""
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.strength) or self.strength < 0:
@@ -67,6 +69,13 @@ class LayoutBias:
 
     def bias(self, batch: int, queries: int, tokens: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """The additive logit bias (batch, 1, queries, tokens)."""
+        key = (batch, queries, tokens, device, dtype)
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = self._build(batch, queries, tokens).to(device=device, dtype=dtype)
+        return made
+
+    def _build(self, batch: int, queries: int, tokens: int) -> torch.Tensor:
         rows = len(self.rows)
         if batch not in {rows, 2 * rows}:
             raise ValueError(f"layout has {rows} rows, the attention batch has {batch} (expected {rows} or {2 * rows})")
@@ -81,7 +90,7 @@ class LayoutBias:
                 sign = inside.flatten().to(torch.float32) * 2 - 1  # (queries,): +1 in the box, -1 outside
                 usable = [p for p in positions if p < tokens]
                 out[first + index, 0][:, usable] += self.strength * sign[:, None]
-        return out.to(device=device, dtype=dtype)
+        return out
 
 
 class LayoutAttnProcessor:
