@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
@@ -11,6 +12,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 
 from shared.defaults import DEFAULT_MODEL, PROJECT_ROOT
 from shared.job import JobSpec
+from tests.tiny_models import build_tiny_sdxl
 from training.detector import detect, largest_of
 from training.scenes import REGION_PHRASES, RELATION_TEMPLATES
 from worker.engine import Engine
@@ -126,6 +128,28 @@ def test_without_a_layout_the_processor_computes_what_diffusers_computes(tiny_mo
     assert not torch.allclose(steered[1], plain[1])
 
 
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_the_engine_steers_tiny_sd_and_sdxl_pipelines(
+    family: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    folder = tiny_model if family == "sd" else build_tiny_sdxl(tmp_path_factory.mktemp("models") / "tiny-sdxl")
+    engine = Engine.load(str(folder), "cpu", "float32")
+    assert engine.layout_strength == 2.0
+    spec = JobSpec.for_prompt(
+        "a red circle above a blue square", seed=3, width=64, height=64, steps=3, guidance=5.0, owner="test"
+    )
+    steered = engine.generate(spec)
+    assert [item["phrase"] for item in steered.notes["layout"]] == ["a red circle", "a blue square"]
+    engine.enable_layout(0.0)
+    alone = engine.generate(spec)
+    assert "layout" not in alone.notes
+    difference = [
+        np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).mean()
+        for a, b in zip(steered.images, alone.images, strict=True)
+    ]
+    assert min(difference) > 0.5, difference  # mean grey levels per pixel
+
+
 # --- on the shipped model, through the engine --------------------------------------------------------------------
 
 RELATION_PROMPTS = (
@@ -158,6 +182,7 @@ def test_layout_puts_the_shipped_models_objects_where_the_prompt_says() -> None:
         {"phrase": "a red circle", "box": [0.0, 0.0, 0.5, 1.0]},
         {"phrase": "a blue square", "box": [0.5, 0.0, 1.0, 1.0]},
     ]
+    assert engine.prepare_for_device()["attention"] == "sdpa (layout processor)"  # a second call keeps layouts
     assert not engine.enable_layout(0.0)
     alone, no_layouts = relations_right(engine)
     assert no_layouts == [None] * 4

@@ -30,7 +30,7 @@ from torch.nn import functional
 from shared import defaults
 from shared.job import JobKind, JobSpec
 from worker.layout import parse_layout
-from worker.layout_attention import LayoutBias, RowLayout, install, row_layout
+from worker.layout_attention import LayoutAttnProcessor, LayoutBias, RowLayout, install, row_layout
 from worker.model_loader import LoadedPipelines, choose_device, choose_dtype, describe, load_pipelines
 from worker.text_encoding import Conditioning, TextEncoding
 
@@ -440,7 +440,10 @@ class Engine:
         unet = getattr(pipe, "unet", None)
         if unet is None:
             return applied
-        if hasattr(nn.functional, "scaled_dot_product_attention") and hasattr(unet, "set_attn_processor"):
+        processors = getattr(unet, "attn_processors", {})
+        if processors and all(isinstance(p, LayoutAttnProcessor) for p in processors.values()):
+            applied["attention"] = "sdpa (layout processor)"  # enable_layout ran first; keep its processors
+        elif hasattr(nn.functional, "scaled_dot_product_attention") and hasattr(unet, "set_attn_processor"):
             from diffusers.models.attention_processor import AttnProcessor2_0
 
             unet.set_attn_processor(AttnProcessor2_0())
