@@ -32,8 +32,7 @@ from training.scenes import (
     sample_scenes,
     two_object_prompt,
 )
-from worker.layout import parse_layout
-from worker.layout_attention import LayoutBias, install, row_layout
+from worker.layout_attention import LayoutBias, install, prompt_layout
 from worker.shapes_pipeline import ShapesPipeline
 from worker.text_encoding import TextEncoding
 
@@ -117,10 +116,9 @@ class Steering:
         return cls(TextEncoding.from_pipeline(pipe, model_key=str(pipe.model_folder), cache_size=0), strength)
 
     def kwargs(self, prompt: str, n: int, size: int) -> dict[str, Any]:
-        layout = parse_layout(prompt)
-        if layout is None:
+        row, _ = prompt_layout(self.encoding, prompt)
+        if not row:
             return {}
-        row = row_layout(self.encoding, layout)
         return {"cross_attention_kwargs": {"layout": LayoutBias((row,) * n, size, size, self.strength)}}
 
 

@@ -29,8 +29,7 @@ from torch.nn import functional
 
 from shared import defaults
 from shared.job import JobKind, JobSpec
-from worker.layout import parse_layout
-from worker.layout_attention import LayoutAttnProcessor, LayoutBias, RowLayout, install, row_layout
+from worker.layout_attention import LayoutAttnProcessor, LayoutBias, RowLayout, install, prompt_layout
 from worker.model_loader import LoadedPipelines, choose_device, choose_dtype, describe, load_pipelines
 from worker.text_encoding import Conditioning, TextEncoding
 
@@ -166,10 +165,8 @@ class Engine:
         blend, or layouts are off), and their description for the job record."""
         if self.layout_strength == 0 or len(spec.parts) != 1:
             return (), []
-        layout = parse_layout(spec.parts[0][0])
-        if layout is None:
-            return (), []
-        return row_layout(self.text, layout), layout.describe()
+        row, layout = prompt_layout(self.text, spec.parts[0][0])
+        return row, layout.describe() if layout is not None else []
 
     def layout_kwargs(self, spec: JobSpec, rows: list[RowLayout]) -> dict[str, Any]:
         """``cross_attention_kwargs`` for a denoiser call over images with these row layouts ({} when none)."""

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from worker.layout import Box, Layout
+from worker.layout import Box, Layout, parse_layout
 from worker.text_encoding import TextEncoding
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,12 @@ def install(unet: Any) -> bool:
     shared = LayoutAttnProcessor()
     unet.set_attn_processor(dict.fromkeys(processors, shared))
     return True
+
+
+def prompt_layout(encoding: TextEncoding, text: str) -> tuple[RowLayout, Layout | None]:
+    """The row layout of prompt ``text`` (``()`` when it places nothing) and the parsed ``Layout`` (or None)."""
+    layout = parse_layout(text)
+    return (row_layout(encoding, layout), layout) if layout is not None else ((), None)
 
 
 def row_layout(encoding: TextEncoding, layout: Layout) -> RowLayout:
