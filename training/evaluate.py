@@ -294,7 +294,7 @@ def run_all(  # noqa: PLR0917 (bench/adherence.py passes its arguments in order)
         "layout_strength": layout_strength,
         "one_object": one,
         "two_object": two,
-        "blend": blend_check(pipe, 16, steps, guidance),
+        "blend": blend_check(pipe, 32, steps, guidance),
         "negative": negative_check(pipe, 16, steps, guidance),
         "bare": bare_check(pipe, 2, steps, guidance),
         "retrieval": retrieval(pipe, pairs),
