@@ -420,7 +420,7 @@ class TextEncoding:
         real tokens and specials, no padding) scaled by ``n * v_i`` (1 for equal weights) and laid one after another,
         then the empty text's states fill the rest of the window(s). A position-wise mean would put "red" and "blue"
         in the same token slot and give neither (measured: the shipped model drew a red circle and a blue square in
-        0/32 images of the mean, 4/32 side by side). One part alone is its own encoding, unchanged. The negative
+        0/16 images of the mean, 4/32 side by side). One part alone is its own encoding, unchanged. The negative
         prompt (``", ".join(negative)``, or ``""``) is padded with the empty text's chunks to the same length T.
         SDXL's pooled vectors are the weighted mean ``sum(v_i * pooled_i)``.
         """
