@@ -14,10 +14,10 @@ What is read (case-insensitive, whole words, the first match wins):
 - two phrases that each name their place, ``A on the left and B on the right``: each in its cell of a 3x3 grid.
 
 The words are read literally, idioms too ("a fish under the sea" puts the sea in the top half). Anything else has no
-layout and is generated as before. That includes one object with a place (``a red circle in the
-top left``): boxing it in its cell took the shipped model's held-out one-object placements from 14% to 33.5% right,
-but shapes from 90.5% to 89.5% right (87-89.5% for every variant tried: bigger boxes, boxes off the border, a bias
-only inside the box), under the 90% it must keep, so single objects are left to the model.
+layout and is generated as before. That includes one object with a place (``a red circle in the top left``): boxing
+it in its cell took the shipped model's held-out one-object placements from 14% to 33.5% right, but shapes from 90.5%
+to 89.5% right (87-89.5% for every variant tried: bigger boxes, boxes off the border, a bias only inside the box),
+under the 90% it must keep, so single objects are left to the model.
 
 Boxes are fractions of the image, (x0, y0, x1, y1) with the origin at the top left, so they hold for every ``--ar``.
 """
