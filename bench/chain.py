@@ -37,8 +37,8 @@ from rq.job import Job  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 
 from shared import defaults  # noqa: E402
-from shared.job import JobSpec  # noqa: E402
-from shared.redis_server import EmbeddedRedis  # noqa: E402
+from shared.jobs.spec import JobSpec  # noqa: E402
+from shared.stores.redis_server import EmbeddedRedis  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> list[JobTimes]:
     )
     try:
         from shared.model_info import native_resolution
-        from shared.queue import connect, enqueue
+        from shared.queue.client import connect, enqueue
         from shared.settings import get_settings
 
         get_settings.cache_clear()

@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from pydantic import SecretStr  # noqa: E402
 
-from shared.queue import connect  # noqa: E402
-from shared.redis_server import EmbeddedRedis  # noqa: E402
+from shared.queue.client import connect  # noqa: E402
 from shared.settings import Settings  # noqa: E402
+from shared.stores.redis_server import EmbeddedRedis  # noqa: E402
 from tests.fake_discord import FakeDiscord  # noqa: E402
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.prompt import PromptError, parse
+from shared.prompt.parser import PromptError, parse
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from shared.job import JobSpec  # noqa: E402
+from shared.jobs.spec import JobSpec  # noqa: E402
 from worker.engine import Engine, Generation  # noqa: E402
 from worker.model_loader import LoadedPipelines, choose_device, choose_dtype  # noqa: E402
 from worker.text_encoding import TextEncoding  # noqa: E402

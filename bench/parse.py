@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared import defaults
-from shared.prompt import parse
+from shared.prompt.parser import parse
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from shared import defaults  # noqa: E402
-from shared.job import JobSpec  # noqa: E402
+from shared.jobs.spec import JobSpec  # noqa: E402
 from worker.engine import Engine  # noqa: E402
 from worker.preview import latents_to_preview  # noqa: E402
 from worker.publisher import JobResult  # noqa: E402

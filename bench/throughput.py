@@ -32,9 +32,9 @@ from rq.job import Job  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 
 from shared import defaults  # noqa: E402
-from shared.job import JobSpec  # noqa: E402
-from shared.redis_server import EmbeddedRedis  # noqa: E402
+from shared.jobs.spec import JobSpec  # noqa: E402
 from shared.settings import Settings  # noqa: E402
+from shared.stores.redis_server import EmbeddedRedis  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def make_specs(count: int, *, size: int, steps: int, lane: str, salt: int) -> li
 
 
 def run_round(settings: Settings, specs: list[JobSpec], *, batch_images: int, mode: str) -> Round:
-    from shared.queue import connect, enqueue
+    from shared.queue.client import connect, enqueue
     from worker.runner import build_worker
 
     connection = connect(settings)

@@ -9,7 +9,7 @@ import sys
 
 from bot import discord_config
 from bot.client import ImagineClient
-from shared.queue import connect
+from shared.queue.client import connect
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)

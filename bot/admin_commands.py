@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import discord
 from discord import app_commands
 
-from shared import admin, discord_format, limits, metrics
-from shared.job import Delivery
+from shared.discord_wire import format as discord_format
+from shared.jobs.spec import Delivery
+from shared.queue import admin, limits, metrics
 from shared.settings import Settings
 
 if TYPE_CHECKING:

@@ -15,9 +15,10 @@ import redis
 
 from bot import messages
 from bot.submission import delivery_for, submit
-from shared import defaults, discord_format, image_store
-from shared.discord_format import ButtonAction, ButtonRef
-from shared.followups import (
+from shared import defaults
+from shared.discord_wire import format as discord_format
+from shared.discord_wire.format import ButtonAction, ButtonRef
+from shared.jobs.followups import (
     described_prompt,
     make_square_spec,
     pan_spec,
@@ -26,11 +27,12 @@ from shared.followups import (
     variation_spec,
     zoom_out_spec,
 )
-from shared.job import JobSpec
+from shared.jobs.spec import JobSpec
 from shared.model_info import native_resolution, size_multiple
-from shared.prompt import parse
-from shared.queue import job_state
-from shared.resolve import build_jobs
+from shared.prompt.parser import parse
+from shared.prompt.resolve import build_jobs
+from shared.queue.client import job_state
+from shared.stores import images as image_store
 
 if TYPE_CHECKING:
     from bot.client import ImagineClient

@@ -19,12 +19,16 @@ from PIL import Image
 
 from bot import messages
 from bot.submission import delivery_for, mentions_for, submit
-from shared import defaults, discord_format, image_store, member_settings, moderation
-from shared.job import JobKind, JobSpec
-from shared.prompt import PromptError
-from shared.queue import request_cancel
-from shared.resolve import build_jobs, describe_job
+from shared import defaults
+from shared.discord_wire import format as discord_format
+from shared.jobs.spec import JobKind, JobSpec
+from shared.prompt.parser import PromptError
+from shared.prompt.resolve import build_jobs, describe_job
+from shared.queue.client import request_cancel
+from shared.safety import moderation
 from shared.settings import Settings
+from shared.stores import images as image_store
+from shared.stores import member_settings
 
 if TYPE_CHECKING:
     from bot.client import ImagineClient

@@ -9,11 +9,12 @@ from collections.abc import Sequence
 import redis
 from rq.registry import StartedJobRegistry
 
-from shared import defaults, member_settings
-from shared.job import JobSpec, JobStatus
-from shared.member_settings import MemberSettings
-from shared.queue import JobState, all_queues, enqueue, get_queue, job_state
+from shared import defaults
+from shared.jobs.spec import JobSpec, JobStatus
+from shared.queue.client import JobState, all_queues, enqueue, get_queue, job_state
 from shared.settings import Settings
+from shared.stores import member_settings
+from shared.stores.member_settings import MemberSettings
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import json
 import logging
 from typing import Any
 
-from shared.member_settings import MemberSettings
-from shared.queue import JobState
+from shared.queue.client import JobState
+from shared.stores.member_settings import MemberSettings
 
 log = logging.getLogger(__name__)
 

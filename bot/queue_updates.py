@@ -22,11 +22,12 @@ import redis
 
 from bot.jobs import JobDesk
 from bot.submission import mentions_for
-from shared import defaults, discord_format
-from shared.eta import position_and_eta
-from shared.job import JobStatus
-from shared.limits import text
-from shared.queue import get_queue, job_state
+from shared import defaults
+from shared.discord_wire import format as discord_format
+from shared.jobs.spec import JobStatus
+from shared.queue.client import get_queue, job_state
+from shared.queue.eta import position_and_eta
+from shared.queue.limits import text
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,11 @@ import redis
 
 from bot import messages
 from bot.commands import mark_canceled, stored_result
-from shared import defaults, discord_format, image_store
-from shared.job import JobStatus
-from shared.queue import request_cancel
+from shared import defaults
+from shared.discord_wire import format as discord_format
+from shared.jobs.spec import JobStatus
+from shared.queue.client import request_cancel
+from shared.stores import images as image_store
 
 if TYPE_CHECKING:
     from bot.client import ImagineClient

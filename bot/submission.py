@@ -15,9 +15,10 @@ import redis
 
 from bot import messages
 from bot.jobs import JobDesk
-from shared import admin, discord_format, eta, limits
-from shared.admin import PAUSED_NOTE
-from shared.job import Delivery, JobSpec
+from shared.discord_wire import format as discord_format
+from shared.jobs.spec import Delivery, JobSpec
+from shared.queue import admin, eta, limits
+from shared.queue.admin import PAUSED_NOTE
 
 log = logging.getLogger(__name__)
 

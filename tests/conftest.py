@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.redis_server import EmbeddedRedis
 from shared.settings import Settings
+from shared.stores.redis_server import EmbeddedRedis
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from shared.job import JobSpec, derive_seeds, new_job_id
+from shared.jobs.spec import JobSpec, derive_seeds, new_job_id
 from shared.settings import Settings
 
 

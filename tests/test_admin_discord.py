@@ -10,10 +10,10 @@ import pytest
 import redis
 
 from bot.admin_commands import NOT_ADMIN
-from shared import admin, limits
-from shared.admin import PAUSED_NOTE
-from shared.job import JobStatus
-from shared.queue import all_queues, job_state
+from shared.jobs.spec import JobStatus
+from shared.queue import admin, limits
+from shared.queue.admin import PAUSED_NOTE
+from shared.queue.client import all_queues, job_state
 from shared.settings import Settings
 from tests import test_discord_e2e as e2e
 from tests.fake_discord import FakeDiscord, InteractionRecord

@@ -14,8 +14,8 @@ from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from shared.job import JobKind, JobSpec, SourceImage
-from shared.queue import enqueue, get_queue
+from shared.jobs.spec import JobKind, JobSpec, SourceImage
+from shared.queue.client import enqueue, get_queue
 from shared.settings import Settings
 from worker import tasks
 from worker.batching import batch_key, claim_followers

@@ -18,8 +18,8 @@ from rq import Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from shared.job import JobSpec, JobStatus
-from shared.queue import enqueue, job_state
+from shared.jobs.spec import JobSpec, JobStatus
+from shared.queue.client import enqueue, job_state
 from shared.settings import Settings
 from tests.conftest import ROOT, child_env
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         check=False,
         cwd=ROOT,
         env=child_env(env),

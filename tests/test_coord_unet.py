@@ -9,7 +9,7 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from worker.coord_unet import CoordConv2d, CoordUNet2DConditionModel, coordinate_grid
+from training.coord_unet import CoordConv2d, CoordUNet2DConditionModel, coordinate_grid
 
 log = logging.getLogger(__name__)
 

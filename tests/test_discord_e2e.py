@@ -17,10 +17,11 @@ import pytest
 import redis
 from PIL import Image, ImageDraw
 
-from shared import discord_format, image_store
-from shared.job import JobStatus
-from shared.queue import all_queues, job_state
+from shared.discord_wire import format as discord_format
+from shared.jobs.spec import JobStatus
+from shared.queue.client import all_queues, job_state
 from shared.settings import Settings
+from shared.stores import images as image_store
 from tests.conftest import ROOT, child_env
 from tests.fake_discord import FakeDiscord, InteractionRecord
 

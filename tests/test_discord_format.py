@@ -9,13 +9,15 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import defaults, discord_format, member_settings
-from shared.discord_format import ButtonAction
-from shared.followups import reroll_spec, upscale_spec, variation_spec
-from shared.job import Delivery, JobKind, JobSpec, SourceImage, derive_seeds
-from shared.member_settings import MemberSettings
-from shared.prompt import PromptError, parse
+from shared import defaults
+from shared.discord_wire import format as discord_format
+from shared.discord_wire.format import ButtonAction
+from shared.jobs.followups import reroll_spec, upscale_spec, variation_spec
+from shared.jobs.spec import Delivery, JobKind, JobSpec, SourceImage, derive_seeds
+from shared.prompt.parser import PromptError, parse
 from shared.settings import Settings
+from shared.stores import member_settings
+from shared.stores.member_settings import MemberSettings
 
 
 def grid_spec(**changes: object) -> JobSpec:

@@ -11,9 +11,9 @@ from PIL import Image
 from pydantic import SecretStr
 
 from shared import defaults
-from shared.job import Delivery, JobKind, JobSpec, SourceImage
-from shared.redis_server import EmbeddedRedis
+from shared.jobs.spec import Delivery, JobKind, JobSpec, SourceImage
 from shared.settings import Settings
+from shared.stores.redis_server import EmbeddedRedis
 from tests.fake_discord import Call, FakeDiscord
 from worker.discord_publisher import DiscordError, DiscordPublisher, DiscordRest
 from worker.publisher import JobResult

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from shared import discord_format
-from shared.job import JobStatus
-from shared.queue import job_state, request_cancel
+from shared.discord_wire import format as discord_format
+from shared.jobs.spec import JobStatus
+from shared.queue.client import job_state, request_cancel
 from shared.settings import Settings
 from tests import test_discord_e2e as e2e
 from tests.fake_discord import FakeDiscord

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from shared.job import JobSpec
-from shared.prompt import parse
-from shared.resolve import build_jobs
+from shared.jobs.spec import JobSpec
+from shared.prompt.parser import parse
+from shared.prompt.resolve import build_jobs
 from shared.settings import Settings
 from worker.engine import Engine
 

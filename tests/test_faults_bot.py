@@ -9,10 +9,11 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from shared import audit_log, discord_format
-from shared.job import JobStatus
-from shared.queue import job_state
+from shared.discord_wire import format as discord_format
+from shared.jobs.spec import JobStatus
+from shared.queue.client import job_state
 from shared.settings import Settings
+from shared.stores import audit_log
 from tests.fake_discord import FakeDiscord
 from tests.test_discord_e2e import (  # noqa: F401 - fixtures
     MEMBER,

@@ -16,11 +16,11 @@ from aiohttp import web
 from PIL import Image
 from pydantic import SecretStr
 
-from shared import audit_log
-from shared.image_store import get_record, put_images
-from shared.job import Delivery
-from shared.outbox import Outbox
+from shared.jobs.spec import Delivery
 from shared.settings import Settings
+from shared.stores import audit_log
+from shared.stores.images import get_record, put_images
+from shared.stores.outbox import Outbox
 from tests.test_chain import make_spec
 from worker.discord_publisher import DiscordPublisher, DiscordRest
 from worker.engine import png_bytes

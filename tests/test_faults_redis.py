@@ -10,11 +10,11 @@ import time
 import pytest
 import redis
 
-from shared.image_store import get_record, put_record
-from shared.job import JobStatus
-from shared.queue import enqueue, get_queue, job_state
-from shared.redis_server import EmbeddedRedis
+from shared.jobs.spec import JobStatus
+from shared.queue.client import enqueue, get_queue, job_state
 from shared.settings import Settings
+from shared.stores.images import get_record, put_record
+from shared.stores.redis_server import EmbeddedRedis
 from tests.conftest import ROOT, child_env
 from tests.test_chain import make_spec
 

@@ -15,8 +15,8 @@ from rq import Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from shared.job import JobSpec, JobStatus
-from shared.queue import enqueue, job_state, request_cancel
+from shared.jobs.spec import JobSpec, JobStatus
+from shared.queue.client import enqueue, job_state, request_cancel
 from shared.settings import Settings
 from tests.test_chain import make_spec, wait_until
 from worker.reliability import ABANDONED_MESSAGE, FAULT_MARKER

@@ -11,11 +11,11 @@ import pytest
 import redis
 from PIL import Image
 
-from shared import audit_log
-from shared.job import JobStatus
-from shared.queue import enqueue, job_state
-from shared.safe_fetch import FetchRefused
+from shared.jobs.spec import JobStatus
+from shared.queue.client import enqueue, job_state
+from shared.safety.safe_fetch import FetchRefused
 from shared.settings import Settings
+from shared.stores import audit_log
 from tests.conftest import ROOT, child_env
 from tests.test_chain import make_spec
 from tests.test_safe_fetch import LocalServer, png_bytes, send, server  # noqa: F401 - the fixture

@@ -11,7 +11,7 @@ from diffusers import StableDiffusionPipeline
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from shared.defaults import DEFAULT_MODEL, PROJECT_ROOT
-from shared.job import JobSpec
+from shared.jobs.spec import JobSpec
 from tests.tiny_models import build_tiny_sdxl
 from training.detector import detect, largest_of
 from training.scenes import REGION_PHRASES, RELATION_TEMPLATES

@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
-from shared import limits
-from shared.fair_share import FairQueue
-from shared.job import JobStatus
-from shared.queue import enqueue, get_queue, job_state, request_cancel
+from shared.jobs.spec import JobStatus
+from shared.queue import limits
+from shared.queue.client import enqueue, get_queue, job_state, request_cancel
+from shared.queue.fair_share import FairQueue
 from shared.settings import Settings
 from tests.queue_control import run_burst_worker, spec_for
 
@@ -123,7 +123,7 @@ def test_running_cap_skips_a_member_and_reconcile_restores_the_jobs_of_a_dead_wo
 def test_batch_followers_leave_queued_without_counting_as_running_and_not_while_paused(
     limited: Settings, redis_conn: redis.Redis
 ) -> None:
-    from shared import admin
+    from shared.queue import admin
 
     lane_key = get_queue(redis_conn, limited, limited.default_lane).key
     specs = [spec_for(limited, "777", seed=i) for i in range(3)]

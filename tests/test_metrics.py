@@ -12,9 +12,9 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from rq import Worker
 
-from shared import admin, limits, metrics
-from shared.job import JobStatus
-from shared.queue import enqueue, job_state
+from shared.jobs.spec import JobStatus
+from shared.queue import admin, limits, metrics
+from shared.queue.client import enqueue, job_state
 from shared.settings import Settings
 from tests.queue_control import spec_for, wait_until
 

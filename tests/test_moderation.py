@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from shared import audit_log
-from shared.moderation import ModerationRefused, check, check_and_audit, compile_banned, deobfuscate
-from shared.prompt import PromptError
+from shared.prompt.parser import PromptError
+from shared.safety.moderation import ModerationRefused, check, check_and_audit, compile_banned, deobfuscate
 from shared.settings import Settings
+from shared.stores import audit_log
 
 BANNED = ("badword", "evil thing", "re:\\bforbid+en\\b")
 

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from shared import defaults
-from shared.followups import make_square_spec, pan_spec, reroll_spec, upscale_spec, variation_spec, zoom_out_spec
-from shared.job import JobKind, JobSpec, SourceImage
+from shared.jobs.followups import make_square_spec, pan_spec, reroll_spec, upscale_spec, variation_spec, zoom_out_spec
+from shared.jobs.spec import JobKind, JobSpec, SourceImage
 from worker.engine import Engine
 
 SHIPPED = str(defaults.PROJECT_ROOT / "models" / "imagine-shapes")

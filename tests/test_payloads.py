@@ -13,8 +13,8 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import DefaultSerializer, JSONSerializer
 
-from shared.job import JobStatus
-from shared.queue import enqueue, job_state, queue_name
+from shared.jobs.spec import JobStatus
+from shared.queue.client import enqueue, job_state, queue_name
 from shared.settings import Settings
 from tests.conftest import ROOT, child_env
 from worker.reliability import payload_refusal

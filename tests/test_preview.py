@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.job import JobSpec
+from shared.jobs.spec import JobSpec
 from worker.preview import SD_LATENT_RGB, latents_to_preview
 from worker.publisher import JobResult
 from worker.tasks import ProgressReporter

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from shared import defaults
-from shared.prompt import Prompt, PromptError, parse
+from shared.prompt.parser import Prompt, PromptError, parse
 
 log = logging.getLogger(__name__)
 

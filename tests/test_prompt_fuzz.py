@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared import defaults
-from shared.prompt import Prompt, PromptError, parse
+from shared.prompt.parser import Prompt, PromptError, parse
 
 log = logging.getLogger(__name__)
 

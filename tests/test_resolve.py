@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from shared import defaults
-from shared.job import Delivery, JobSpec
+from shared.jobs.spec import Delivery, JobSpec
 from shared.model_info import native_resolution, size_multiple, vae_scale
-from shared.prompt import PromptError, parse
-from shared.resolve import build_jobs, guidance_for, image_size, steps_for, strength_for
+from shared.prompt.parser import PromptError, parse
+from shared.prompt.resolve import build_jobs, guidance_for, image_size, steps_for, strength_for
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

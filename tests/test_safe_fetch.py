@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from shared.safe_fetch import FetchPolicy, FetchRefused, address_refusal, check_url, fetch_image
+from shared.safety.safe_fetch import FetchPolicy, FetchRefused, address_refusal, check_url, fetch_image
 
 Route = Callable[[BaseHTTPRequestHandler], None]
 

@@ -14,10 +14,10 @@ import pytest
 import redis
 from rq.job import Job
 
-from shared.job import JobStatus
-from shared.queue import enqueue, job_state
-from shared.redis_server import redis_server_binary
+from shared.jobs.spec import JobStatus
+from shared.queue.client import enqueue, job_state
 from shared.settings import Settings
+from shared.stores.redis_server import redis_server_binary
 from tests.conftest import ROOT, child_env
 from tests.test_chain import make_spec
 from tests.test_faults_discord import FakeDiscordApi, api  # noqa: F401 - the fixture

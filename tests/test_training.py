@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from shared.defaults import DEFAULT_MODEL
 from training.batches import scene_batches
+from training.coord_unet import CoordUNet2DConditionModel
 from training.detector import detect, largest_of
 from training.evaluate import held_out_prompts
 from training.scenes import (
@@ -29,7 +30,6 @@ from training.scenes import (
 from training.train import TrainConfig, blend_states, encode_texts, load_bert, train
 from worker.alignment import ShapesAlignmentModel, ShapesAlignmentScorer
 from worker.caption_bank import VECTORS_NAME, CaptionBank
-from worker.coord_unet import CoordUNet2DConditionModel
 from worker.shapes_pipeline import TOKENS_PER_CHUNK, ShapesPipeline, text_encoder_folder
 from worker.text_encoding import TextEncoding
 

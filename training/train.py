@@ -30,9 +30,9 @@ from safetensors.torch import save_file
 
 from training.batches import scene_batches, scenes_of
 from training.candidates import write_caption_bank
+from training.coord_unet import CoordUNet2DConditionModel
 from training.scenes import render
 from worker.alignment import ShapesAlignmentModel, mean_pool
-from worker.coord_unet import CoordUNet2DConditionModel
 from worker.shapes_pipeline import TOKENS_PER_CHUNK, UNET_CLASSES, text_encoder_folder, write_model_index
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class TrainConfig:
     meaning one object while blends of two phrases mean two (``training.batches``)."""
     coords: bool = False
     """Train a ``CoordUNet2DConditionModel`` (coordinate features at ``conv_in`` and every attention block,
-    ``worker.coord_unet``); from a plain ``--init-from`` model its coordinate weights start at zero."""
+    ``training.coord_unet``); from a plain ``--init-from`` model its coordinate weights start at zero."""
     coord_lr_scale: float = 10.0
     """Learning-rate multiple of the coordinate weights: zero-initialised weights moved by ``lr`` per Adam step would
     take thousands of steps to reach the size of the colour weights beside them."""
@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("out", "preset", "device", "bert_folder", "init_from"):
         parser.add_argument(f"--{name.replace('_', '-')}", default=getattr(defaults, name))
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet and the alignment model")
-    parser.add_argument("--coords", action="store_true", help="give the UNet pixel coordinates (worker.coord_unet)")
+    parser.add_argument("--coords", action="store_true", help="give the UNet pixel coordinates (training.coord_unet)")
     for name in ("steps", "batch", "seed", "log_every", "warmup", "workers", "stop_after"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in (

@@ -21,8 +21,8 @@ from rq.job import Job
 from rq.queue import Queue
 
 from shared import defaults
-from shared.job import JobKind, JobSpec
-from shared.queue import META_SPEC
+from shared.jobs.spec import JobKind, JobSpec
+from shared.queue.client import META_SPEC
 
 log = logging.getLogger(__name__)
 

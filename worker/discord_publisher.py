@@ -22,9 +22,10 @@ from typing import Any
 import redis
 from PIL import Image
 
-from shared import defaults, discord_format
-from shared.job import JobSpec
-from shared.queue import connect
+from shared import defaults
+from shared.discord_wire import format as discord_format
+from shared.jobs.spec import JobSpec
+from shared.queue.client import connect
 from shared.settings import Settings
 from worker.publisher import JobResult
 

@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional
 
 from shared import defaults
-from shared.job import JobKind, JobSpec
+from shared.jobs.spec import JobKind, JobSpec
 from worker.layout_attention import LayoutAttnProcessor, LayoutBias, RowLayout, install, prompt_layout
 from worker.model_loader import LoadedPipelines, choose_device, choose_dtype, describe, load_pipelines
 from worker.text_encoding import Conditioning, TextEncoding

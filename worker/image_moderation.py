@@ -23,8 +23,8 @@ from typing import Any
 
 from PIL import Image
 
-from shared import audit_log
 from shared.settings import Settings
+from shared.stores import audit_log
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import logging
 from PIL import Image
 
 from shared import defaults
-from shared.job import JobKind, JobSpec
-from shared.safe_fetch import FetchPolicy, Resolver, fetch_image, system_resolver
+from shared.jobs.spec import JobKind, JobSpec
+from shared.safety.safe_fetch import FetchPolicy, Resolver, fetch_image, system_resolver
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

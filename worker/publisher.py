@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from shared.job import JobSpec
+from shared.jobs.spec import JobSpec
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ from rq.registry import StartedJobRegistry
 from rq.utils import current_timestamp
 
 from shared import defaults
-from shared.job import JobSpec
-from shared.outbox import Outbox, OutboxEntry
-from shared.queue import META_PHASE, META_SPEC, TASK_PATH
+from shared.jobs.spec import JobSpec
+from shared.queue.client import META_PHASE, META_SPEC, TASK_PATH
 from shared.settings import Settings
+from shared.stores.outbox import Outbox, OutboxEntry
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def drain_outbox(
     connection: Any, settings: Settings, publisher_for: Callable[[Any, Settings], Any] | None = None
 ) -> tuple[int, int]:
     """Re-deliver the outbox's due results from the image store; returns (delivered, failed) counts."""
-    from shared.image_store import get_image, put_record
+    from shared.stores.images import get_image, put_record
     from worker.grid import compose_grid
     from worker.publisher import JobResult
     from worker.tasks import make_publisher

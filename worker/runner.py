@@ -18,9 +18,10 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
-from shared import defaults, limits, metrics
-from shared.fair_share import FairQueue
-from shared.queue import TASK_PATH, all_queues, connect, get_queue
+from shared import defaults
+from shared.queue import limits, metrics
+from shared.queue.client import TASK_PATH, all_queues, connect, get_queue
+from shared.queue.fair_share import FairQueue
 from shared.settings import Settings
 from worker import image_moderation, reliability, tasks
 from worker.batching import BatchPlan, Follower, claim_followers, spec_of

@@ -23,8 +23,6 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from worker.coord_unet import CoordUNet2DConditionModel
-
 log = logging.getLogger(__name__)
 
 TOKENS_PER_CHUNK = 32
@@ -35,11 +33,18 @@ SCHEDULERS: dict[str, Any] = {
     "DDIMScheduler": DDIMScheduler,
     "DPMSolverMultistepScheduler": DPMSolverMultistepScheduler,
 }
-UNET_CLASSES: dict[str, type[UNet2DConditionModel]] = {
-    "UNet2DConditionModel": UNet2DConditionModel,
-    "CoordUNet2DConditionModel": CoordUNet2DConditionModel,
-}
-"""Denoisers a model folder may name in model_index.json (the second one adds pixel coordinates; worker.coord_unet)."""
+UNET_CLASSES: dict[str, type[UNet2DConditionModel]] = {"UNet2DConditionModel": UNet2DConditionModel}
+"""Denoisers a model folder may name in model_index.json. The shipped model uses diffusers' own; training's unshipped
+experiments add theirs with ``register_unet_class`` (``training.coord_unet``), so the worker never loads them."""
+
+
+def register_unet_class(cls: type[UNet2DConditionModel]) -> None:
+    """Let model folders name ``cls`` (a ``UNet2DConditionModel`` subclass) as their denoiser."""
+    if not issubclass(cls, UNet2DConditionModel):
+        raise TypeError(f"cls must subclass UNet2DConditionModel, got {cls!r}")
+    UNET_CLASSES[cls.__name__] = cls
+
+
 ACCEPTED_IGNORED_KWARGS = frozenset({"local_files_only", "use_safetensors"})
 
 

@@ -16,10 +16,10 @@ from rq import get_current_job
 from rq.job import Job
 
 from shared import defaults
-from shared.image_store import ImageExpired, get_image, put_images, put_record
-from shared.job import Delivery, JobKind, JobSpec
-from shared.queue import META_PHASE, META_PROGRESS, META_STEP, META_TOTAL, cancel_requested
+from shared.jobs.spec import Delivery, JobKind, JobSpec
+from shared.queue.client import META_PHASE, META_PROGRESS, META_STEP, META_TOTAL, cancel_requested
 from shared.settings import Settings, get_settings
+from shared.stores.images import ImageExpired, get_image, put_images, put_record
 from worker import image_prompt, reliability
 from worker.batching import BatchPlan
 from worker.engine import Engine, Generation, JobCanceled, png_bytes

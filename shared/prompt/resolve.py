@@ -12,9 +12,9 @@ import random
 from collections.abc import Sequence
 
 from shared import defaults
-from shared.job import Delivery, JobKind, JobSpec, derive_seeds, new_job_id
+from shared.jobs.spec import Delivery, JobKind, JobSpec, derive_seeds, new_job_id
 from shared.model_info import native_resolution, size_multiple
-from shared.prompt import Prompt, PromptError
+from shared.prompt.parser import Prompt, PromptError
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

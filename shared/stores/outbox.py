@@ -19,8 +19,8 @@ from typing import Any
 
 import redis
 
-from shared import audit_log
 from shared.settings import Settings
+from shared.stores import audit_log
 
 log = logging.getLogger(__name__)
 

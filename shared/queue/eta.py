@@ -14,7 +14,7 @@ import redis
 from rq import Worker
 
 from shared import defaults
-from shared.limits import text
+from shared.queue.limits import text
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def position_and_eta(connection: redis.Redis, settings: Settings, job_id: str) -
     """
     raw = connection.hget(f"rq:job:{job_id}", "status")
     status = text(raw) if raw else ""
-    from shared.queue import fetch_job  # shared.queue imports shared.limits, which imports this module lazily
+    from shared.queue.client import fetch_job  # shared.queue imports shared.limits, which imports this module lazily
 
     job = fetch_job(connection, job_id) if status in {"queued", "started"} else None
     if job is None:

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from shared import defaults
-from shared.prompt import PARAMETER_NAMES, Prompt, PromptError, parse
+from shared.prompt.parser import PARAMETER_NAMES, Prompt, PromptError, parse
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -19,10 +19,12 @@ from rq import Worker
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
-from shared import audit_log, defaults, eta, limits
-from shared.fair_share import paused_key
-from shared.queue import fetch_job, get_queue, request_cancel
+from shared import defaults
+from shared.queue import eta, limits
+from shared.queue.client import fetch_job, get_queue, request_cancel
+from shared.queue.fair_share import paused_key
 from shared.settings import Settings
+from shared.stores import audit_log
 
 log = logging.getLogger(__name__)
 

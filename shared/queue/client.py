@@ -14,11 +14,11 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from shared import limits, metrics
-from shared.fair_share import FairQueue
-from shared.job import JobSpec, JobStatus
-from shared.redis_server import EmbeddedRedis
+from shared.jobs.spec import JobSpec, JobStatus
+from shared.queue import limits, metrics
+from shared.queue.fair_share import FairQueue
 from shared.settings import Settings
+from shared.stores.redis_server import EmbeddedRedis
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,9 @@ def enqueue(connection: redis.Redis, settings: Settings, spec: JobSpec, roles: S
             failure_ttl=settings.failure_ttl_s,
             description=spec.prompt[:200],
             meta={META_SPEC: payload, META_PROGRESS: 0.0, META_PHASE: "queued"},
-            on_success=Callback("shared.limits.on_job_success"),
-            on_failure=Callback("shared.limits.on_job_failure"),
-            on_stopped=Callback("shared.limits.on_job_stopped"),
+            on_success=Callback("shared.queue.client.limits.on_job_success"),
+            on_failure=Callback("shared.queue.client.limits.on_job_failure"),
+            on_stopped=Callback("shared.queue.client.limits.on_job_stopped"),
             # Retries are for abandoned jobs only (worker died mid-job); ImagineWorker never retries a job that raised.
             retry=Retry(max=settings.abandoned_job_retries) if settings.abandoned_job_retries > 0 else None,
         )

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from shared import audit_log
-from shared.prompt import Prompt, PromptError, parse
+from shared.prompt.parser import Prompt, PromptError, parse
 from shared.settings import Settings
+from shared.stores import audit_log
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from fractions import Fraction
 from typing import Any
 
 from shared import defaults
-from shared.job import Delivery, JobKind, JobSpec, SourceImage, derive_seeds, new_job_id
-from shared.resolve import image_size
+from shared.jobs.spec import Delivery, JobKind, JobSpec, SourceImage, derive_seeds, new_job_id
+from shared.prompt.resolve import image_size
 
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from diffusers import Transformer2DModel, UNet2DConditionModel
 from torch import nn
 
+from worker.shapes_pipeline import register_unet_class
+
 log = logging.getLogger(__name__)
 
 COORD_FEATURES = 4
@@ -99,3 +101,8 @@ class CoordUNet2DConditionModel(UNet2DConditionModel):
         with torch.no_grad():
             for weight in self.coord_parameters():
                 weight.zero_()
+
+
+# Model folders that training writes with this denoiser load through ShapesPipeline in training and evaluation; the
+# worker never imports this module, so a served model cannot name it.
+register_unet_class(CoordUNet2DConditionModel)

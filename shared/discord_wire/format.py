@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared import defaults
-from shared.job import JobKind, JobSpec
+from shared.jobs.spec import JobKind, JobSpec
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from typing import TextIO
 import redis
 from rq import Worker
 
-from shared.job import Delivery, JobSpec, JobStatus
-from shared.limits import LimitExceeded, MemberBanned
-from shared.prompt import PromptError, parse
-from shared.queue import connect, enqueue, job_state, redis_url, request_cancel
-from shared.resolve import build_jobs
+from shared.jobs.spec import Delivery, JobSpec, JobStatus
+from shared.prompt.parser import PromptError, parse
+from shared.prompt.resolve import build_jobs
+from shared.queue.client import connect, enqueue, job_state, redis_url, request_cancel
+from shared.queue.limits import LimitExceeded, MemberBanned
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,8 @@ from rq.serializers import Serializer
 from rq.timeouts import BaseDeathPenalty
 from rq.utils import as_text
 
-from shared import defaults, limits
+from shared import defaults
+from shared.queue import limits
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

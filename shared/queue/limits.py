@@ -432,7 +432,7 @@ def on_job_stopped(job: Any, connection: Redis) -> None:
 
 
 def _finish(job: Any, connection: Redis, status: str, result: Any) -> None:
-    from shared import eta, metrics
+    from shared.queue import eta, metrics
 
     settings = get_settings()
     release(connection, settings, job.id)

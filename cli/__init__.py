@@ -1,0 +1,1 @@
+"""``imagine``: the command-line front end (no Discord), beside the bot."""

@@ -1,0 +1,5 @@
+"""``python -m cli``: the ``imagine`` command."""
+
+from cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Input safety: prompt moderation and the safe fetching of image URLs."""
