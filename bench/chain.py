@@ -28,17 +28,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rq import Worker
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from shared import defaults
+from shared.jobs.spec import JobSpec
+from shared.stores.redis_server import EmbeddedRedis
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from rq import Worker  # noqa: E402
-from rq.job import Job  # noqa: E402
-from rq.serializers import JSONSerializer  # noqa: E402
-
-from shared import defaults  # noqa: E402
-from shared.jobs.spec import JobSpec  # noqa: E402
-from shared.stores.redis_server import EmbeddedRedis  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +102,9 @@ def main(argv: list[str] | None = None) -> list[JobTimes]:
     )
     try:
         from shared.model_info import native_resolution
-        from shared.queue.client import connect, enqueue
+        from shared.queue.client import enqueue
         from shared.settings import get_settings
+        from shared.stores.connection import connect
 
         get_settings.cache_clear()
         settings = get_settings()

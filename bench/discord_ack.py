@@ -24,15 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from pydantic import SecretStr
+
+from shared.keys import Keys
+from shared.settings import Settings
+from shared.stores.connection import connect
+from shared.stores.redis_server import EmbeddedRedis
+from tests.fake_discord import FakeDiscord
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pydantic import SecretStr  # noqa: E402
-
-from shared.queue.client import connect  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.stores.redis_server import EmbeddedRedis  # noqa: E402
-from tests.fake_discord import FakeDiscord  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def run(count: int, timeout_s: float, interval_ms: float = 0.0, profile: Path | 
             deadline = time.monotonic() + timeout_s
             queued = 0
             while time.monotonic() < deadline:
-                queued = sum(1 for _ in connection.scan_iter("rq:job:*")) - 1  # minus the warm-up job
+                queued = sum(1 for _ in connection.scan_iter(Keys.job("*"))) - 1  # minus the warm-up job
                 if queued >= count:
                     break
                 time.sleep(0.1)

@@ -11,9 +11,6 @@ import random
 import sys
 import traceback
 from collections import Counter
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.prompt.parser import PromptError, parse
 

@@ -20,24 +20,21 @@ import argparse
 import json
 import logging
 import resource
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from shared.jobs.spec import JobSpec
+from worker.engine import Engine, Generation
+from worker.model_loader import LoadedPipelines, choose_device, choose_dtype
+from worker.text_encoding import TextEncoding
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from shared.jobs.spec import JobSpec  # noqa: E402
-from worker.engine import Engine, Generation  # noqa: E402
-from worker.model_loader import LoadedPipelines, choose_device, choose_dtype  # noqa: E402
-from worker.text_encoding import TextEncoding  # noqa: E402
 
 log = logging.getLogger(__name__)
 

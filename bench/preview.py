@@ -15,26 +15,23 @@ import argparse
 import io
 import logging
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from PIL import Image
+
+from shared import defaults
+from shared.jobs.spec import JobSpec
+from worker.engine import Engine
+from worker.preview import latents_to_preview
+from worker.publisher import JobResult
+from worker.tasks import ProgressReporter
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from shared import defaults  # noqa: E402
-from shared.jobs.spec import JobSpec  # noqa: E402
-from worker.engine import Engine  # noqa: E402
-from worker.preview import latents_to_preview  # noqa: E402
-from worker.publisher import JobResult  # noqa: E402
-from worker.tasks import ProgressReporter  # noqa: E402
 
 log = logging.getLogger(__name__)
 

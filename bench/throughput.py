@@ -18,23 +18,20 @@ import argparse
 import logging
 import os
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from shared import defaults
+from shared.jobs.spec import JobSpec
+from shared.settings import Settings
+from shared.stores.redis_server import EmbeddedRedis
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from rq.job import Job  # noqa: E402
-from rq.serializers import JSONSerializer  # noqa: E402
-
-from shared import defaults  # noqa: E402
-from shared.jobs.spec import JobSpec  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.stores.redis_server import EmbeddedRedis  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +83,8 @@ def make_specs(count: int, *, size: int, steps: int, lane: str, salt: int) -> li
 
 
 def run_round(settings: Settings, specs: list[JobSpec], *, batch_images: int, mode: str) -> Round:
-    from shared.queue.client import connect, enqueue
+    from shared.queue.client import enqueue
+    from shared.stores.connection import connect
     from worker.runner import build_worker
 
     connection = connect(settings)

@@ -9,8 +9,8 @@ import sys
 
 from bot import discord_config
 from bot.client import ImagineClient
-from shared.queue.client import connect
 from shared.settings import get_settings
+from shared.stores.connection import connect
 
 log = logging.getLogger(__name__)
 

@@ -13,32 +13,20 @@ import datetime
 import logging
 from collections.abc import Callable, Coroutine
 from functools import wraps
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import discord
 from discord import app_commands
 
-from shared.discord_wire import format as discord_format
-from shared.jobs.spec import Delivery
+from bot.commands import mark_canceled
+from bot.state import BotState, state_of
+from shared import messages
 from shared.queue import admin, limits, metrics
 from shared.settings import Settings
-
-if TYPE_CHECKING:
-    from bot.client import ImagineClient
 
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, None]])
-
-NOT_ADMIN = "Only the server's admins (Manage Server, or a configured admin role) can use this command."
-"""Reply to a member without rights who reached an admin command anyway."""
-
-CANCELED_BY_ADMIN = "cancelled by an admin"
-"""Reason shown on the waiting message of a job an admin removed from the queue."""
-
-
-def _client(interaction: discord.Interaction) -> ImagineClient:
-    return interaction.client  # type: ignore[return-value]
 
 
 def _roles(interaction: discord.Interaction) -> list[str]:
@@ -51,7 +39,7 @@ def caller_is_admin(interaction: discord.Interaction) -> bool:
     """The in-code check: the caller's resolved permissions in this channel, or a configured admin user/role."""
     permissions = interaction.permissions
     return admin.is_admin(
-        _client(interaction).settings,
+        state_of(interaction).settings,
         str(interaction.user.id),
         _roles(interaction),
         permissions.manage_guild or permissions.administrator,
@@ -64,12 +52,12 @@ def admin_only(func: F) -> F:
     @wraps(func)
     async def checked(interaction: discord.Interaction, *args: Any, **kwargs: Any) -> None:
         if not caller_is_admin(interaction):
-            client = _client(interaction)
+            state = state_of(interaction)
             name = interaction.command.qualified_name if interaction.command else "?"
             await asyncio.to_thread(
-                admin.audit, client.connection, client.settings, str(interaction.user.id), "refused", f"/{name}"
+                admin.audit, state.connection, state.settings, str(interaction.user.id), "refused", f"/{name}"
             )
-            await interaction.response.send_message(NOT_ADMIN, ephemeral=True)
+            await interaction.response.send_message(messages.NOT_ADMIN, ephemeral=True)
             return
         await func(interaction, *args, **kwargs)
 
@@ -78,12 +66,14 @@ def admin_only(func: F) -> F:
 
 async def _report(interaction: discord.Interaction, text: str) -> None:
     """Answer the admin privately and copy the line to the audit channel, if one is configured."""
-    await interaction.response.send_message(text, ephemeral=True)
-    channel_id = _client(interaction).settings.audit_channel_id
+    await interaction.response.send_message(messages.admin_text([text]), ephemeral=True)
+    channel_id = state_of(interaction).settings.audit_channel_id
     if channel_id:
         try:
             channel = interaction.client.get_partial_messageable(int(channel_id))
-            await channel.send(f"<@{interaction.user.id}>: {text}", allowed_mentions=discord.AllowedMentions.none())
+            await channel.send(
+                messages.audit_copy(str(interaction.user.id), text), allowed_mentions=discord.AllowedMentions.none()
+            )
         except (discord.HTTPException, ValueError):
             log.exception("could not post to the audit channel %s", channel_id)
 
@@ -91,19 +81,7 @@ async def _report(interaction: discord.Interaction, text: str) -> None:
 async def _tell_removed(interaction: discord.Interaction, removed: admin.Removed) -> None:
     """Edit the waiting message of every queued job an admin removed (running ones are told by their worker)."""
     for spec in removed.canceled:
-        delivery = Delivery(**spec.get("delivery", {}))
-        if delivery.kind != "discord" or not delivery.waiting_message_id or not delivery.channel_id:
-            continue
-        try:
-            channel = interaction.client.get_partial_messageable(int(delivery.channel_id))
-            await channel.get_partial_message(int(delivery.waiting_message_id)).edit(
-                content=discord_format.failed_line(
-                    str(spec.get("prompt", "")), str(spec.get("owner", "")), CANCELED_BY_ADMIN
-                ),
-                allowed_mentions=discord.AllowedMentions.none(),
-            )
-        except discord.HTTPException:
-            log.exception("could not tell the owner of job %s", spec.get("job_id"))
+        await mark_canceled(interaction.client, spec, messages.CANCELED_BY_ADMIN)
 
 
 def _when(timestamp: float | None) -> str:
@@ -119,8 +97,8 @@ def format_status(status: admin.QueueStatus) -> str:
         "Waiting: " + ", ".join(f"{lane} {count}" for lane, count in status.waiting.items()),
         f"Running: {len(status.running)}" + (f" ({', '.join(status.running[:10])})" if status.running else ""),
     ]
-    lines += [format_worker(worker) for worker in status.workers] or ["No workers."]
-    return "\n".join(lines)
+    lines += [format_worker(worker) for worker in status.workers] or [messages.NO_WORKERS]
+    return messages.admin_text(lines)
 
 
 def format_worker(worker: admin.WorkerInfo) -> str:
@@ -141,63 +119,56 @@ def queue_group(settings: Settings) -> app_commands.Group:
     @group.command(name="status", description="Lanes, running jobs, workers and throughput")
     @admin_only
     async def status(interaction: discord.Interaction) -> None:
-        client = _client(interaction)
-        found = await asyncio.to_thread(admin.status, client.connection, client.settings)
+        state = state_of(interaction)
+        found = await asyncio.to_thread(admin.status, state.connection, state.settings)
         await interaction.response.send_message(format_status(found), ephemeral=True)
 
     @group.command(name="pause", description="Workers stop taking new jobs (nothing is lost)")
     @admin_only
     async def pause(interaction: discord.Interaction) -> None:
-        client = _client(interaction)
-        await asyncio.to_thread(admin.pause, client.connection, client.settings, str(interaction.user.id))
-        await _report(interaction, "Queue paused: running jobs finish, new jobs wait.")
+        state = state_of(interaction)
+        await asyncio.to_thread(admin.pause, state.connection, state.settings, str(interaction.user.id))
+        await _report(interaction, messages.QUEUE_PAUSED)
 
     @group.command(name="resume", description="Workers take jobs again")
     @admin_only
     async def resume(interaction: discord.Interaction) -> None:
-        client = _client(interaction)
-        await asyncio.to_thread(admin.resume, client.connection, client.settings, str(interaction.user.id))
-        await _report(interaction, "Queue resumed.")
+        state = state_of(interaction)
+        await asyncio.to_thread(admin.resume, state.connection, state.settings, str(interaction.user.id))
+        await _report(interaction, messages.QUEUE_RESUMED)
 
     @group.command(name="clear", description="Remove every waiting job (of one lane, or all)")
     @app_commands.describe(lane="Only this lane")
     @app_commands.choices(lane=[app_commands.Choice(name=name, value=name) for name in settings.lanes])
     @admin_only
     async def clear(interaction: discord.Interaction, lane: str | None = None) -> None:
-        client = _client(interaction)
+        state = state_of(interaction)
         removed = await asyncio.to_thread(
-            admin.clear, client.connection, client.settings, str(interaction.user.id), lane or ""
+            admin.clear, state.connection, state.settings, str(interaction.user.id), lane or ""
         )
-        await _report(interaction, f"Removed {len(removed.canceled)} waiting job(s) from {lane or 'all lanes'}.")
+        await _report(interaction, messages.queue_cleared(len(removed.canceled), lane or ""))
         await _tell_removed(interaction, removed)
 
     @group.command(name="cancel", description="Cancel a job: removed if waiting, stopped at its next step if running")
     @app_commands.describe(job_id="The job id")
     @admin_only
     async def cancel(interaction: discord.Interaction, job_id: str) -> None:
-        client = _client(interaction)
+        state = state_of(interaction)
         outcome, removed = await asyncio.to_thread(
-            admin.cancel, client.connection, client.settings, str(interaction.user.id), job_id.strip()
+            admin.cancel, state.connection, state.settings, str(interaction.user.id), job_id.strip()
         )
-        text = {
-            "canceled": f"Job `{job_id}` was removed from the queue.",
-            "stopping": f"Job `{job_id}` stops at its next step.",
-        }.get(outcome, f"Job `{job_id}` is not queued or running.")
-        await _report(interaction, text)
+        await _report(interaction, messages.admin_cancel_outcome(job_id.strip(), outcome))
         await _tell_removed(interaction, removed)
 
     @group.command(name="purge", description="Remove a member's waiting jobs and stop their running ones")
     @app_commands.describe(member="The member")
     @admin_only
     async def purge(interaction: discord.Interaction, member: discord.User) -> None:
-        client = _client(interaction)
+        state = state_of(interaction)
         removed = await asyncio.to_thread(
-            admin.purge, client.connection, client.settings, str(interaction.user.id), str(member.id)
+            admin.purge, state.connection, state.settings, str(interaction.user.id), str(member.id)
         )
-        await _report(
-            interaction,
-            f"Purged <@{member.id}>: {len(removed.canceled)} removed, {len(removed.stopping)} stopping.",
-        )
+        await _report(interaction, messages.purged(str(member.id), len(removed.canceled), len(removed.stopping)))
         await _tell_removed(interaction, removed)
 
     return group
@@ -210,11 +181,11 @@ def queue_group(settings: Settings) -> app_commands.Group:
 @admin_only
 async def ban_command(interaction: discord.Interaction, member: discord.User, reason: str = "") -> None:
     """/ban member [reason]: the member's waiting jobs are removed and running ones stopped."""
-    client = _client(interaction)
+    state = state_of(interaction)
     removed = await asyncio.to_thread(
-        admin.ban, client.connection, client.settings, str(interaction.user.id), str(member.id), reason
+        admin.ban, state.connection, state.settings, str(interaction.user.id), str(member.id), reason
     )
-    await _report(interaction, f"Banned <@{member.id}>" + (f": {reason}" if reason else "."))
+    await _report(interaction, messages.banned_member(str(member.id), reason))
     await _tell_removed(interaction, removed)
 
 
@@ -225,11 +196,11 @@ async def ban_command(interaction: discord.Interaction, member: discord.User, re
 @admin_only
 async def unban_command(interaction: discord.Interaction, member: discord.User) -> None:
     """/unban member."""
-    client = _client(interaction)
+    state = state_of(interaction)
     was = await asyncio.to_thread(
-        admin.unban, client.connection, client.settings, str(interaction.user.id), str(member.id)
+        admin.unban, state.connection, state.settings, str(interaction.user.id), str(member.id)
     )
-    await _report(interaction, f"Unbanned <@{member.id}>." if was else f"<@{member.id}> was not banned.")
+    await _report(interaction, messages.unbanned_member(str(member.id), was))
 
 
 def _scope_name(scope: str) -> str:
@@ -248,12 +219,12 @@ def limits_group() -> app_commands.Group:
     @group.command(name="show", description="The limits in force (default and per role)")
     @admin_only
     async def show(interaction: discord.Interaction) -> None:
-        client = _client(interaction)
-        table = await asyncio.to_thread(limits.configured_limits, client.connection, client.settings)
+        state = state_of(interaction)
+        table = await asyncio.to_thread(limits.configured_limits, state.connection, state.settings)
         lines = [
-            f"{_scope_name(scope)}: {value.running} running, {value.queued} queued" for scope, value in table.items()
+            messages.limits_line(_scope_name(scope), value.running, value.queued) for scope, value in table.items()
         ]
-        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+        await interaction.response.send_message(messages.admin_text(lines), ephemeral=True)
 
     @group.command(name="set", description="Set the limits of everyone, or of one role")
     @app_commands.describe(running="Jobs running at once", queued="Jobs waiting at once", role="Only this role")
@@ -264,20 +235,18 @@ def limits_group() -> app_commands.Group:
         queued: app_commands.Range[int, 0, 1000],
         role: discord.Role | None = None,
     ) -> None:
-        client = _client(interaction)
+        state = state_of(interaction)
         scope = f"role:{role.id}" if role is not None else "default"
         await asyncio.to_thread(
             admin.set_limits,
-            client.connection,
-            client.settings,
+            state.connection,
+            state.settings,
             str(interaction.user.id),
             scope,
             running=running,
             queued=queued,
         )
-        await _report(
-            interaction, f"Limits of {role.mention if role else 'everyone'}: {running} running, {queued} queued."
-        )
+        await _report(interaction, messages.limits_line(role.mention if role else "everyone", running, queued))
 
     return group
 
@@ -288,9 +257,10 @@ def limits_group() -> app_commands.Group:
 @admin_only
 async def workers_command(interaction: discord.Interaction) -> None:
     """/workers."""
-    client = _client(interaction)
-    found = await asyncio.to_thread(admin.workers, client.connection)
-    await interaction.response.send_message("\n".join(format_worker(w) for w in found) or "No workers.", ephemeral=True)
+    state = state_of(interaction)
+    found = await asyncio.to_thread(admin.workers, state.connection)
+    lines = [format_worker(worker) for worker in found] or [messages.NO_WORKERS]
+    await interaction.response.send_message(messages.admin_text(lines), ephemeral=True)
 
 
 def admin_commands(settings: Settings) -> list[app_commands.Command[Any, Any, Any] | app_commands.Group]:
@@ -298,8 +268,8 @@ def admin_commands(settings: Settings) -> list[app_commands.Command[Any, Any, An
     return [queue_group(settings), ban_command, unban_command, limits_group(), workers_command]
 
 
-def install(client: ImagineClient) -> None:
-    """Add the admin commands to ``client``'s tree and serve the bot's Prometheus metrics if a port is set."""
-    for command in admin_commands(client.settings):
-        client.tree.add_command(command)
-    metrics.start_metrics_server(client.connection, client.settings)
+def install(tree: app_commands.CommandTree[Any], state: BotState) -> None:
+    """Add the admin commands to ``tree`` and serve the bot's Prometheus metrics if a port is set."""
+    for command in admin_commands(state.settings):
+        tree.add_command(command)
+    metrics.start_metrics_server(state.connection, state.settings)

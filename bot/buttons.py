@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 import redis
 
-from bot import messages
-from bot.submission import delivery_for, submit
-from shared import defaults
-from shared.discord_wire import format as discord_format
-from shared.discord_wire.format import ButtonAction, ButtonRef
+from bot.state import BotState, state_of
+from bot.submission import delivery_for, requester_of, submit
+from shared import defaults, messages
+from shared.discord_wire import buttons as wire_buttons
+from shared.discord_wire.buttons import ButtonAction, ButtonRef
+from shared.errors import MemberFacingError, PromptError, ResultExpired
 from shared.jobs.followups import (
     described_prompt,
     make_square_spec,
@@ -27,20 +28,16 @@ from shared.jobs.followups import (
     variation_spec,
     zoom_out_spec,
 )
+from shared.jobs.record import JobRecord
 from shared.jobs.spec import JobSpec
 from shared.model_info import native_resolution, size_multiple
-from shared.prompt.parser import parse
-from shared.prompt.resolve import build_jobs
 from shared.queue.client import job_state
 from shared.stores import images as image_store
-
-if TYPE_CHECKING:
-    from bot.client import ImagineClient
 
 log = logging.getLogger(__name__)
 
 
-class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=discord_format.CUSTOM_ID_TEMPLATE):
+class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=wire_buttons.CUSTOM_ID_TEMPLATE):
     """Any result button (U<n>, V<n>, re-roll, Upscale/Vary (Subtle/Creative/Strong), Zoom Out, Make Square, pans)."""
 
     def __init__(self, item: discord.ui.Button[Any], ref: ButtonRef) -> None:
@@ -53,30 +50,33 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=discord
     ) -> JobButton:
         if not isinstance(item, discord.ui.Button):
             raise TypeError(f"result buttons must be buttons, got {type(item).__name__}")
-        return cls(item, discord_format.parse_custom_id(match.string))
+        return cls(item, wire_buttons.parse_custom_id(match.string))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        client: ImagineClient = interaction.client  # type: ignore[assignment]
+        state = state_of(interaction)
         try:
-            spec = follow_up(client, interaction, self.ref)
-        except image_store.ImageExpired as exc:
-            await interaction.response.send_message(messages.expired(str(exc)), ephemeral=True)
-            return
+            spec = follow_up(state, interaction, self.ref)
         except redis.RedisError:
             log.exception("queue unavailable for click %s", self.custom_id)
             await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
             return
-        except ValueError as exc:  # the record cannot give this job (e.g. Make Square of a square image): say why
+        except ResultExpired as exc:
+            await interaction.response.send_message(messages.expired(str(exc)), ephemeral=True)
+            return
+        except PromptError as exc:  # text a button carries (a /describe pick) refused by the intake
+            await interaction.response.send_message(messages.prompt_error(str(exc)), ephemeral=True)
+            return
+        except MemberFacingError as exc:  # the record cannot give this job (e.g. Make Square of a square image)
             log.info("cannot make a job from click %s: %s", self.custom_id, exc)
             await interaction.response.send_message(messages.cannot_follow_up(str(exc)), ephemeral=True)
             return
-        await submit(interaction, [spec], client.desk)
+        await submit(interaction, [spec], state.desk)
         log.info("click %s by %s -> job %s", self.custom_id, interaction.user.id, spec.job_id)
 
 
-def follow_up(client: ImagineClient, interaction: discord.Interaction, ref: ButtonRef) -> JobSpec:
+def follow_up(state: BotState, interaction: discord.Interaction, ref: ButtonRef) -> JobSpec:
     """The new job a click asks for, owned by the clicker and delivered to the click's channel."""
-    record = record_for(client, ref.job_id)
+    record = record_for(state, ref.job_id)
     owner = str(interaction.user.id)
     delivery = delivery_for(interaction)
     if ref.action is ButtonAction.UPSCALE:
@@ -90,30 +90,31 @@ def follow_up(client: ImagineClient, interaction: discord.Interaction, ref: Butt
     if ref.action in (ButtonAction.VARY, ButtonAction.VARY_STRONG):
         return variation_spec(record, ref.index, owner, defaults.VARY_STRONG_STRENGTH, delivery=delivery)
     if ref.action is ButtonAction.DESCRIBE_PICK:
+        # The picked prompt is text like any other: the member's options, moderation, defaults and rules apply.
         text = described_prompt(record, ref.index)
-        (spec, *_) = build_jobs(parse(text), settings=client.settings, owner=owner, delivery=delivery)
+        (spec, *_) = state.intake.jobs_from_text(text, requester_of(interaction), delivery)
         return spec
-    if ref.action in discord_format.ZOOM_BUTTONS:
-        factor, _ = discord_format.ZOOM_BUTTONS[ref.action]
+    if ref.action in wire_buttons.ZOOM_BUTTONS:
+        factor, _ = wire_buttons.ZOOM_BUTTONS[ref.action]
         return zoom_out_spec(record, ref.index, owner, factor, delivery=delivery)
-    if ref.action is ButtonAction.MAKE_SQUARE or ref.action in discord_format.PAN_BUTTONS:
-        model = client.settings.resolve_model(str(record.get("spec", {}).get("model", "")) or None)
+    if ref.action is ButtonAction.MAKE_SQUARE or ref.action in wire_buttons.PAN_BUTTONS:
+        model = state.settings.resolve_model(record.spec.model or None)
         native, multiple = native_resolution(model), size_multiple(model)
         if ref.action is ButtonAction.MAKE_SQUARE:
             return make_square_spec(record, ref.index, owner, native=native, multiple=multiple, delivery=delivery)
-        direction, _ = discord_format.PAN_BUTTONS[ref.action]
+        direction, _ = wire_buttons.PAN_BUTTONS[ref.action]
         return pan_spec(record, ref.index, owner, direction, native=native, multiple=multiple, delivery=delivery)
     return reroll_spec(record, owner, delivery=delivery)
 
 
-def record_for(client: ImagineClient, job_id: str) -> dict[str, Any]:
+def record_for(state: BotState, job_id: str) -> JobRecord:
     """The job's stored record; in the moment between a result's post and its record's store (or when only the
-    record expired), the spec from the RQ job, provided its images are still stored."""
+    record expired), a record holding the spec from the RQ job, provided its images are still stored."""
     try:
-        return image_store.get_record(client.connection, client.settings, job_id)
-    except image_store.ImageExpired:
-        state = job_state(client.connection, job_id)
-        if state is None or not state.spec:
+        return image_store.get_record(state.connection, state.settings, job_id)
+    except ResultExpired:
+        job = job_state(state.connection, job_id)
+        if job is None:
             raise
-        image_store.get_image(client.connection, client.settings, job_id, 0)
-        return {"job_id": job_id, "spec": state.spec}
+        image_store.get_image(state.connection, state.settings, job_id, 0)
+        return JobRecord(job_id=job_id, spec=job.spec)

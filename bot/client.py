@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
 from typing import Any
 
 import discord
 import redis
 from discord import app_commands
 
-from bot import admin_commands, messages, reactions
+from bot import admin_commands, gateway_guard, reactions
 from bot.buttons import JobButton
 from bot.commands import all_commands
 from bot.jobs import JobDesk
 from bot.queue_updates import QueueUpdater
+from bot.state import BotState
+from shared import messages
+from shared.intake import Intake
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,9 +31,9 @@ class ImagineTree(app_commands.CommandTree["ImagineClient"]):
         log.error("command %r failed", interaction.command and interaction.command.name, exc_info=error)
         try:
             if interaction.response.is_done():
-                await interaction.followup.send(messages.SOMETHING_WRONG, ephemeral=True)
+                await interaction.followup.send(messages.INTERNAL_ERROR, ephemeral=True)
             else:
-                await interaction.response.send_message(messages.SOMETHING_WRONG, ephemeral=True)
+                await interaction.response.send_message(messages.INTERNAL_ERROR, ephemeral=True)
         except discord.HTTPException:
             log.exception("could not tell the member about the error")
 
@@ -43,29 +45,27 @@ class ImagineClient(discord.Client):
         # reactions: a cross cancels, an envelope sends the job to the member's DMs (not a privileged intent)
         options.setdefault("intents", discord.Intents(guilds=True, guild_reactions=True))
         super().__init__(**options)
-        self.settings = settings
-        self.connection = connection
-        self.desk = JobDesk(connection, settings)
-        self.queue_updates = QueueUpdater(self, self.desk)
+        self.state = BotState(settings, connection, JobDesk(connection, settings), Intake(connection, settings))
+        self.queue_updates = QueueUpdater(self, self.state.desk)
         self.tree = ImagineTree(self)
         for command in all_commands(settings):
             self.tree.add_command(command)
-        admin_commands.install(self)  # queue control: admin commands (checked in code) and the bot's /metrics
-        self._guard_parser("INTERACTION_CREATE")
-        self._guard_parser("MESSAGE_REACTION_ADD")
+        admin_commands.install(
+            self.tree, self.state
+        )  # queue control: admin commands (checked in code) and the bot's /metrics
+        gateway_guard.guard(self)
 
-    def _guard_parser(self, event: str) -> None:
-        """A malformed gateway payload is logged and dropped instead of ending the gateway loop (and the bot)."""
-        parsers: dict[str, Callable[[Any], None]] = self._connection.parsers
-        original = parsers[event]
+    @property
+    def settings(self) -> Settings:
+        return self.state.settings
 
-        def guarded(data: Any) -> None:
-            try:
-                original(data)
-            except Exception:
-                log.exception("ignoring malformed %s payload: %.500r", event, data)
+    @property
+    def connection(self) -> redis.Redis:
+        return self.state.connection
 
-        parsers[event] = guarded
+    @property
+    def desk(self) -> JobDesk:
+        return self.state.desk
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(JobButton)
@@ -98,7 +98,7 @@ class ImagineClient(discord.Client):
             log.exception("command sync failed; the commands Discord has stay in force")
 
     async def on_raw_reaction_add(self, event: discord.RawReactionActionEvent) -> None:
-        await reactions.on_reaction(self, event)
+        await reactions.on_reaction(self, self.state, event)
 
     async def on_ready(self) -> None:
         log.info("ready as %s in %d guild(s)", self.user, len(self.guilds))

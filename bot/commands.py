@@ -10,64 +10,48 @@ import logging
 import random
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 import redis
 from discord import app_commands
 from PIL import Image
 
-from bot import messages
-from bot.submission import delivery_for, mentions_for, submit
-from shared import defaults
-from shared.discord_wire import format as discord_format
-from shared.jobs.spec import JobKind, JobSpec
-from shared.prompt.parser import PromptError
-from shared.prompt.resolve import build_jobs, describe_job
+from bot.state import BotState, state_of
+from bot.submission import delivery_for, mentions_for, requester_of, submit
+from shared import defaults, messages
+from shared.discord_wire import buttons, results
+from shared.errors import MemberFacingError, ResultExpired, SettingRefused
+from shared.jobs.record import JobRecord
+from shared.jobs.spec import JobKind, JobSpec, JobStatus
 from shared.queue.client import request_cancel
-from shared.safety import moderation
 from shared.settings import Settings
 from shared.stores import images as image_store
 from shared.stores import member_settings
-
-if TYPE_CHECKING:
-    from bot.client import ImagineClient
+from shared.stores.member_settings import MemberSettings
 
 log = logging.getLogger(__name__)
 
 
-def _client(interaction: discord.Interaction) -> ImagineClient:
-    return interaction.client  # type: ignore[return-value]
-
-
 async def imagine(interaction: discord.Interaction, prompt: str) -> None:
-    """/imagine: parse, resolve and enqueue one job per permutation and repeat; a bad prompt is answered privately."""
-    client = _client(interaction)
-    owner = str(interaction.user.id)
+    """/imagine: the prompt through the intake (``shared.intake``), one waiting message and job per permutation and
+    repeat; a refused prompt is answered privately with the reason."""
+    state = state_of(interaction)
+    requester = requester_of(interaction)
     try:
-        member, counts = client.desk.intake(owner)
+        member, counts = state.desk.member_and_queues(requester.member_id)
+        specs = state.intake.jobs_from_text(
+            prompt, requester, delivery_for(interaction), member=member, rng=random.Random()
+        )
     except redis.RedisError:
-        log.exception("queue unavailable for /imagine by %s", owner)
+        log.exception("queue unavailable for /imagine by %s", requester.member_id)
         await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
         return
-    try:
-        text = member.expand_options(member.apply_text(prompt))
-        # Moderation (banned list, repeat cap) after parsing; refusals are recorded in the audit log.
-        checked = moderation.check_and_audit(text, client.settings, client.desk.connection, owner=owner)
-        prompts = [member.apply_prompt(p) for p in checked]
-        specs = build_jobs(
-            prompts,
-            settings=client.settings,
-            owner=owner,
-            delivery=delivery_for(interaction),
-            lane=member.lane or None,
-            rng=random.Random(),
-        )
-    except (PromptError, ValueError) as exc:
-        await interaction.response.send_message(messages.prompt_error(str(exc), member), ephemeral=True)
+    except MemberFacingError as exc:
+        await interaction.response.send_message(messages.prompt_error(str(exc), member.options), ephemeral=True)
         return
-    queued = await submit(interaction, specs, client.desk, counts)
-    log.info("/imagine by %s: %d job(s) %s", owner, len(queued), [spec.job_id for spec in queued])
+    queued = await submit(interaction, specs, state.desk, counts)
+    log.info("/imagine by %s: %d job(s) %s", requester.member_id, len(queued), [spec.job_id for spec in queued])
 
 
 def settings_command(settings: Settings) -> app_commands.Command[Any, Any, Any]:
@@ -100,12 +84,12 @@ def settings_command(settings: Settings) -> app_commands.Command[Any, Any, Any]:
             if value is not None
         }
 
-        def change(current: member_settings.MemberSettings) -> member_settings.MemberSettings:
+        def change(current: MemberSettings) -> MemberSettings:
             if reset:  # the /prefer options are kept: they are named, and only used when a prompt names them
-                current = member_settings.MemberSettings(options=current.options)
-            return member_settings.MemberSettings.from_dict({**current.to_dict(), **changes})
+                current = MemberSettings(options=current.options)
+            return MemberSettings.from_dict({**current.to_dict(), **changes})
 
-        await _change_settings(interaction, change, messages.member_defaults)
+        await _change_settings(interaction, change, _defaults_text)
 
     return command
 
@@ -124,9 +108,7 @@ def lane_commands(settings: Settings) -> list[app_commands.Command[Any, Any, Any
 
 def _lane_command(lane: str) -> app_commands.Command[Any, Any, Any]:
     async def switch(interaction: discord.Interaction) -> None:
-        await _change_settings(
-            interaction, lambda current: dataclasses.replace(current, lane=lane), messages.member_defaults
-        )
+        await _change_settings(interaction, lambda current: dataclasses.replace(current, lane=lane), _defaults_text)
 
     return app_commands.Command(name=lane, description=f"Your jobs go to the {lane} lane", callback=switch)
 
@@ -145,9 +127,11 @@ def prefer_commands() -> app_commands.Group:
 
     @option.command(name="list", description="Your saved options")
     async def option_list(interaction: discord.Interaction) -> None:
-        client = _client(interaction)
-        current = member_settings.load(client.connection, client.settings, str(interaction.user.id))
-        await interaction.response.send_message(messages.member_options(current), ephemeral=True)
+        state = state_of(interaction)
+        current = await asyncio.to_thread(
+            member_settings.load, state.connection, state.settings, str(interaction.user.id)
+        )
+        await interaction.response.send_message(_options_text(current), ephemeral=True)
 
     @prefer.command(name="suffix", description="Text added to every prompt (empty: none)")
     @app_commands.describe(value="Words and/or --parameters; empty clears the suffix")
@@ -166,21 +150,30 @@ _RESERVED_NAMES = frozenset(
 """Command names the bot already uses: a lane with one of these names gets no shortcut."""
 
 
+def _defaults_text(member: MemberSettings) -> str:
+    fields = {key: value for key, value in member.to_dict().items() if key != "options"}
+    return messages.member_defaults(fields, len(member.options))
+
+
+def _options_text(member: MemberSettings) -> str:
+    return messages.member_options(member.options, member.suffix)
+
+
 async def _change_settings(
     interaction: discord.Interaction,
-    change: Callable[[member_settings.MemberSettings], member_settings.MemberSettings],
-    answer: Callable[[member_settings.MemberSettings], str] = messages.member_options,
+    change: Callable[[MemberSettings], MemberSettings],
+    answer: Callable[[MemberSettings], str] = _options_text,
 ) -> None:
     """Load the member's settings, apply ``change``, validate and save, and ``answer`` with the result privately; a bad
     value is answered with its error."""
-    client = _client(interaction)
+    state = state_of(interaction)
     owner = str(interaction.user.id)
     try:
-        current = await asyncio.to_thread(member_settings.load, client.connection, client.settings, owner)
+        current = await asyncio.to_thread(member_settings.load, state.connection, state.settings, owner)
         updated = change(current)
-        await asyncio.to_thread(member_settings.save, client.connection, client.settings, owner, updated)
-    except ValueError as exc:
-        await interaction.response.send_message(f"Not saved: {exc}", ephemeral=True)
+        await asyncio.to_thread(member_settings.save, state.connection, state.settings, owner, updated)
+    except SettingRefused as exc:
+        await interaction.response.send_message(messages.not_saved(str(exc)), ephemeral=True)
         return
     await interaction.response.send_message(answer(updated), ephemeral=True)
 
@@ -196,98 +189,103 @@ async def imagine_command(interaction: discord.Interaction, prompt: str) -> None
 @app_commands.describe(image="The image to describe (PNG, JPEG or WebP)")
 async def describe_command(interaction: discord.Interaction, image: discord.Attachment) -> None:
     """/describe: the image goes through the queue to a worker, whose alignment scorer ranks candidate prompts."""
-    client = _client(interaction)
-    owner = str(interaction.user.id)
+    state = state_of(interaction)
+    requester = requester_of(interaction)
     content_type = (image.content_type or "").split(";")[0].strip()
     if not content_type.startswith("image/"):
         await interaction.response.send_message(messages.not_an_image(image.filename, content_type), ephemeral=True)
         return
-    if image.size > client.settings.image_fetch_max_bytes:
-        limit = client.settings.image_fetch_max_bytes
+    if image.size > state.settings.image_fetch_max_bytes:
+        limit = state.settings.image_fetch_max_bytes
         await interaction.response.send_message(
             messages.image_too_large(image.filename, image.size, limit), ephemeral=True
         )
         return
     try:
-        member, counts = client.desk.intake(owner)
-        spec = describe_job(
-            image.url,
-            image.filename,
-            settings=client.settings,
-            owner=owner,
-            delivery=delivery_for(interaction),
-            lane=member.lane or None,
-        )
+        member, counts = state.desk.member_and_queues(requester.member_id)
+        spec = state.intake.describe(image.url, image.filename, requester, delivery_for(interaction), member)
     except redis.RedisError:
-        log.exception("queue unavailable for /describe by %s", owner)
+        log.exception("queue unavailable for /describe by %s", requester.member_id)
         await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
         return
-    except ValueError as exc:  # e.g. the member's default lane is no longer served
+    except MemberFacingError as exc:  # e.g. the member's default lane is no longer served
         await interaction.response.send_message(messages.prompt_error(str(exc)), ephemeral=True)
         return
-    queued = await submit(interaction, [spec], client.desk, counts)
-    log.info("/describe by %s: %s", owner, [s.job_id for s in queued])
+    queued = await submit(interaction, [spec], state.desk, counts)
+    log.info("/describe by %s: %s", requester.member_id, [s.job_id for s in queued])
 
 
 @app_commands.command(name="info", description="Your running and queued jobs")
 async def info_command(interaction: discord.Interaction) -> None:
     """/info: the member's running and queued jobs with queue positions, and totals."""
-    client = _client(interaction)
+    state = state_of(interaction)
     owner = str(interaction.user.id)
-    states = await asyncio.to_thread(client.desk.active_jobs, owner)
-    totals = await asyncio.to_thread(client.desk.totals, owner)
-    await interaction.response.send_message(messages.info(states[: defaults.INFO_JOBS_SHOWN], totals), ephemeral=True)
+    jobs = await asyncio.to_thread(state.desk.active_jobs, owner)
+    totals = await asyncio.to_thread(state.desk.totals, owner)
+    lines = [
+        messages.info_line(
+            job.job_id,
+            running=job.status is JobStatus.STARTED,
+            progress=job.progress.fraction,
+            position=position,
+            lane=job.spec.lane,
+            prompt=job.spec.prompt,
+        )
+        for job, position in jobs[: defaults.INFO_JOBS_SHOWN]
+    ]
+    await interaction.response.send_message(messages.info(lines, totals), ephemeral=True)
 
 
 @app_commands.command(name="cancel", description="Cancel one of your jobs (default: your newest)")
 @app_commands.describe(job_id="The job to cancel; your newest running or queued job when empty")
 async def cancel_command(interaction: discord.Interaction, job_id: str | None = None) -> None:
     """/cancel: a queued job leaves the queue now, a running one stops at its next step; only your own."""
-    client = _client(interaction)
+    state = state_of(interaction)
     owner = str(interaction.user.id)
-    target = (job_id or "").strip() or client.desk.latest_active(owner)
+    target = (job_id or "").strip()
+    if not target:
+        found = await asyncio.to_thread(state.desk.latest_active, owner)
+        target = found or ""
     if not target:
         await interaction.response.send_message(messages.NO_ACTIVE_JOBS, ephemeral=True)
         return
-    state = await asyncio.to_thread(client.desk.state, target)
-    if state is None:
+    job = await asyncio.to_thread(state.desk.state, target)
+    if job is None:
         await interaction.response.send_message(messages.unknown_job(target), ephemeral=True)
         return
-    if str(state.spec.get("owner", "")) != owner:
+    if job.spec.owner != owner:
         await interaction.response.send_message(messages.not_yours(target), ephemeral=True)
         return
-    outcome = await asyncio.to_thread(request_cancel, client.connection, client.settings, target)
+    outcome = await asyncio.to_thread(request_cancel, state.connection, state.settings, target)
     await interaction.response.send_message(messages.cancel_outcome(target, outcome), ephemeral=True)
     if outcome == "canceled":
-        await mark_canceled(client, state.spec)
+        await mark_canceled(interaction.client, job.spec)
 
 
-async def mark_canceled(client: ImagineClient, spec: dict[str, Any]) -> None:
+async def mark_canceled(client: discord.Client, spec: JobSpec, reason: str = messages.CANCELED) -> None:
     """A job canceled while queued never reaches a worker, so the bot updates its waiting message itself."""
-    delivery = spec.get("delivery", {})
-    channel_id, message_id = delivery.get("channel_id"), delivery.get("waiting_message_id")
-    if not (channel_id and message_id):
+    delivery = spec.delivery
+    if delivery.kind != "discord" or not (delivery.channel_id and delivery.waiting_message_id):
         return
-    owner = str(spec.get("owner", ""))
     try:
-        channel = client.get_partial_messageable(int(channel_id))
-        await channel.get_partial_message(int(message_id)).edit(
-            content=discord_format.failed_line(str(spec.get("prompt", "")), owner, "Cancelled."),
-            allowed_mentions=mentions_for(owner),
+        channel = client.get_partial_messageable(int(delivery.channel_id))
+        await channel.get_partial_message(int(delivery.waiting_message_id)).edit(
+            content=messages.failed_line(spec.prompt, spec.owner, reason),
+            allowed_mentions=mentions_for(spec.owner),
         )
     except (discord.HTTPException, ValueError):
-        log.exception("could not mark the waiting message of a canceled job")
+        log.exception("could not mark the waiting message of canceled job %s", spec.job_id)
 
 
 @app_commands.command(name="show", description="Post a finished job again, with working buttons")
 @app_commands.describe(job_id="The job id (from /info, /record or the file name)")
 async def show_command(interaction: discord.Interaction, job_id: str) -> None:
     """/show: re-post a finished job's result from the shared image store."""
-    client = _client(interaction)
+    state = state_of(interaction)
     job_id = job_id.strip()
     try:
-        record, kind, picture = await stored_result(client, job_id)
-    except image_store.ImageExpired as exc:
+        record, kind, picture = await stored_result(state, job_id)
+    except ResultExpired as exc:
         await interaction.response.send_message(messages.expired(str(exc)), ephemeral=True)
         return
     except (KeyError, ValueError):
@@ -295,28 +293,25 @@ async def show_command(interaction: discord.Interaction, job_id: str) -> None:
         await interaction.response.send_message(messages.unknown_job(job_id), ephemeral=True)
         return
     await interaction.response.defer(thinking=True)
-    size = record.get("size") or [0, 0]
-    line, components = discord_format.result_message(
-        JobSpec.from_dict(record["spec"]), record.get("notes", {}), (int(size[0]), int(size[1]))
-    )
+    line, components = results.result_message(record.spec, record.notes, record.size)
     await interaction.followup.send(
         line,
-        file=discord.File(io.BytesIO(picture), filename=discord_format.attachment_name(job_id, kind)),
+        file=discord.File(io.BytesIO(picture), filename=buttons.attachment_name(job_id, kind)),
         view=_buttons_view(components),
         allowed_mentions=discord.AllowedMentions.none(),
     )
 
 
-async def stored_result(client: ImagineClient, job_id: str) -> tuple[dict[str, Any], JobKind, bytes]:
+async def stored_result(state: BotState, job_id: str) -> tuple[JobRecord, JobKind, bytes]:
     """A finished job's record, kind and picture (the upscale, or the 2x2 grid) from the shared image store.
 
-    Raises ``image_store.ImageExpired`` when it is gone, ``KeyError``/``ValueError`` when the record is unreadable.
+    Raises ``ResultExpired`` when it is gone, ``KeyError``/``ValueError`` when the record is unreadable.
     """
-    record = await asyncio.to_thread(image_store.get_record, client.connection, client.settings, job_id)
-    kind = JobKind(record["spec"].get("kind", JobKind.GRID))
+    record = await asyncio.to_thread(image_store.get_record, state.connection, state.settings, job_id)
+    kind = record.spec.kind
     count = 1 if kind in (JobKind.UPSCALE, JobKind.DESCRIBE) else defaults.IMAGES_PER_GRID
     pngs = [
-        await asyncio.to_thread(image_store.get_image, client.connection, client.settings, job_id, index)
+        await asyncio.to_thread(image_store.get_image, state.connection, state.settings, job_id, index)
         for index in range(count)
     ]
     picture = pngs[0] if count == 1 else await asyncio.to_thread(_grid_png, pngs)
@@ -355,13 +350,13 @@ def _buttons_view(components: list[dict[str, Any]]) -> discord.ui.View:
 
 async def send_record(interaction: discord.Interaction, job_id: str) -> None:
     """The job's reproducibility record (job id, seeds, model, resolved parameters), privately."""
-    client = _client(interaction)
+    state = state_of(interaction)
     try:
-        record = await asyncio.to_thread(image_store.get_record, client.connection, client.settings, job_id)
-    except image_store.ImageExpired as exc:
+        record = await asyncio.to_thread(image_store.get_record, state.connection, state.settings, job_id)
+    except ResultExpired as exc:
         await interaction.response.send_message(messages.expired(str(exc)), ephemeral=True)
         return
-    await interaction.response.send_message(messages.record(record), ephemeral=True)
+    await interaction.response.send_message(messages.record(record.to_dict()), ephemeral=True)
 
 
 @app_commands.command(name="record", description="The reproducibility record of a job")
@@ -375,9 +370,9 @@ async def record_command(interaction: discord.Interaction, job_id: str) -> None:
 async def record_menu(interaction: discord.Interaction, message: discord.Message) -> None:
     """Right-click a result -> Apps -> Job record: the record of the job whose buttons the message carries."""
     components = [component.to_dict() for component in message.components]
-    job_ids = discord_format.job_ids_in_components(components)  # type: ignore[arg-type]
+    job_ids = buttons.job_ids_in_components(components)  # type: ignore[arg-type]
     if not job_ids:
-        await interaction.response.send_message("That message is not an imagine result.", ephemeral=True)
+        await interaction.response.send_message(messages.NOT_A_RESULT, ephemeral=True)
         return
     await send_record(interaction, job_ids[0])
 

@@ -11,6 +11,7 @@ from rq.registry import StartedJobRegistry
 
 from shared import defaults
 from shared.jobs.spec import JobSpec, JobStatus
+from shared.keys import Keys, keys_for
 from shared.queue.client import JobState, all_queues, enqueue, get_queue, job_state
 from shared.settings import Settings
 from shared.stores import member_settings
@@ -36,35 +37,24 @@ class JobDesk:
             await asyncio.sleep(0)
             self.enqueue(spec, roles)
 
-    def _member_key(self, owner: str) -> str:
-        return f"{self.settings.queue_prefix}:member:{owner}:jobs"
+    @property
+    def keys(self) -> Keys:
+        return keys_for(self.settings)
 
-    def _made_key(self, owner: str) -> str:
-        return f"{self.settings.queue_prefix}:member:{owner}:made"
-
-    def _message_key(self, message_id: str) -> str:
-        return f"{self.settings.queue_prefix}:message:{message_id}:job"
-
-    def intake(self, owner: str) -> tuple[MemberSettings, dict[str, int]]:
+    def member_and_queues(self, owner: str) -> tuple[MemberSettings, dict[str, int]]:
         """The member's settings and every lane's queue length, in one Redis round trip (before an answer)."""
         queues = all_queues(self.connection, self.settings)
         with self.connection.pipeline(transaction=False) as pipe:
-            pipe.get(member_settings.settings_key(self.settings, owner))
+            pipe.get(self.keys.member_settings(owner))
             for queue in queues:
                 pipe.llen(queue.key)
             raw, *lengths = pipe.execute()
         counts = {lane: int(length) for lane, length in zip(self.settings.lanes, lengths, strict=True)}
         return member_settings.from_stored(raw, owner), counts
 
-    def ahead_of(self, lane: str, counts: dict[str, int] | None = None) -> int:
-        """Jobs waiting that a worker takes before a job enqueued now on ``lane`` (lanes are served in order).
-
-        ``counts`` are queue lengths by lane from ``intake``; without them they are read now.
-        """
-        return sum(self.ahead_by_lane(lane, counts).values())
-
     def ahead_by_lane(self, lane: str, counts: dict[str, int] | None = None) -> dict[str, int]:
-        """``ahead_of`` per lane: the lanes served up to ``lane`` (included) and their queue lengths."""
+        """Jobs waiting that a worker takes before a job enqueued now on ``lane``, per lane: the lanes served up to
+        ``lane`` (included) and their queue lengths (``counts`` from ``member_and_queues``, else read now)."""
         ahead: dict[str, int] = {}
         for name in self.settings.lanes:
             ahead[name] = counts[name] if counts is not None else get_queue(self.connection, self.settings, name).count
@@ -76,19 +66,19 @@ class JobDesk:
         """Enqueue ``spec`` and remember it as its owner's (``roles``: the member's role ids, for per-role limits)."""
         enqueue(self.connection, self.settings, spec, roles)
         with self.connection.pipeline(transaction=False) as pipe:
-            pipe.zadd(self._member_key(spec.owner), {spec.job_id: spec.created_at})
-            pipe.expire(self._member_key(spec.owner), defaults.MEMBER_JOBS_TTL_S)
-            pipe.incr(self._made_key(spec.owner))
+            pipe.zadd(self.keys.member_jobs(spec.owner), {spec.job_id: spec.created_at})
+            pipe.expire(self.keys.member_jobs(spec.owner), defaults.MEMBER_JOBS_TTL_S)
+            pipe.incr(self.keys.member_made(spec.owner))
             waiting = spec.delivery.waiting_message_id
             if waiting:  # a reaction on the waiting message finds its job
-                pipe.set(self._message_key(waiting), spec.job_id, ex=defaults.MEMBER_JOBS_TTL_S)
+                pipe.set(self.keys.waiting_message(waiting), spec.job_id, ex=defaults.MEMBER_JOBS_TTL_S)
             pipe.execute()
 
     def position(self, state: JobState) -> int | None:
         """1-based position of a queued job across the lanes in service order; None if it is not queued."""
         if state.status is not JobStatus.QUEUED:
             return None
-        lane = str(state.spec.get("lane", ""))
+        lane = state.spec.lane
         ahead = 0
         for name in self.settings.lanes:
             queue = get_queue(self.connection, self.settings, name)
@@ -100,7 +90,7 @@ class JobDesk:
 
     def active_jobs(self, owner: str) -> list[tuple[JobState, int | None]]:
         """The member's running and queued jobs, newest first, with queue positions; finished ones are forgotten."""
-        key = self._member_key(owner)
+        key = self.keys.member_jobs(owner)
         ids = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in self.connection.zrevrange(key, 0, -1)]
         found: list[tuple[JobState, int | None]] = []
         done: list[str] = []
@@ -118,7 +108,7 @@ class JobDesk:
         """Jobs queued in all lanes, jobs running, and how many jobs the member has made."""
         queues = all_queues(self.connection, self.settings)
         running = sum(StartedJobRegistry(queue=queue, serializer=queue.serializer).count for queue in queues)
-        made = self.connection.get(self._made_key(owner))
+        made = self.connection.get(self.keys.member_made(owner))
         return {"queued": sum(q.count for q in queues), "running": running, "made": int(made or 0)}
 
     def state(self, job_id: str) -> JobState | None:
@@ -132,5 +122,5 @@ class JobDesk:
 
     def job_of_waiting_message(self, message_id: str) -> str | None:
         """The job whose waiting message is ``message_id`` (None for any other message)."""
-        raw = self.connection.get(self._message_key(message_id))
+        raw = self.connection.get(self.keys.waiting_message(message_id))
         return raw.decode() if isinstance(raw, bytes) else raw

@@ -19,15 +19,15 @@ from dataclasses import dataclass
 
 import discord
 import redis
+from rq.utils import as_text
 
 from bot.jobs import JobDesk
 from bot.submission import mentions_for
-from shared import defaults
-from shared.discord_wire import format as discord_format
+from shared import defaults, messages
 from shared.jobs.spec import JobStatus
+from shared.keys import Keys
 from shared.queue.client import get_queue, job_state
 from shared.queue.eta import position_and_eta
-from shared.queue.limits import text
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +87,15 @@ class QueueUpdater:
                 state = job_state(connection, job_id)
                 if state is None or state.status is not JobStatus.QUEUED:
                     continue
-                delivery = state.spec.get("delivery") or {}
-                channel, message = str(delivery.get("channel_id") or ""), str(delivery.get("waiting_message_id") or "")
-                if delivery.get("kind") != "discord" or not channel.isdigit() or not message.isdigit():
+                delivery = state.spec.delivery
+                channel, message = delivery.channel_id, delivery.waiting_message_id
+                if delivery.kind != "discord" or not channel.isdigit() or not message.isdigit():
                     continue
                 position, eta_s = position_and_eta(connection, settings, job_id)
                 if position is None or position < 1:
                     continue
-                owner = str(state.spec.get("owner", ""))
-                line = discord_format.waiting_line(str(state.spec.get("prompt", "")), owner, position, eta_s)
+                owner = state.spec.owner
+                line = messages.waiting_line(state.spec.prompt, owner, position, eta_s)
                 found.append(Waiting(job_id, int(channel), int(message), owner, position, line))
         return found
 
@@ -118,8 +118,8 @@ class QueueUpdater:
                 continue
             if per_channel[item.channel_id] >= defaults.QUEUE_EDITS_PER_CHANNEL:
                 continue
-            raw = self.desk.connection.hget(f"rq:job:{item.job_id}", "status")
-            if raw is None or text(raw) != JobStatus.QUEUED.value:
+            raw = self.desk.connection.hget(Keys.job(item.job_id), "status")
+            if raw is None or as_text(raw) != JobStatus.QUEUED.value:
                 continue  # started (the worker's message now), canceled or gone since the snapshot
             per_channel[item.channel_id] += 1
             message = self.client.get_partial_messageable(item.channel_id).get_partial_message(item.message_id)

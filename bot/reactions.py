@@ -14,21 +14,18 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from typing import TYPE_CHECKING
 
 import discord
 import redis
 
-from bot import messages
 from bot.commands import mark_canceled, stored_result
-from shared import defaults
-from shared.discord_wire import format as discord_format
+from bot.state import BotState
+from shared import defaults, messages
+from shared.discord_wire import buttons
+from shared.errors import ResultExpired
 from shared.jobs.spec import JobStatus
 from shared.queue.client import request_cancel
 from shared.stores import images as image_store
-
-if TYPE_CHECKING:
-    from bot.client import ImagineClient
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +33,7 @@ WATCHED = defaults.CANCEL_REACTIONS | defaults.ENVELOPE_REACTIONS
 """Every reaction that does something; all others are ignored before any lookup."""
 
 
-async def on_reaction(client: ImagineClient, event: discord.RawReactionActionEvent) -> None:
+async def on_reaction(client: discord.Client, state: BotState, event: discord.RawReactionActionEvent) -> None:
     """Act on one added reaction (gateway MESSAGE_REACTION_ADD)."""
     name = event.emoji.name or ""
     me = client.user.id if client.user else None
@@ -45,7 +42,7 @@ async def on_reaction(client: ImagineClient, event: discord.RawReactionActionEve
     if event.message_author_id is not None and event.message_author_id != me:
         return  # Discord says whose message it is: not ours
     try:
-        found = await _job_of_message(client, event.channel_id, event.message_id)
+        found = await _job_of_message(client, state, event.channel_id, event.message_id)
     except redis.RedisError:
         log.exception("reaction on message %s: queue unavailable", event.message_id)
         return
@@ -54,14 +51,16 @@ async def on_reaction(client: ImagineClient, event: discord.RawReactionActionEve
     job_id, is_result = found
     if name in defaults.ENVELOPE_REACTIONS:
         if is_result:  # a job still waiting or running has nothing to send yet
-            await _send_to_direct_messages(client, event.user_id, job_id)
+            await _send_to_direct_messages(client, state, event.user_id, job_id)
     else:
-        await _cancel_or_delete(client, event, job_id, is_result)
+        await _cancel_or_delete(client, state, event, job_id, is_result)
 
 
-async def _job_of_message(client: ImagineClient, channel_id: int, message_id: int) -> tuple[str, bool] | None:
+async def _job_of_message(
+    client: discord.Client, state: BotState, channel_id: int, message_id: int
+) -> tuple[str, bool] | None:
     """(job id, whether the message is a finished result) of one of our messages; None for other messages."""
-    waiting = await asyncio.to_thread(client.desk.job_of_waiting_message, str(message_id))
+    waiting = await asyncio.to_thread(state.desk.job_of_waiting_message, str(message_id))
     if waiting:
         return waiting, False
     try:
@@ -71,26 +70,26 @@ async def _job_of_message(client: ImagineClient, channel_id: int, message_id: in
         return None
     if client.user is None or message.author.id != client.user.id:
         return None
-    job_ids = discord_format.job_ids_in_components([c.to_dict() for c in message.components])  # type: ignore[misc]
+    job_ids = buttons.job_ids_in_components([c.to_dict() for c in message.components])  # type: ignore[misc]
     return (job_ids[0], True) if job_ids else None
 
 
-async def _owner_of(client: ImagineClient, job_id: str) -> tuple[str, JobStatus | None]:
+async def _owner_of(client: discord.Client, state: BotState, job_id: str) -> tuple[str, JobStatus | None]:
     """The job's owner and, while RQ still has it, its status (a finished job's owner comes from its record)."""
-    state = await asyncio.to_thread(client.desk.state, job_id)
-    if state is not None:
-        return str(state.spec.get("owner", "")), state.status
+    job = await asyncio.to_thread(state.desk.state, job_id)
+    if job is not None:
+        return job.spec.owner, job.status
     try:
-        record = await asyncio.to_thread(image_store.get_record, client.connection, client.settings, job_id)
-    except image_store.ImageExpired:
+        record = await asyncio.to_thread(image_store.get_record, state.connection, state.settings, job_id)
+    except ResultExpired:
         return "", None
-    return str(record.get("spec", {}).get("owner", "")), None
+    return record.spec.owner, None
 
 
 async def _cancel_or_delete(
-    client: ImagineClient, event: discord.RawReactionActionEvent, job_id: str, is_result: bool
+    client: discord.Client, state: BotState, event: discord.RawReactionActionEvent, job_id: str, is_result: bool
 ) -> None:
-    owner, status = await _owner_of(client, job_id)
+    owner, status = await _owner_of(client, state, job_id)
     if owner != str(event.user_id):
         log.info("cross on job %s by %s ignored: the job is %s's", job_id, event.user_id, owner or "nobody")
         return
@@ -104,25 +103,25 @@ async def _cancel_or_delete(
         return
     if status not in (JobStatus.QUEUED, JobStatus.STARTED):
         return
-    outcome = await asyncio.to_thread(request_cancel, client.connection, client.settings, job_id)
+    outcome = await asyncio.to_thread(request_cancel, state.connection, state.settings, job_id)
     log.info("cross on job %s by its owner: %s", job_id, outcome)
     if outcome == "canceled":
-        state = await asyncio.to_thread(client.desk.state, job_id)
-        if state is not None:
-            await mark_canceled(client, state.spec)
+        job = await asyncio.to_thread(state.desk.state, job_id)
+        if job is not None:
+            await mark_canceled(client, job.spec)
 
 
-async def _send_to_direct_messages(client: ImagineClient, user_id: int, job_id: str) -> None:
+async def _send_to_direct_messages(client: discord.Client, state: BotState, user_id: int, job_id: str) -> None:
     try:
-        record, kind, picture = await stored_result(client, job_id)
-    except image_store.ImageExpired as exc:
+        record, kind, picture = await stored_result(state, job_id)
+    except ResultExpired as exc:
         content, file = messages.expired(str(exc)), None
     except (KeyError, ValueError):
         log.exception("unreadable record of job %s", job_id)
         return
     else:
-        content = messages.record(record)
-        file = discord.File(io.BytesIO(picture), filename=discord_format.attachment_name(job_id, kind))
+        content = messages.record(record.to_dict())
+        file = discord.File(io.BytesIO(picture), filename=buttons.attachment_name(job_id, kind))
     try:
         channel = await client.create_dm(discord.Object(user_id))
         if file is None:

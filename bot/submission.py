@@ -2,7 +2,8 @@
 
 The waiting message is the interaction's response (acknowledged at once, inside Discord's 3 s window); its channel
 message id goes into the job's ``Delivery``, so the worker edits and removes it over REST with the bot token, never
-with the 15-minute interaction token.
+with the 15-minute interaction token. Every front end's jobs come from ``shared.intake``; this module is the Discord
+side of its ``submit``: each job is enqueued on its own, and a job that is not queued says why on its own message.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import logging
 import discord
 import redis
 
-from bot import messages
 from bot.jobs import JobDesk
-from shared.discord_wire import format as discord_format
+from shared import messages
+from shared.errors import MemberFacingError
+from shared.intake import Requester
 from shared.jobs.spec import Delivery, JobSpec
 from shared.queue import admin, eta, limits
-from shared.queue.admin import PAUSED_NOTE
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,17 @@ def delivery_for(interaction: discord.Interaction) -> Delivery:
         kind="discord",
         channel_id=str(interaction.channel_id or ""),
         guild_id=str(interaction.guild_id or ""),
+    )
+
+
+def requester_of(interaction: discord.Interaction) -> Requester:
+    """Who asks, as ``shared.intake`` knows them: the member, their roles, the channel and their locale."""
+    roles = tuple(str(role.id) for role in getattr(interaction.user, "roles", []))
+    return Requester(
+        member_id=str(interaction.user.id),
+        roles=roles,
+        channel_id=str(interaction.channel_id or ""),
+        locale=str(interaction.locale),
     )
 
 
@@ -45,17 +57,17 @@ async def submit(
 
     Returns the enqueued specs (with their waiting message ids). ``counts`` are queue lengths from
     ``JobDesk.intake`` (read now without them). Redis being down before the answer gives an ephemeral error; after
-    it, the waiting message says so.
+    it, the waiting message of each job that was not queued says why.
     """
     if not specs:
         raise ValueError("submit needs at least one job spec, got none")
+    requester = requester_of(interaction)
     try:
         ahead_by_lane = desk.ahead_by_lane(specs[0].lane, counts)
         ahead = sum(ahead_by_lane.values())
         first_eta = eta.eta_for(desk.connection, desk.settings, specs[0].lane, specs[0].model, ahead_by_lane)
         # Queue control: banned or over the queued limit -> a private answer, nothing posted or queued.
-        roles = [str(role.id) for role in getattr(interaction.user, "roles", [])]
-        refusal = limits.refusal(desk.connection, desk.settings, specs[0].owner, len(specs), roles)
+        refusal = limits.refusal(desk.connection, desk.settings, specs[0].owner, len(specs), requester.roles)
         paused = admin.is_paused(desk.connection, desk.settings)
     except redis.RedisError:
         log.exception("queue unavailable while answering interaction %s", interaction.id)
@@ -65,7 +77,7 @@ async def submit(
         await interaction.response.send_message(refusal, ephemeral=True)
         return []
     first = specs[0]
-    lines = [discord_format.waiting_line(first.prompt, first.owner, ahead + 1, first_eta)]
+    lines = [messages.waiting_line(first.prompt, first.owner, ahead + 1, first_eta)]
     callback = await interaction.response.send_message(lines[0], allowed_mentions=mentions_for(first.owner))
     message_id = callback.message_id if callback is not None else None
     if message_id is None:
@@ -73,9 +85,7 @@ async def submit(
     message_ids = [message_id]
     for offset, spec in enumerate(specs[1:], start=1):
         lines.append(
-            discord_format.waiting_line(
-                spec.prompt, spec.owner, ahead + 1 + offset, _eta(desk, spec, ahead_by_lane, offset)
-            )
+            messages.waiting_line(spec.prompt, spec.owner, ahead + 1 + offset, _eta(desk, spec, ahead_by_lane, offset))
         )
         sent = await interaction.followup.send(lines[-1], allowed_mentions=mentions_for(spec.owner), wait=True)
         message_ids.append(sent.id)
@@ -84,17 +94,17 @@ async def submit(
         spec = bare.replace(delivery=dataclasses.replace(bare.delivery, waiting_message_id=str(waiting_id)))
         desk.shown[spec.job_id] = line  # so that the queue updates edit it only once the line would change
         try:
-            await desk.enqueue_soon(spec, roles)
+            await desk.enqueue_soon(spec, requester.roles)
         except redis.RedisError:
             log.exception("could not enqueue job %s", spec.job_id)
-            await _say_failed(interaction, waiting_id, spec, "could not be queued, please try again")
+            await _say_failed(interaction, waiting_id, spec, messages.NOT_QUEUED)
             continue
-        except (limits.LimitExceeded, limits.MemberBanned) as exc:  # lost a race with the member's other submissions
+        except MemberFacingError as exc:  # e.g. lost a race with the member's other submissions for the limit
             await _say_failed(interaction, waiting_id, spec, str(exc))
             continue
         queued.append(spec)
     if paused and queued:
-        await interaction.followup.send(PAUSED_NOTE, ephemeral=True)
+        await interaction.followup.send(messages.PAUSED_NOTE, ephemeral=True)
     return queued
 
 
@@ -112,7 +122,7 @@ async def _say_failed(interaction: discord.Interaction, message_id: int, spec: J
     try:
         channel = interaction.client.get_partial_messageable(int(spec.delivery.channel_id))
         await channel.get_partial_message(message_id).edit(
-            content=discord_format.failed_line(spec.prompt, spec.owner, reason),
+            content=messages.failed_line(spec.prompt, spec.owner, reason),
             allowed_mentions=mentions_for(spec.owner),
         )
     except discord.HTTPException:

@@ -1,7 +1,10 @@
-"""``imagine``: the local front end (no Discord). Enqueues prompts, shows the worker's progress, prints the grid path.
+"""``imagine``: the local front end (no Discord). Takes a prompt through the same intake as the bot
+(``shared.intake``), enqueues its jobs, shows the worker's progress and prints the grid path.
 
 ``imagine --local "a red circle --seed 7"`` starts the embedded Redis and a worker for the duration of the command, so
-nothing else needs to run.
+nothing else needs to run. Whenever the command gives up on a job (the local worker exited, Ctrl-C, ``--timeout``) it
+cancels its own jobs that are still queued or running and says so: the embedded Redis persists, and a job left behind
+would otherwise be the first thing the next run's worker does.
 """
 
 from __future__ import annotations
@@ -19,20 +22,29 @@ from typing import TextIO
 import redis
 from rq import Worker
 
+from shared.errors import MemberFacingError
+from shared.intake import Intake, Requester
 from shared.jobs.spec import Delivery, JobSpec, JobStatus
-from shared.prompt.parser import PromptError, parse
-from shared.prompt.resolve import build_jobs
-from shared.queue.client import connect, enqueue, job_state, redis_url, request_cancel
-from shared.queue.limits import LimitExceeded, MemberBanned
+from shared.queue.client import job_state, request_cancel
 from shared.settings import Settings, get_settings
+from shared.stores.connection import connect, redis_url
 
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
+"""Every job finished."""
 EXIT_JOB_FAILED = 1
+"""A job failed, was cancelled or timed out."""
 EXIT_BAD_PROMPT = 2
+"""The prompt was refused (nothing was queued)."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (the jobs were cancelled)."""
 POLL_S = 0.2
+"""Seconds between two looks at a job's progress."""
 BAR_WIDTH = 30
+"""Characters of the progress bar."""
+LOCAL_OWNER = "local"
+"""The member id of the CLI's jobs."""
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -70,11 +82,12 @@ def wait_for(
         state = job_state(connection, spec.job_id)
         if state is None:
             return False, f"job {spec.job_id} disappeared from Redis"
+        progress = state.progress
         if state.status is JobStatus.FINISHED:
-            out.write(progress_line(spec, 1.0, "done", state.total_steps, state.total_steps) + "\n")
-            if state.result.get("canceled"):
+            out.write(progress_line(spec, 1.0, "done", progress.total, progress.total) + "\n")
+            if state.canceled or state.result is None:
                 return False, f"job {spec.job_id} was cancelled"
-            files = state.result.get("files", {})
+            files = state.result.files
             return True, str(files.get("grid") or (files.get("images") or [""])[0])
         if state.status in (JobStatus.FAILED, JobStatus.CANCELED):
             out.write("\n")
@@ -85,7 +98,8 @@ def wait_for(
         if not warned and state.status is JobStatus.QUEUED and not Worker.all(connection=connection):
             out.write(f"\nno worker is running yet; start one with `python -m worker` (job {spec.job_id} waits)\n")
             warned = True
-        line = progress_line(spec, state.progress, state.phase or state.status.value, state.step, state.total_steps)
+        phase = progress.phase or state.status.value
+        line = progress_line(spec, progress.fraction, phase, progress.step, progress.total)
         if line != shown:  # redraw only on change, so logs of non-terminal runs stay short
             out.write(line)
             out.flush()
@@ -106,60 +120,78 @@ def start_local_worker(settings: Settings, url: str) -> subprocess.Popen[bytes]:
     )
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+def cancel_unfinished(connection: redis.Redis, settings: Settings, specs: Sequence[JobSpec], err: TextIO) -> int:
+    """Cancel every job of ``specs`` that is still queued or running; says which, returns how many."""
+    canceled = 0
+    for spec in specs:
+        state = job_state(connection, spec.job_id)
+        if state is None or state.status not in (JobStatus.QUEUED, JobStatus.STARTED):
+            continue
+        outcome = request_cancel(connection, settings, spec.job_id)
+        if outcome in ("canceled", "stopping"):
+            canceled += 1
+            print(f"imagine: cancelled job {spec.job_id} ({outcome})", file=err)
+    return canceled
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    stream = out or sys.stdout
+    stream, errors = out or sys.stdout, err or sys.stderr
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        prompts = parse(args.prompt)
-    except PromptError as exc:
-        print(f"imagine: {exc}", file=sys.stderr)
-        return EXIT_BAD_PROMPT
     settings = get_settings()
-    try:
-        specs = build_jobs(prompts, settings=settings, owner="local", delivery=Delivery(kind="local"))
-    except (PromptError, ValueError) as exc:
-        print(f"imagine: {exc}", file=sys.stderr)
-        return EXIT_BAD_PROMPT
     connection = connect(settings)
-    enqueued: list[JobSpec] = []
+    intake = Intake(connection, settings)
+    requester = Requester(member_id=LOCAL_OWNER)
     try:
-        for spec in specs:
-            enqueue(connection, settings, spec)
-            enqueued.append(spec)
-    except (LimitExceeded, MemberBanned) as exc:
+        specs = intake.jobs_from_text(args.prompt, requester, Delivery(kind="local"))
+    except MemberFacingError as exc:
+        print(f"imagine: {exc}", file=errors)
+        return EXIT_BAD_PROMPT
+    outcomes = intake.submit(specs, requester)
+    refused = [outcome for outcome in outcomes if not outcome.queued]
+    if refused:
         # All or nothing: a prompt's permutations and repeats are one request.
-        for spec in enqueued:
-            request_cancel(connection, settings, spec.job_id)
-        suffix = f" (none of this prompt's {len(specs)} jobs was queued)" if len(specs) > 1 else ""
-        print(f"imagine: {exc}{suffix}", file=sys.stderr)
+        cancel_unfinished(connection, settings, [o.spec for o in outcomes if o.queued], errors)
+        for outcome in refused:
+            print(f"imagine: job {outcome.spec.job_id} was not queued: {outcome.error}", file=errors)
+        if len(specs) > 1:
+            print(f"imagine: none of this prompt's {len(specs)} jobs was kept", file=errors)
         return EXIT_BAD_PROMPT
     if args.no_wait:
         for spec in specs:
             print(spec.job_id, file=stream)
         return EXIT_OK
-    worker = None
-    if args.local:
-        worker = start_local_worker(settings, redis_url(settings))
+    worker = start_local_worker(settings, redis_url(settings)) if args.local else None
     failures = 0
     try:
         for spec in specs:
             ok, detail = wait_for(connection, spec, args.timeout, stream, worker)
             if ok:
                 print(detail, file=stream)
-            else:
-                failures += 1
-                print(f"imagine: {detail}", file=sys.stderr)
-                if worker is not None:
-                    print(f"imagine: the worker's log is {settings.data_dir / 'worker.log'}", file=sys.stderr)
+                continue
+            failures += 1
+            print(f"imagine: {detail}", file=errors)
+            if worker is not None:
+                print(f"imagine: the worker's log is {settings.data_dir / 'worker.log'}", file=errors)
+            if cancel_unfinished(connection, settings, specs, errors):
+                break  # the rest were cancelled: nothing more to wait for
+    except KeyboardInterrupt:
+        print("\nimagine: interrupted", file=errors)
+        cancel_unfinished(connection, settings, specs, errors)
+        return EXIT_INTERRUPTED
     finally:
         if worker is not None:
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.terminate()
-                worker.wait()
+            _stop(worker)
     return EXIT_JOB_FAILED if failures else EXIT_OK
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    """Let the burst worker finish (it exits once the queues are empty), else stop it."""
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.terminate()
+        worker.wait()
 
 
 if __name__ == "__main__":

@@ -74,14 +74,32 @@ TEXT_CACHE_SIZE: int = 256
 
 # --- Discord front end and follow-up jobs (bot/, worker/discord_publisher.py, shared/followups.py) ---
 
+DISCORD_CONTENT_MAX: int = 2000
+"""Longest content of a bot's message, counted after markdown escaping (Discord refuses more with error 50035)."""
+
 DISCORD_CUSTOM_ID_MAX: int = 100
-"""Longest ``custom_id`` Discord accepts on a button."""
+"""Longest ``custom_id`` Discord accepts on a component."""
+
+DISCORD_BUTTON_LABEL_MAX: int = 80
+"""Longest label of a button."""
+
+DISCORD_ROWS_MAX: int = 5
+"""Most action rows under one message."""
+
+DISCORD_ROW_ITEMS_MAX: int = 5
+"""Most buttons in one action row."""
+
+DISCORD_MODAL_TITLE_MAX: int = 45
+"""Longest title of a modal (and label of one of its text inputs)."""
+
+DISCORD_TEXT_INPUT_MAX: int = 4000
+"""Longest value of a modal's text input (a longer prefilled value is refused)."""
 
 DISCORD_PROMPT_SHOWN_MAX: int = 1500
-"""Longest prompt shown in a message line (Discord messages are limited to 2000 characters)."""
+"""Longest prompt shown in a message line, counted after escaping (a line also fits ``DISCORD_CONTENT_MAX``)."""
 
 DISCORD_REASON_SHOWN_MAX: int = 300
-"""Longest failure reason shown to a member in a message."""
+"""Longest failure reason shown to a member in a message, counted after escaping."""
 
 REROLL_EMOJI: str = "\N{ANTICLOCKWISE DOWNWARDS AND UPWARDS OPEN CIRCLE ARROWS}"
 """Emoji of the re-roll button."""
@@ -232,6 +250,10 @@ DEFAULT_NATIVE_RESOLUTION_XL: int = 1024
 
 DEFAULT_SIZE_MULTIPLE: int = 64
 """Width/height multiple assumed for a model id with no local config (VAE 8 x three UNet downsamplings)."""
+
+MAX_PIXEL_BUDGET_FACTOR: float = 4.0
+"""A job may ask for at most this many times its model's native pixel budget (native resolution squared): more is
+refused at submission (a job sized for a larger model must never run for minutes on a small one)."""
 
 # --- Text encoding and upscaling (worker/text_encoding.py, worker/upscaler.py) ---
 

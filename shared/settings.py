@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     outbox_retry_base_s: float = Field(default=defaults.OUTBOX_RETRY_BASE_S, description="First outbox retry wait.")
     fault_injection: str = Field(
         default="",
-        description="TESTS ONLY: 'oom' or 'error' makes jobs whose prompt contains '[fault]' raise that fault.",
+        description="TESTS ONLY: 'oom', 'error' or 'value' makes jobs whose prompt has '[fault]' raise that fault.",
     )
 
     @classmethod
@@ -142,6 +142,15 @@ class Settings(BaseSettings):
         if not candidate.is_absolute() and (defaults.PROJECT_ROOT / candidate).exists():
             return str(defaults.PROJECT_ROOT / candidate)
         return ref
+
+    def served_models(self) -> frozenset[str]:
+        """The resolved references of every model this configuration serves: ``MODEL`` and the aliases' targets."""
+        return frozenset({self.resolve_model(), *(self.resolve_model(ref) for ref in self.model_aliases.values())})
+
+    def serves(self, model: str) -> bool:
+        """Whether a job recorded for ``model`` ("" = the default, from records older than the model field) may run
+        on a worker with this configuration."""
+        return not model or self.resolve_model(model) in self.served_models()
 
     @property
     def guild_ids(self) -> list[int]:

@@ -14,11 +14,15 @@ from pathlib import Path
 
 import pytest
 import redis
+from pydantic import SecretStr
 
 from shared.settings import Settings
 from shared.stores.redis_server import EmbeddedRedis
 
 log = logging.getLogger(__name__)
+
+pytest_plugins = ["tests.discord_harness"]
+"""The Discord end-to-end fixtures (fake Discord, its environment, bot processes), for every test module."""
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = ROOT / "models" / "imagine-shapes"
@@ -62,14 +66,22 @@ def settings_env(redis_server: EmbeddedRedis, tmp_path: Path, tiny_model: Path) 
 
 
 @pytest.fixture
-def settings(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Settings built from ``settings_env`` (also exported, so code calling ``get_settings`` agrees)."""
-    for key, value in settings_env.items():
-        monkeypatch.setenv(key, value)
-    from shared.settings import get_settings
+def queue_settings(redis_server: EmbeddedRedis, tmp_path: Path) -> Settings:
+    """Settings of the queue, store and front-end tests: the test Redis and tmp folders, passed to the code under
+    test (nothing reads the environment). No model is built; code that sizes jobs reads the configured default."""
+    return Settings(
+        redis_url=SecretStr(redis_server.url),
+        data_dir=tmp_path / "data",
+        output_dir=tmp_path / "outputs",
+        device="cpu",
+        steps=4,
+    )
 
-    get_settings.cache_clear()
-    return Settings()
+
+@pytest.fixture
+def settings(queue_settings: Settings, tiny_model: Path) -> Settings:
+    """``queue_settings`` with the tiny SD pipeline as the model (built once per session): for tests that run jobs."""
+    return queue_settings.model_copy(update={"model": str(tiny_model)})
 
 
 def child_env(overrides: dict[str, str]) -> dict[str, str]:

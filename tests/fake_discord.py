@@ -43,6 +43,12 @@ INTERACTION_TOKEN_INVALID = 50027
 ALREADY_ACKNOWLEDGED = 40060
 """Discord's error code for a second callback to one interaction."""
 
+INVALID_FORM_BODY = 50035
+"""Discord's error code for a body over its limits (content, components)."""
+
+CONTENT_MAX = 2000
+"""Longest message content Discord accepts from a bot."""
+
 
 @dataclass
 class Call:
@@ -119,6 +125,8 @@ class FakeDiscord:
         """Every message ever created, by id; deleted ones carry ``"deleted": True``."""
         self.message_history: dict[int, list[dict[str, Any]]] = {}
         """Each message's versions, oldest first (creation, then every edit)."""
+        self.refused_bodies: list[dict[str, Any]] = []
+        """Bodies answered 400 / 50035 (over Discord's limits)."""
         self.files: dict[int, bytes] = {}
         """Attachment id -> bytes."""
         self.dm_channels: dict[int, int] = {}
@@ -661,6 +669,10 @@ class FakeDiscord:
         fault = self._fault(call.method)
         if fault is not None:
             return fault
+        if call.method in ("POST", "PATCH"):
+            refused = self._form_refusal(call.json or {})
+            if refused is not None:
+                return refused
         if len(parts) == 3 and call.method == "POST":
             return _json(self._new_message(channel_id, call, author=self.user(self.bot_user_id, "imagine")))
         if len(parts) != 4:
@@ -680,6 +692,29 @@ class FakeDiscord:
             return web.Response(status=204)
         return _json({"message": "405: Method Not Allowed", "code": 0}, 405)
 
+    def _form_refusal(self, data: dict[str, Any]) -> web.Response | None:
+        """Discord's 400 / 50035 "Invalid Form Body" for a message body over Discord's limits (content counted as
+        sent, buttons and rows, custom_id and label lengths), as the real API answers; None if the body fits."""
+        errors: dict[str, Any] = {}
+        content = data.get("content")
+        if content is not None and len(str(content)) > CONTENT_MAX:
+            errors["content"] = {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 2000 or fewer."}]}
+        rows = data.get("components") or []
+        if len(rows) > 5:
+            errors["components"] = {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 5 or fewer."}]}
+        for r, row in enumerate(rows):
+            items = row.get("components") or []
+            if len(items) > 5:
+                errors[f"components.{r}"] = {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH"}]}
+            for i, item in enumerate(items):
+                if len(str(item.get("custom_id", ""))) > 100 or len(str(item.get("label", ""))) > 80:
+                    errors[f"components.{r}.components.{i}"] = {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH"}]}
+        if not errors:
+            return None
+        with self._lock:
+            self.refused_bodies.append(data)
+        return _json({"message": "Invalid Form Body", "code": INVALID_FORM_BODY, "errors": errors}, 400)
+
     def _callback(self, interaction_id: int, token: str, call: Call) -> web.Response:
         with self._lock:
             record = self.interactions.get(interaction_id)
@@ -691,6 +726,9 @@ class FakeDiscord:
         payload = call.json or {}
         response_type = int(payload.get("type", 0))
         data = payload.get("data") or {}
+        refused = self._form_refusal(data) if response_type in (4, 7) else None
+        if refused is not None:
+            return refused
         resource: dict[str, Any] = {"type": response_type}
         message_id: int | None = None
         if response_type in (4, 5):
@@ -727,6 +765,10 @@ class FakeDiscord:
             record = next((r for r in self.interactions.values() if r.token == token), None)
         if record is None or record.expired:
             return _json({"message": "Invalid Webhook Token", "code": INTERACTION_TOKEN_INVALID}, 401)
+        if call.method in ("POST", "PATCH"):
+            refused = self._form_refusal(call.json or {})
+            if refused is not None:
+                return refused
         if len(parts) == 3 and call.method == "POST":
             created = self._new_message(self.channel_id, call, author=self.user(self.bot_user_id), webhook=True)
             created["interaction_token"] = token

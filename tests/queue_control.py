@@ -33,8 +33,9 @@ def spec_for(settings: Settings, owner: str, *, seed: int = 1, steps: int = 2, l
 def run_burst_worker(settings: Settings, *, batch: bool = False) -> None:
     """Serve the queues in this process until they are empty (a real ``ImagineWorker``; batching off unless asked)."""
     from worker.runner import build_worker
+    from worker.runtime import WorkerRuntime, install
 
-    worker = build_worker(settings)
+    worker = build_worker(settings, runtime=install(WorkerRuntime(settings)))
     if not batch:
         worker.batch_max_images = 0
     worker.work(burst=True, with_scheduler=False)

@@ -9,21 +9,14 @@ from typing import Any
 import pytest
 import redis
 
-from bot.admin_commands import NOT_ADMIN
 from shared.jobs.spec import JobStatus
+from shared.messages import NOT_ADMIN, PAUSED_NOTE
 from shared.queue import admin, limits
-from shared.queue.admin import PAUSED_NOTE
 from shared.queue.client import all_queues, job_state
 from shared.settings import Settings
-from tests import test_discord_e2e as e2e
+from tests.discord_harness import answered, job_of_waiting
 from tests.fake_discord import FakeDiscord, InteractionRecord
 from tests.queue_control import wait_until
-from tests.test_discord_e2e import answered, job_of_waiting
-
-# The Discord engineer's fixtures: a fake Discord on loopback, its environment, and real bot processes.
-fake_discord = e2e.fake_discord
-discord_env = e2e.discord_env
-start_bot = e2e.start_bot
 
 ADMIN = 1001
 MEMBER = 4242
@@ -114,15 +107,15 @@ def test_admin_commands_are_checked_in_code_pause_resume_cancel_and_ban(
 
     def running() -> bool:
         found = job_state(redis_conn, long_job)
-        return found is not None and found.status is JobStatus.STARTED and found.step >= 1
+        return found is not None and found.status is JobStatus.STARTED and found.progress.step >= 1
 
     wait_until(running, timeout=120)
     canceled = admin_call(fake, "queue", "cancel", [{"name": "job_id", "type": 3, "value": long_job}])
     assert canceled.ephemeral and "stops at its next step" in canceled.content
     wait_until(lambda: finished(long_job), timeout=120)
     result = job_state(redis_conn, long_job)
-    assert result is not None and result.result.get("canceled") is True
-    assert result.step < result.total_steps
+    assert result is not None and result.canceled
+    assert result.progress.step < result.progress.total
     fake.wait_for(lambda: "Cancelled" in fake.messages[waiting_id]["content"], 30, "the member told")
     assert limits.counts(redis_conn, settings, str(MEMBER)) == (0, 0)
 

@@ -17,10 +17,10 @@ from rq.serializers import JSONSerializer
 from shared.jobs.spec import JobKind, JobSpec, SourceImage
 from shared.queue.client import enqueue, get_queue
 from shared.settings import Settings
-from worker import tasks
-from worker.batching import batch_key, claim_followers
+from worker.batching import Follower, batch_key, claim_followers
 from worker.engine import Engine, Generation
 from worker.runner import ImagineWorker, build_worker
+from worker.runtime import WorkerRuntime, install
 
 
 def make_spec(
@@ -122,29 +122,51 @@ def test_claiming_followers_takes_each_job_once(redis_conn: redis.Redis) -> None
 
 
 class ObservedWorker(ImagineWorker):
-    """Records what Redis says about every job while a batch leader runs."""
+    """Records what Redis says about every job when a pass starts (a job alone, or a batch once its jobs are marked
+    started)."""
 
     watched: list[str]
     snapshots: list[tuple[dict[str, str], set[str]]]
 
-    def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
+    def snapshot(self, queue: Queue) -> None:
         statuses = {job_id: Job.fetch(job_id, connection=self.connection).get_status() for job_id in self.watched}
         started = set(StartedJobRegistry(queue=queue).get_job_ids())
         self.snapshots.append(({k: str(getattr(v, "value", v)) for k, v in statuses.items()}, started))
+
+    def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
+        self.snapshot(queue)
         return super().perform_job(job, queue, execution)
+
+    def perform_batch(self, batch: list[Follower]) -> None:
+        original = self.prepare_job_execution
+        marked: list[str] = []
+
+        def prepare(job: Job, remove_from_intermediate_queue: bool = False) -> None:
+            original(job, remove_from_intermediate_queue)
+            marked.append(job.id)
+            if len(marked) == len(batch):  # every job of the pass is started: what Redis says now
+                self.snapshot(batch[0].queue)
+
+        self.prepare_job_execution = prepare  # type: ignore[method-assign]
+        try:
+            super().perform_batch(batch)
+        finally:
+            del self.prepare_job_execution
 
 
 def test_worker_runs_compatible_queued_jobs_as_one_batch_and_finishes_each(
     settings: Settings, redis_conn: redis.Redis
 ) -> None:
     engine = Engine.load(settings.resolve_model(), "cpu", "float32")
-    tasks.install_engine(engine)
+    runtime = install(WorkerRuntime(settings))
+    runtime.install_engine(engine)
     specs = [make_spec(f"shape number {i}", seed=10 * i, guidance=4.0 + i) for i in range(3)]
     odd = make_spec(steps=2)
     for spec in [*specs, odd]:
         enqueue(redis_conn, settings, spec)
-    base = build_worker(settings, lanes=["fast"])
+    base = build_worker(settings, lanes=["fast"], runtime=runtime)
     worker = ObservedWorker(base.queues, connection=redis_conn, serializer=JSONSerializer)
+    worker.runtime = runtime
     worker.batch_max_images = 8  # leader + one follower per pass
     worker.watched = [spec.job_id for spec in [*specs, odd]]
     worker.snapshots = []
@@ -177,12 +199,13 @@ def test_worker_runs_compatible_queued_jobs_as_one_batch_and_finishes_each(
 
 
 def test_a_default_worker_on_a_cpu_runs_jobs_alone(settings: Settings, redis_conn: redis.Redis) -> None:
-    tasks.install_engine(Engine.load(settings.resolve_model(), "cpu", "float32"))
+    runtime = install(WorkerRuntime(settings))
+    runtime.install_engine(Engine.load(settings.resolve_model(), "cpu", "float32"))
     specs = [make_spec(seed=i) for i in range(2)]
     for spec in specs:
         enqueue(redis_conn, settings, spec)
-    worker = build_worker(settings, lanes=["fast"])
-    assert worker.batch_max_images is None and not tasks.resident_on_accelerator()
+    worker = build_worker(settings, lanes=["fast"], runtime=runtime)
+    assert worker.batch_max_images is None and not runtime.on_accelerator()
     worker.work(burst=True)
     for spec in specs:
         record = Job.fetch(spec.job_id, connection=redis_conn, serializer=JSONSerializer).return_value()

@@ -1,24 +1,16 @@
-"""bench/gpu.py runs end to end on the CPU with the tiny model and prints its table."""
+"""``python -m bench.gpu`` runs end to end on the CPU with the tiny model and prints its table."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import importlib
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "bench" / "gpu.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_gpu"] = module
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("bench.gpu")
 
 
 def test_gpu_bench_runs_on_cpu_with_the_tiny_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

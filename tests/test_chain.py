@@ -163,7 +163,7 @@ def test_sigterm_finishes_the_current_job_and_takes_no_new_one(
 
     def started() -> bool:
         state = job_state(redis_conn, long_job.job_id)
-        return state is not None and state.step >= 1
+        return state is not None and state.progress.step >= 1
 
     wait_until(started)
     worker.send_signal(signal.SIGTERM)

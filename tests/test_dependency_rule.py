@@ -1,4 +1,9 @@
-"""Dependencies point inward: bot -> shared <- worker."""
+"""Dependencies point inward: bot -> shared <- worker, front ends (bot, cli) beside each other, training above the
+worker; and no import cycle among the project's own modules.
+
+Proved two ways: what a fresh interpreter loads after importing every module of a package, and the import statements
+themselves (read with ``ast``, at module level and inside functions, ``TYPE_CHECKING`` blocks included).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("bot", "cli", "shared", "worker", "training", "bench")
+"""The project's own top-level packages."""
+
+FORBIDDEN: dict[str, set[str]] = {
+    "shared": {"bot", "cli", "worker", "training", "discord", "torch", "diffusers", "transformers"},
+    "bot": {"cli", "worker", "training", "torch", "diffusers", "transformers"},
+    "cli": {"bot", "worker", "training", "torch", "diffusers", "transformers", "discord"},
+    "worker": {"bot", "cli", "training"},
+    "training": {"bot", "cli"},
+}
+"""Top-level names each package may not import (by any statement, anywhere in its modules)."""
 
 
 def modules_of(package: str) -> list[str]:
@@ -23,6 +39,87 @@ def modules_of(package: str) -> list[str]:
             parts = parts[:-1]
         names.append(".".join(parts))
     return names
+
+
+def module_paths() -> dict[str, Path]:
+    """Dotted name -> file of every module of the project's packages (packages by their ``__init__``)."""
+    found: dict[str, Path] = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join(parts)] = path
+    return found
+
+
+def imported_names(path: Path, module: str) -> list[str]:
+    """Every dotted name ``module`` (at ``path``) imports, anywhere in the file; ``from a import b`` gives ``a.b``
+    (the caller resolves it to a module or its package)."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+                for _ in range(node.level - 1):
+                    package = package.rpartition(".")[0]
+                base = f"{package}.{base}" if base else package
+            names += [f"{base}.{alias.name}" for alias in node.names]
+    return names
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (a name resolves to the longest project module it starts with)."""
+    paths = module_paths()
+    graph: dict[str, set[str]] = {name: set() for name in paths}
+    for name, path in paths.items():
+        for imported in imported_names(path, name):
+            target = imported
+            while target and target not in paths:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                graph[name].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = [0]
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
 
 
 def loaded_after_import(modules: list[str]) -> set[str]:
@@ -40,24 +137,37 @@ def loaded_after_import(modules: list[str]) -> set[str]:
 def test_shared_loads_neither_discord_nor_torch() -> None:
     loaded = loaded_after_import(modules_of("shared"))
     assert "shared" in loaded
-    assert not loaded & {"torch", "diffusers", "transformers", "discord", "worker", "bot"}
+    assert not loaded & {"torch", "diffusers", "transformers", "discord", "worker", "bot", "cli", "training"}
 
 
-def test_bot_loads_no_torch_and_no_worker() -> None:
-    loaded = loaded_after_import(modules_of("bot"))
-    assert "bot" in loaded
-    assert not loaded & {"torch", "diffusers", "transformers", "worker"}
+@pytest.mark.parametrize("front_end", ["bot", "cli"])
+def test_front_ends_load_no_torch_and_no_worker(front_end: str) -> None:
+    loaded = loaded_after_import(modules_of(front_end))
+    assert front_end in loaded
+    assert not loaded & {"torch", "diffusers", "transformers", "worker", "training"}
 
 
-@pytest.mark.parametrize(("package", "forbidden"), [("worker", {"bot"}), ("shared", {"bot", "worker", "discord"})])
-def test_no_import_statement_points_outward(package: str, forbidden: set[str]) -> None:
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_no_import_statement_points_outward(package: str) -> None:
     offenders = []
     for path in (ROOT / package).rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in forbidden]
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for name in imported_names(path, module):
+            if name.split(".")[0] in FORBIDDEN[package]:
+                offenders.append(f"{path.relative_to(ROOT)}: {name}")
     assert offenders == []
+
+
+def test_the_project_has_no_import_cycle() -> None:
+    graph = import_graph()
+    assert len(graph) > 100  # every package was read
+    assert "shared.queue.limits" in graph["shared.queue.client"]  # imports inside the project are resolved
+    assert cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import(tmp_path: Path) -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+    lazy = tmp_path / "lazy.py"
+    lazy.write_text("def f():\n    from shared.queue import client\n    return client\n")
+    assert imported_names(lazy, "worker.lazy") == ["shared.queue.client"]

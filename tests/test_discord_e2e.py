@@ -3,142 +3,39 @@
 from __future__ import annotations
 
 import io
-import signal
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 import redis
 from PIL import Image, ImageDraw
 
-from shared.discord_wire import format as discord_format
-from shared.jobs.spec import JobStatus
+from shared.jobs.spec import JobKind, JobStatus, SourceImage
+from shared.keys import Keys
 from shared.queue.client import all_queues, job_state
 from shared.settings import Settings
 from shared.stores import images as image_store
-from tests.conftest import ROOT, child_env
-from tests.fake_discord import FakeDiscord, InteractionRecord
+from tests.conftest import ROOT
+from tests.discord_harness import (
+    MEMBER,
+    OTHER,
+    answered,
+    click_and_get_result,
+    final_message,
+    job_of_waiting,
+    log_of,
+    png_size,
+    stop,
+    wait_finished,
+)
+from tests.fake_discord import FakeDiscord
 
 pytestmark = pytest.mark.slow
 
-MEMBER = 4242
-OTHER = 5151
-
-
-@pytest.fixture
-def fake_discord() -> Iterator[FakeDiscord]:
-    """A started fake Discord on loopback."""
-    with FakeDiscord() as fake:
-        yield fake
-
-
-@pytest.fixture
-def discord_env(settings_env: dict[str, str], fake_discord: FakeDiscord) -> dict[str, str]:
-    """Environment of bot and workers: the test Redis and model, and the fake Discord."""
-    return {**settings_env, **fake_discord.env()}
-
-
-@pytest.fixture
-def start_bot(discord_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """Start ``python -m bot`` against the fake Discord; every bot started is stopped at teardown."""
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        log_path = tmp_path / f"bot-{len(processes)}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bot"],
-            cwd=ROOT,
-            env=child_env(discord_env),
-            stdout=log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        proc.log_path = log_path  # type: ignore[attr-defined]
-        processes.append(proc)
-        return proc
-
-    yield start
-    for proc in processes:
-        stop(proc)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 15 s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def log_of(proc: subprocess.Popen[bytes]) -> str:
-    return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
-
-
-def answered(fake: FakeDiscord, record: InteractionRecord, timeout: float = 30) -> InteractionRecord:
-    fake.wait_for(lambda: record.acked_at is not None, timeout, f"an answer to interaction {record.id}")
-    return record
-
-
-def final_message(fake: FakeDiscord, job_id: str, timeout: float = 240) -> dict[str, Any]:
-    """The result message whose buttons name ``job_id``."""
-
-    def find() -> dict[str, Any] | None:
-        for message in fake.channel_messages():
-            if job_id in discord_format.job_ids_in_components(message.get("components") or []):
-                return message
-        return None
-
-    return fake.wait_for(find, timeout, f"the result of job {job_id}")
-
-
-def job_of_waiting(conn: redis.Redis, settings: Settings, waiting_id: int, timeout: float = 30) -> str:
-    """The job id whose delivery points at the waiting message ``waiting_id`` (queued, started or finished)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for key in conn.scan_iter("rq:job:*"):
-            job_id = key.decode().split(":", 2)[2]
-            state = job_state(conn, job_id)
-            if state and str(state.spec.get("delivery", {}).get("waiting_message_id")) == str(waiting_id):
-                return job_id
-        time.sleep(0.1)
-    raise AssertionError(f"no job points at waiting message {waiting_id}")
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    image = Image.open(io.BytesIO(data))
-    assert image.format == "PNG"
-    return image.size
-
-
-def click_and_get_result(
-    fake: FakeDiscord, conn: redis.Redis, settings: Settings, message_id: int, label: str, *, user_id: int = MEMBER
-) -> tuple[str, dict[str, Any]]:
-    """Click a button; returns the new job id and its result message."""
-    record = answered(fake, fake.click(message_id, fake.button_id(message_id, label), user_id=user_id))
-    assert record.response_type == 4 and not record.ephemeral, record.response
-    assert "(Waiting to start)" in record.content
-    assert record.response_message_id is not None
-    job_id = job_of_waiting(conn, settings, record.response_message_id)
-    return job_id, final_message(fake, job_id)
-
-
-def wait_finished(conn: redis.Redis, job_id: str, timeout: float = 60) -> None:
-    """Until RQ has the job as finished (the record is stored right after the post)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = job_state(conn, job_id)
-        if state is not None and state.status is JobStatus.FINISHED:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish")
+THIRD = 6161
+"""A third member, for the describe picks."""
 
 
 def test_imagine_buttons_restart_and_bad_prompt(  # noqa: PLR0917 - pytest fixtures
@@ -182,7 +79,7 @@ def test_imagine_buttons_restart_and_bad_prompt(  # noqa: PLR0917 - pytest fixtu
     # The final message: line, 2x2 grid PNG, 9 buttons.
     assert grid_message["content"] == f"**a red circle --seed 7** - <@{MEMBER}> (fast)"
     record_data = image_store.get_record(redis_conn, settings, job_id)
-    width, height = record_data["size"]
+    width, height = record_data.size
     assert png_size(fake.attachment_bytes(int(grid_message["id"]))) == (2 * width, 2 * height)
     labels = [b.get("label") or "re-roll" for b in fake.buttons(int(grid_message["id"]))]
     assert labels == ["U1", "U2", "U3", "U4", "re-roll", "V1", "V2", "V3", "V4"]
@@ -196,7 +93,7 @@ def test_imagine_buttons_restart_and_bad_prompt(  # noqa: PLR0917 - pytest fixtu
     up_size = png_size(fake.attachment_bytes(int(up_message["id"])))
     assert up_size[0] > width and up_size[1] > height
     wait_finished(redis_conn, up_id)
-    assert image_store.get_record(redis_conn, settings, up_id)["spec"]["source"] == {"job_id": job_id, "index": 1}
+    assert image_store.get_record(redis_conn, settings, up_id).spec.source == SourceImage(job_id, 1)
 
     # Zoom Out 2x on the upscale -> a grid keeping grid image 2 at half size; the left arrow -> a wider grid.
     zoom_id, zoom_message = click_and_get_result(fake, redis_conn, settings, int(up_message["id"]), "Zoom Out 2x")
@@ -204,8 +101,8 @@ def test_imagine_buttons_restart_and_bad_prompt(  # noqa: PLR0917 - pytest fixtu
     assert png_size(fake.attachment_bytes(int(zoom_message["id"]))) == (2 * width, 2 * height)
     assert len(fake.buttons(int(zoom_message["id"]))) == 9
     wait_finished(redis_conn, zoom_id)
-    zoom_spec = image_store.get_record(redis_conn, settings, zoom_id)["spec"]
-    assert (zoom_spec["kind"], zoom_spec["source"]) == ("outpaint", {"job_id": job_id, "index": 1})
+    zoom_spec = image_store.get_record(redis_conn, settings, zoom_id).spec
+    assert (zoom_spec.kind, zoom_spec.source) == (JobKind.OUTPAINT, SourceImage(job_id, 1))
     pan_id, pan_message = click_and_get_result(fake, redis_conn, settings, int(up_message["id"]), "\u2b05")
     pan_width, pan_height = png_size(fake.attachment_bytes(int(pan_message["id"])))
     assert pan_width > pan_height and f"- Pan Left by <@{MEMBER}>" in pan_message["content"]
@@ -220,8 +117,8 @@ def test_imagine_buttons_restart_and_bad_prompt(  # noqa: PLR0917 - pytest fixtu
     # Re-roll -> a new grid with other seeds.
     reroll_id, reroll_message = click_and_get_result(fake, redis_conn, settings, int(grid_message["id"]), "re-roll")
     wait_finished(redis_conn, reroll_id)
-    reroll_seeds = image_store.get_record(redis_conn, settings, reroll_id)["seeds"]
-    assert reroll_seeds != record_data["seeds"]
+    reroll_seeds = image_store.get_record(redis_conn, settings, reroll_id).seeds
+    assert reroll_seeds != record_data.seeds
     assert reroll_message["content"].startswith("**a red circle --seed 7**")
 
     # Restart the bot: a button on the old message still works.
@@ -230,7 +127,7 @@ def test_imagine_buttons_restart_and_bad_prompt(  # noqa: PLR0917 - pytest fixtu
     fake.wait_connected(identifies=2)
     again_id, _ = click_and_get_result(fake, redis_conn, settings, int(grid_message["id"]), "U4")
     wait_finished(redis_conn, again_id)
-    assert image_store.get_record(redis_conn, settings, again_id)["spec"]["source"]["index"] == 3
+    assert image_store.get_record(redis_conn, settings, again_id).spec.source == SourceImage(job_id, 3)
     assert worker.poll() is None, log_of(worker)
 
 
@@ -278,7 +175,7 @@ def test_a_job_queued_past_the_interaction_token_is_still_delivered(
     assert png_size(fake.attachment_bytes(int(reposted["id"]))) == png_size(fake.attachment_bytes(int(message["id"])))
     info = answered(fake, fake.message_command("Job record", int(message["id"]), user_id=OTHER))
     assert info.ephemeral and job_id in info.content and '"seeds"' in info.content
-    seeds = image_store.get_record(redis_conn, settings, job_id)["seeds"]
+    seeds = list(image_store.get_record(redis_conn, settings, job_id).seeds)
     assert seeds == [3, 4, 5, 6]
 
 
@@ -298,8 +195,8 @@ def test_settings_info_cancel_and_malformed_payloads(
     assert wide.response_message_id is not None
     wide_job = job_of_waiting(redis_conn, settings, wide.response_message_id)
     spec = job_state(redis_conn, wide_job).spec  # type: ignore[union-attr]
-    assert spec["width"] > spec["height"] and spec["extra"]["stylize"] == 250
-    assert spec["prompt"].startswith("a fox watercolor")
+    assert spec.width > spec.height and spec.extra["stylize"] == 250
+    assert spec.prompt.startswith("a fox watercolor")
     second = answered(fake, fake.slash("imagine", {"prompt": "a hen --ar 1:2"}, user_id=42))
     assert "#2 in the queue" in second.content
     assert second.response_message_id is not None
@@ -330,8 +227,8 @@ def test_settings_info_cancel_and_malformed_payloads(
     with_option = answered(fake, fake.slash("imagine", {"prompt": "a heron --wide"}, user_id=42))
     assert with_option.response_message_id is not None
     option_spec = job_state(redis_conn, job_of_waiting(redis_conn, settings, with_option.response_message_id)).spec  # type: ignore[union-attr]
-    assert option_spec["prompt"].startswith("a heron watercolor") and option_spec["extra"]["chaos"] == 20
-    assert option_spec["width"] / option_spec["height"] > 2
+    assert option_spec.prompt.startswith("a heron watercolor") and option_spec.extra["chaos"] == 20
+    assert option_spec.width / option_spec.height > 2
     typo = answered(fake, fake.slash("imagine", {"prompt": "a heron --wdie"}, user_id=42))
     assert typo.ephemeral and "unknown parameter --wdie" in typo.content and "Your options: --wide" in typo.content
 
@@ -341,7 +238,7 @@ def test_settings_info_cancel_and_malformed_payloads(
     assert relaxed.ephemeral and "lane: `relax`" in relaxed.content
     slow = answered(fake, fake.slash("imagine", {"prompt": "a snail"}, user_id=42))
     assert slow.response_message_id is not None
-    assert job_state(redis_conn, job_of_waiting(redis_conn, settings, slow.response_message_id)).spec["lane"] == "relax"  # type: ignore[union-attr]
+    assert job_state(redis_conn, job_of_waiting(redis_conn, settings, slow.response_message_id)).spec.lane == "relax"  # type: ignore[union-attr]
 
     # Malformed payloads are logged and dropped; the bot answers the next interaction.
     fake.dispatch_raw("INTERACTION_CREATE", {"id": "1", "type": 2})
@@ -407,7 +304,7 @@ def test_reactions_cancel_delete_and_send_to_direct_messages(
     assert not fake.messages[result_id].get("deleted")
     fake.react(result_id, "\N{CROSS MARK}", user_id=MEMBER)
     fake.wait_for(lambda: fake.messages[result_id].get("deleted"), 30, "the result to be deleted")
-    assert image_store.get_record(redis_conn, settings, job_id)["seeds"] == [5, 6, 7, 8]
+    assert image_store.get_record(redis_conn, settings, job_id).seeds == (5, 6, 7, 8)
     assert bot.poll() is None
 
 
@@ -431,6 +328,7 @@ def test_describe_offers_four_prompts_whose_buttons_imagine_them(  # noqa: PLR09
     fake = fake_discord
     shipped = str(ROOT / "models" / "imagine-shapes")  # the model with an alignment scorer and a caption bank
     discord_env["MODEL"] = shipped
+    discord_env["MODERATION_BANNED"] = '["badword"]'
     start_bot()
     fake.wait_connected()
 
@@ -450,7 +348,7 @@ def test_describe_offers_four_prompts_whose_buttons_imagine_them(  # noqa: PLR09
     assert [b["label"] for b in fake.buttons(int(message["id"]))] == ["1", "2", "3", "4"]
     assert png_size(fake.attachment_bytes(int(message["id"]))) == (64, 64)
     wait_finished(redis_conn, job_id)
-    descriptions = image_store.get_record(redis_conn, settings, job_id)["notes"]["descriptions"]
+    descriptions = image_store.get_record(redis_conn, settings, job_id).notes["descriptions"]
     scores = [score for _, score in descriptions]
     assert scores == sorted(scores, reverse=True) and lines[1] == f"**1** {descriptions[0][0]}"
 
@@ -459,3 +357,11 @@ def test_describe_offers_four_prompts_whose_buttons_imagine_them(  # noqa: PLR09
     assert grid["content"] == f"**{descriptions[1][0]}** - <@{OTHER}> (fast)"
     assert len(fake.buttons(int(grid["id"]))) == 9
     wait_finished(redis_conn, grid_id)
+
+    # A picked prompt is text like any other: a member whose suffix holds a banned word is refused, nothing queued.
+    suffixed = answered(fake, fake.slash("settings", {"suffix": "badword"}, user_id=THIRD))
+    assert suffixed.ephemeral
+    jobs_before = len(list(redis_conn.scan_iter(Keys.job("*"))))
+    pick = answered(fake, fake.click(int(message["id"]), fake.button_id(int(message["id"]), "3"), user_id=THIRD))
+    assert pick.ephemeral and "which this server does not allow" in pick.content, pick.content
+    assert len(list(redis_conn.scan_iter(Keys.job("*")))) == jobs_before

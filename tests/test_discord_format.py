@@ -9,11 +9,14 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import defaults
-from shared.discord_wire import format as discord_format
-from shared.discord_wire.format import ButtonAction
+from shared import defaults, messages
+from shared.discord_wire import buttons
+from shared.discord_wire.buttons import ButtonAction
+from shared.errors import CannotFollowUp, SettingRefused
 from shared.jobs.followups import reroll_spec, upscale_spec, variation_spec
+from shared.jobs.record import JobRecord
 from shared.jobs.spec import Delivery, JobKind, JobSpec, SourceImage, derive_seeds
+from shared.keys import keys_for
 from shared.prompt.parser import PromptError, parse
 from shared.settings import Settings
 from shared.stores import member_settings
@@ -39,8 +42,8 @@ def grid_spec(**changes: object) -> JobSpec:
     return spec.replace(**changes) if changes else spec
 
 
-def record(spec: JobSpec) -> dict[str, object]:
-    return {"job_id": spec.job_id, "spec": spec.to_dict(), "seeds": list(spec.seeds)}
+def record(spec: JobSpec) -> JobRecord:
+    return JobRecord.from_dict({"job_id": spec.job_id, "spec": spec.to_dict(), "seeds": list(spec.seeds)})
 
 
 @given(
@@ -49,33 +52,33 @@ def record(spec: JobSpec) -> dict[str, object]:
     n=st.integers(0, 9),
 )
 def test_custom_ids_round_trip_and_fit_discord(action: ButtonAction, job_id: str, n: int) -> None:
-    value = discord_format.custom_id(action, job_id, n)
+    value = buttons.custom_id(action, job_id, n)
     assert len(value) <= defaults.DISCORD_CUSTOM_ID_MAX
-    ref = discord_format.parse_custom_id(value)
+    ref = buttons.parse_custom_id(value)
     assert (ref.action, ref.job_id, ref.n) == (action, job_id, n)
 
 
 @pytest.mark.parametrize("bad", ["imagine:x:abc:1", "imagine:u:abc", "other:u:abc:1", "imagine:u:a b:1", ""])
 def test_foreign_custom_ids_are_rejected_by_name(bad: str) -> None:
     with pytest.raises(ValueError, match="custom_id"):
-        discord_format.parse_custom_id(bad)
+        buttons.parse_custom_id(bad)
 
 
 def test_grid_buttons_are_u1_to_u4_reroll_then_v1_to_v4() -> None:
-    rows = discord_format.grid_components("abc123")
+    rows = buttons.grid_components("abc123")
     labels = [[b.get("label") or b["emoji"]["name"] for b in row["components"]] for row in rows]
     assert labels == [["U1", "U2", "U3", "U4", defaults.REROLL_EMOJI], ["V1", "V2", "V3", "V4"]]
-    refs = [discord_format.parse_custom_id(b["custom_id"]) for row in rows for b in row["components"]]
+    refs = [buttons.parse_custom_id(b["custom_id"]) for row in rows for b in row["components"]]
     assert [(r.action.value, r.index) for r in refs][:5] == [("u", 0), ("u", 1), ("u", 2), ("u", 3), ("r", 0)]
-    assert discord_format.job_ids_in_components(rows) == ["abc123"]
+    assert buttons.job_ids_in_components(rows) == ["abc123"]
 
 
 def test_lines_escape_markdown_and_name_the_member() -> None:
-    assert discord_format.result_line("a **bold** fox", "42", "fast") == r"**a \*\*bold\*\* fox** - <@42> (fast)"
-    assert discord_format.waiting_line("fox", "42", 3) == "**fox** - <@42> (Waiting to start) - #3 in the queue"
-    assert discord_format.progress_line("fox", "42", 0.424, "relax") == "**fox** - <@42> (42%) (relax)"
-    assert "Upscaled (Creative) by <@7>" in discord_format.result_line("fox", "7", "fast", JobKind.UPSCALE, "creative")
-    long = discord_format.result_line("x" * 5000, "42", "fast")
+    assert messages.result_line("a **bold** fox", "42", "fast") == r"**a \*\*bold\*\* fox** - <@42> (fast)"
+    assert messages.waiting_line("fox", "42", 3) == "**fox** - <@42> (Waiting to start) - #3 in the queue"
+    assert messages.progress_line("fox", "42", 0.424, "relax") == "**fox** - <@42> (42%) (relax)"
+    assert "Upscaled (Creative) by <@7>" in messages.result_line("fox", "7", "fast", JobKind.UPSCALE, "creative")
+    long = messages.result_line("x" * 5000, "42", "fast")
     assert len(long) < 2000
 
 
@@ -103,7 +106,7 @@ def test_reroll_keeps_everything_but_the_seeds() -> None:
     again = reroll_spec(record(source), "42", random.Random(3))
     assert again.seeds != source.seeds and again.extra["seed"] == again.seeds[0]
     assert (again.prompt, again.width, again.height, again.kind) == (source.prompt, 96, 64, JobKind.GRID)
-    with pytest.raises(ValueError, match="upscale"):
+    with pytest.raises(CannotFollowUp, match="upscale"):
         reroll_spec(record(upscale_spec(record(source), 0, "42")), "42")
 
 
@@ -113,11 +116,12 @@ def test_reroll_keeps_everything_but_the_seeds() -> None:
         (lambda r: upscale_spec(r, 4, "1"), "image index must be 0-3"),
         (lambda r: upscale_spec(r, 0, "1", "huge"), "upscale mode must be one of subtle, creative"),
         (lambda r: variation_spec(r, 0, "1", 0.0), "variation strength"),
-        (lambda r: upscale_spec({"seeds": []}, 0, "1"), "no 'spec'"),
+        (lambda r: JobRecord.from_dict({"seeds": []}), "no 'spec'"),
     ],
 )
 def test_bad_follow_ups_are_errors_naming_the_value(call: object, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    # CannotFollowUp (member-facing) for what a click can ask; ValueError for what only a programming error gives.
+    with pytest.raises((CannotFollowUp, ValueError), match=message):
         call(record(grid_spec()))  # type: ignore[operator]
 
 
@@ -134,8 +138,9 @@ def test_member_defaults_fill_what_the_prompt_leaves_out() -> None:
 
 
 def test_member_options_expand_in_place_and_refuse_what_cannot_work(
-    redis_conn: redis.Redis, settings: Settings
+    redis_conn: redis.Redis, queue_settings: Settings
 ) -> None:
+    settings = queue_settings
     member = MemberSettings(suffix="moody").with_option("Mine", "in ink --ar 16:9").with_option("t", "--tile")
     assert member.options == (("mine", "in ink --ar 16:9"), ("t", "--tile"))
     # words join the prompt's words, parameters go last; Discord's em-dash spelling counts; longer names are not hit
@@ -153,19 +158,20 @@ def test_member_options_expand_in_place_and_refuse_what_cannot_work(
         ("loop", "--mine", "unknown parameter --mine"),
         ("gone", "", "option 'gone' is not saved; your options: mine, t"),
     ]:
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(SettingRefused, match=message):
             member.with_option(name, value)
     full = MemberSettings(options=tuple((f"o{k}", "--tile") for k in range(defaults.MEMBER_OPTIONS_MAX + 1)))
-    with pytest.raises(ValueError, match=f"at most {defaults.MEMBER_OPTIONS_MAX} options"):
+    with pytest.raises(SettingRefused, match=f"at most {defaults.MEMBER_OPTIONS_MAX} options"):
         member_settings.save(redis_conn, settings, "45", full)
 
 
-def test_member_settings_round_trip_through_redis(redis_conn: redis.Redis, settings: Settings) -> None:
+def test_member_settings_round_trip_through_redis(redis_conn: redis.Redis, queue_settings: Settings) -> None:
+    settings = queue_settings
     assert member_settings.load(redis_conn, settings, "42") == MemberSettings()
     saved = MemberSettings(stylize="low", lane="relax", aspect="2:3", suffix="moody")
     member_settings.save(redis_conn, settings, "42", saved)
     assert member_settings.load(redis_conn, settings, "42") == saved
-    with pytest.raises(ValueError, match="lane must be one of turbo, fast, relax, got 'warp'"):
+    with pytest.raises(SettingRefused, match="lane must be one of turbo, fast, relax, got 'warp'"):
         member_settings.save(redis_conn, settings, "42", MemberSettings(lane="warp"))
-    redis_conn.set(member_settings.settings_key(settings, "43"), b"[1, 2]")
+    redis_conn.set(keys_for(settings).member_settings("43"), b"[1, 2]")
     assert member_settings.load(redis_conn, settings, "43") == MemberSettings()

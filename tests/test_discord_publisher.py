@@ -11,6 +11,7 @@ from PIL import Image
 from pydantic import SecretStr
 
 from shared import defaults
+from shared.jobs.record import JobRecord
 from shared.jobs.spec import Delivery, JobKind, JobSpec, SourceImage
 from shared.settings import Settings
 from shared.stores.redis_server import EmbeddedRedis
@@ -89,7 +90,7 @@ def spec_for(fake: FakeDiscord, waiting_id: int, kind: JobKind = JobKind.GRID) -
 def result_of(spec: JobSpec) -> JobResult:
     images = [Image.new("RGB", (32, 32), (60 * i, 0, 0)) for i in range(len(spec.seeds))]
     grid = Image.new("RGB", (64, 64)) if len(images) == 4 else None
-    return JobResult(spec=spec, images=images, grid=grid, record={})
+    return JobResult(spec=spec, images=images, grid=grid, record=JobRecord(job_id=spec.job_id, spec=spec))
 
 
 def test_progress_edits_are_throttled_and_carry_a_small_preview(fake: FakeDiscord, discord_settings: Settings) -> None:

@@ -8,18 +8,12 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from shared.discord_wire import format as discord_format
+from shared import messages
 from shared.jobs.spec import JobStatus
 from shared.queue.client import job_state, request_cancel
 from shared.settings import Settings
-from tests import test_discord_e2e as e2e
+from tests.discord_harness import MEMBER, answered, final_message, job_of_waiting, log_of, wait_finished
 from tests.fake_discord import FakeDiscord
-from tests.test_discord_e2e import MEMBER, answered, final_message, job_of_waiting, wait_finished
-
-# The Discord engineer's fixtures: a fake Discord on loopback, its environment, and real bot processes.
-fake_discord = e2e.fake_discord
-discord_env = e2e.discord_env
-start_bot = e2e.start_bot
 
 pytestmark = pytest.mark.slow
 
@@ -80,16 +74,13 @@ def test_waiting_message_follows_the_queue_and_stops_once_started(
 
 
 def test_eta_text_buckets_and_waiting_line() -> None:
-    shown = [discord_format.eta_text(s) for s in (0, 14, 44, 56, 89, 90, 599, 4500, 7300)]
+    shown = [messages.eta_text(s) for s in (0, 14, 44, 56, 89, 90, 599, 4500, 7300)]
     assert shown == ["~10 s", "~10 s", "~40 s", "~1 min", "~1 min", "~2 min", "~10 min", "~1 h 15 min", "~2 h"]
     # Estimates inside one step show the same text, so they make no edit.
-    assert discord_format.eta_text(41) == discord_format.eta_text(44)
-    assert (
-        discord_format.waiting_line("fox", "42", 3, 41.0)
-        == "**fox** - <@42> (Waiting to start) - #3 in the queue - ~40 s"
-    )
+    assert messages.eta_text(41) == messages.eta_text(44)
+    assert messages.waiting_line("fox", "42", 3, 41.0) == "**fox** - <@42> (Waiting to start) - #3 in the queue - ~40 s"
     with pytest.raises(ValueError, match="eta seconds must be >= 0, got -1"):
-        discord_format.eta_text(-1)
+        messages.eta_text(-1)
 
 
 def test_a_rate_limited_round_is_skipped_and_the_next_one_edits(
@@ -116,5 +107,5 @@ def test_a_rate_limited_round_is_skipped_and_the_next_one_edits(
     fake.wait_for(lambda: "#1 in the queue" in fake.messages[waiting[1]]["content"], 60, "the line to say #1")
     limited = [call for call in fake.calls_to("PATCH", f"/messages/{waiting[1]}") if call.status == 429]
     assert len(limited) == 1
-    assert "skipping the rest of this round" in e2e.log_of(bot)
+    assert "skipping the rest of this round" in log_of(bot)
     assert sum("#1 in the queue" in v["content"] for v in fake.message_history[waiting[1]]) == 1

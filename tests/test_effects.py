@@ -13,6 +13,7 @@ from shared.prompt.parser import parse
 from shared.prompt.resolve import build_jobs
 from shared.settings import Settings
 from worker.engine import Engine
+from worker.engine.hooks import tiling
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +22,8 @@ def engine(tiny_model: Path) -> Engine:
 
 
 @pytest.fixture
-def model_settings(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("MODEL", str(tiny_model))
-    monkeypatch.setenv("STEPS", "8")
-    return Settings()
+def model_settings(tiny_model: Path) -> Settings:
+    return Settings(model=str(tiny_model), steps=8)
 
 
 def spec_for(text: str, settings: Settings) -> JobSpec:
@@ -101,7 +100,7 @@ def test_tile_makes_the_image_a_function_on_a_torus(engine: Engine, model_settin
         out = pipe(latents=start, num_inference_steps=3, guidance_scale=5.0, output_type="np", **cond)
         return np.asarray(out.images[0], dtype=np.float64)
 
-    with engine._tiling(pipe, True):
+    with tiling(engine.family, pipe, True):
         base, moved = run(latents), run(shifted)
     assert np.abs(np.roll(base, (2 * scale, 6 * scale), axis=(0, 1)) - moved).max() < 1e-4
     plain_base, plain_moved = run(latents), run(shifted)

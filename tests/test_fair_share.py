@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import redis
 from rq import Queue
+from rq.utils import as_text as text
 
 from shared.jobs.spec import JobStatus
 from shared.queue import admin, eta
 from shared.queue.client import enqueue, get_queue, job_state
-from shared.queue.limits import text
 from shared.settings import Settings
 from tests.queue_control import run_burst_worker, spec_for, started_order
 

@@ -9,42 +9,34 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from shared.discord_wire import format as discord_format
+from shared.discord_wire import buttons
 from shared.jobs.spec import JobStatus
 from shared.queue.client import job_state
 from shared.settings import Settings
 from shared.stores import audit_log
+from tests.discord_harness import MEMBER, answered, final_message, job_of_waiting, wait_finished
 from tests.fake_discord import FakeDiscord
-from tests.test_discord_e2e import (  # noqa: F401 - fixtures
-    MEMBER,
-    answered,
-    fake_discord,
-    final_message,
-    job_of_waiting,
-    start_bot,
-    wait_finished,
-)
 from tests.test_faults_worker import FAST_CLOCK
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def discord_env(settings_env: dict[str, str], fake_discord: FakeDiscord) -> dict[str, str]:  # noqa: F811
+def discord_env(settings_env: dict[str, str], fake_discord: FakeDiscord) -> dict[str, str]:
     """The e2e environment plus a banned word, so the bot's moderation is exercised too."""
     return {**settings_env, **fake_discord.env(), "MODERATION_BANNED": '["badword"]'}
 
 
 def posts_of(fake: FakeDiscord, job_id: str) -> int:
     return sum(
-        job_id in discord_format.job_ids_in_components(message.get("components") or [])
+        job_id in buttons.job_ids_in_components(message.get("components") or [])
         for message in fake.channel_messages(include_deleted=True)
     )
 
 
 def test_jobs_continue_and_are_delivered_once_while_the_bot_is_down(
-    fake_discord: FakeDiscord,  # noqa: F811
-    start_bot: Callable[[], subprocess.Popen[bytes]],  # noqa: F811
+    fake_discord: FakeDiscord,
+    start_bot: Callable[[], subprocess.Popen[bytes]],
     start_worker: Callable[..., subprocess.Popen[bytes]],
     settings: Settings,
     redis_conn: redis.Redis,

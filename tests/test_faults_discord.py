@@ -16,17 +16,18 @@ from aiohttp import web
 from PIL import Image
 from pydantic import SecretStr
 
+from shared.jobs.record import JobRecord
 from shared.jobs.spec import Delivery
 from shared.settings import Settings
 from shared.stores import audit_log
 from shared.stores.images import get_record, put_images
 from shared.stores.outbox import Outbox
 from tests.test_chain import make_spec
+from worker.delivery import deliver, drain_outbox
 from worker.discord_publisher import DiscordPublisher, DiscordRest
 from worker.engine import png_bytes
 from worker.grid import compose_grid
 from worker.publisher import JobResult
-from worker.reliability import deliver, drain_outbox
 
 
 @dataclass
@@ -99,7 +100,7 @@ def make_result(connection: redis.Redis, settings: Settings) -> JobResult:
     spec = make_spec(settings).replace(delivery=Delivery(kind="discord", channel_id="42"))
     images = [Image.new("RGB", (32, 32), (60 * i, 0, 0)) for i in range(4)]
     put_images(connection, settings, spec.job_id, [png_bytes(image) for image in images])
-    record = {"job_id": spec.job_id, "spec": spec.to_dict(), "seeds": list(spec.seeds), "timings": {}}
+    record = JobRecord(job_id=spec.job_id, spec=spec, seeds=spec.seeds)
     return JobResult(spec=spec, images=images, grid=compose_grid(images), record=record)
 
 
@@ -138,14 +139,14 @@ def test_result_that_cannot_be_posted_is_kept_and_redelivered_exactly_once(
     api.default = "ok"
     calls_before = len(api.calls)
 
-    def publisher_for(_delivery: Any, settings: Settings) -> DiscordPublisher:
-        return publisher_with(settings, redis_conn, waits)
+    def publisher_for(_delivery: Any) -> DiscordPublisher:
+        return publisher_with(discord_settings, redis_conn, waits)
 
     assert drain_outbox(redis_conn, discord_settings, publisher_for) == (1, 0)
     assert api.posted == ["42"]
     assert len(api.calls) == calls_before + 1
     assert outbox.pending() == []
-    assert get_record(redis_conn, discord_settings, job_id)["files"]["discord"]["message_id"] == "1000"
+    assert get_record(redis_conn, discord_settings, job_id).files["discord"]["message_id"] == "1000"
     # Nothing left to deliver, and a stray re-delivery of the same job is refused by the posted-once mark.
     assert drain_outbox(redis_conn, discord_settings, publisher_for) == (0, 0)
     again = publisher_with(discord_settings, redis_conn, waits).publish(result)
@@ -162,8 +163,8 @@ def test_result_given_up_on_is_kept_and_reported_in_the_audit_log(
     job_id = result.spec.job_id
     deliver(redis_conn, discord_settings, publisher_with(discord_settings, redis_conn, waits), result)
 
-    def publisher_for(_delivery: Any, settings: Settings) -> DiscordPublisher:
-        return publisher_with(settings, redis_conn, waits)
+    def publisher_for(_delivery: Any) -> DiscordPublisher:
+        return publisher_with(discord_settings, redis_conn, waits)
 
     outbox = Outbox(redis_conn, discord_settings)
     assert drain_outbox(redis_conn, discord_settings, publisher_for) == (0, 1)
@@ -171,7 +172,7 @@ def test_result_given_up_on_is_kept_and_reported_in_the_audit_log(
     assert drain_outbox(redis_conn, discord_settings, publisher_for) == (0, 1)
     assert outbox.pending() == [] and outbox.dead() == [job_id]
     entry = outbox.get(job_id)
-    assert entry is not None and entry.record["spec"]["job_id"] == job_id  # kept, not dropped
+    assert entry is not None and entry.record.spec.job_id == job_id  # kept, not dropped
     reports = audit_log.entries(redis_conn, discord_settings, event="delivery_failed")
     assert [r["job_id"] for r in reports] == [job_id]
     assert "500" in reports[0]["error"]

@@ -10,6 +10,7 @@ import time
 import pytest
 import redis
 
+from shared.jobs.record import JobRecord
 from shared.jobs.spec import JobStatus
 from shared.queue.client import enqueue, get_queue, job_state
 from shared.settings import Settings
@@ -24,8 +25,8 @@ pytestmark = pytest.mark.slow
 def test_queued_jobs_and_records_survive_a_redis_crash_and_then_run(
     settings: Settings, settings_env: dict[str, str], redis_server: EmbeddedRedis, redis_conn: redis.Redis
 ) -> None:
-    finished_record = {"job_id": "earlier", "seeds": [1, 2, 3, 4]}
-    put_record(redis_conn, settings, "earlier", finished_record)
+    finished_record = JobRecord(job_id="earlier", spec=make_spec(settings), seeds=(1, 2, 3, 4))
+    put_record(redis_conn, settings, finished_record)
     queued = [make_spec(settings, seed=s) for s in (2, 3)]
     for spec in queued:
         enqueue(redis_conn, settings, spec)
@@ -42,7 +43,7 @@ def test_queued_jobs_and_records_survive_a_redis_crash_and_then_run(
     assert get_record(connection, settings, "earlier") == finished_record
     for spec in queued:
         state = job_state(connection, spec.job_id)
-        assert state is not None and state.status is JobStatus.QUEUED and state.spec == spec.to_dict()
+        assert state is not None and state.status is JobStatus.QUEUED and state.spec == spec
 
     worker = subprocess.run(
         [sys.executable, "-m", "worker", "--burst"],
@@ -56,4 +57,4 @@ def test_queued_jobs_and_records_survive_a_redis_crash_and_then_run(
     for spec in queued:
         state = job_state(connection, spec.job_id)
         assert state is not None and state.status is JobStatus.FINISHED, spec.job_id
-        assert state.result["seeds"] == list(spec.seeds)
+        assert state.result is not None and state.result.seeds == spec.seeds

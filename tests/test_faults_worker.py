@@ -16,10 +16,11 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from shared.jobs.spec import JobSpec, JobStatus
+from shared.messages import ABANDONED as ABANDONED_MESSAGE
 from shared.queue.client import enqueue, job_state, request_cancel
 from shared.settings import Settings
 from tests.test_chain import make_spec, wait_until
-from worker.reliability import ABANDONED_MESSAGE, FAULT_MARKER
+from worker.faults import FAULT_MARKER
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,7 @@ def kill_mid_job(worker: subprocess.Popen[bytes], connection: redis.Redis, spec:
 
     def denoising() -> bool:
         state = job_state(connection, spec.job_id)
-        return state is not None and state.status is JobStatus.STARTED and state.step >= 1
+        return state is not None and state.status is JobStatus.STARTED and state.progress.step >= 1
 
     wait_until(denoising)
     worker.kill()
@@ -117,8 +118,8 @@ def test_out_of_memory_and_internal_errors_fail_with_member_messages_and_the_wor
     assert failed.error == "The GPU ran out of memory for this job; try a smaller --ar or --quality."
     ok = job_state(redis_conn, after.job_id)
     assert ok is not None and ok.status is JobStatus.FINISHED, ok
-    assert ok.result["worker"]["pid"] == worker.pid
-    assert ok.result["worker"]["engine_loads"] == 1
+    assert ok.result is not None and ok.result.worker["pid"] == worker.pid
+    assert ok.result.worker["engine_loads"] == 1
     failed_job = Job.fetch(oom.job_id, connection=redis_conn, serializer=JSONSerializer)
     assert len(failed_job.results()) == 1  # failed once, not retried
     assert worker.poll() is None
@@ -134,7 +135,7 @@ def test_a_long_job_is_kept_alive_by_its_heartbeat_and_never_taken_as_abandoned(
 
     def denoising() -> bool:
         state = job_state(redis_conn, spec.job_id)
-        return state is not None and state.step >= 1
+        return state is not None and state.progress.step >= 1
 
     wait_until(denoising)
     idle = start_worker(name="idle", env=FAST_CLOCK)

@@ -11,6 +11,7 @@ import pytest
 import redis
 from PIL import Image
 
+from shared.jobs.record import JobRecord
 from shared.jobs.spec import JobStatus
 from shared.queue.client import enqueue, job_state
 from shared.safety.safe_fetch import FetchRefused
@@ -20,9 +21,9 @@ from tests.conftest import ROOT, child_env
 from tests.test_chain import make_spec
 from tests.test_safe_fetch import LocalServer, png_bytes, send, server  # noqa: F401 - the fixture
 from worker import image_moderation
+from worker.delivery import deliver
 from worker.image_prompt import init_image
 from worker.publisher import JobResult, LocalPublisher
-from worker.reliability import deliver
 from worker.tasks import member_message
 
 
@@ -46,8 +47,8 @@ def test_refused_image_prompt_reaches_the_member_as_a_clear_sentence(settings: S
     spec = make_spec(settings).replace(image_urls=("https://evil.example/a.png",), strength=0.75)
     with pytest.raises(FetchRefused) as caught:
         init_image(spec, settings)
-    message = member_message(caught.value)
-    assert message.startswith("Could not run this job: image 'https://evil.example/a.png' was not used")
+    message = member_message(caught.value, spec.job_id)
+    assert message.startswith("image 'https://evil.example/a.png' was not used")
     assert "cdn.discordapp.com" in message
 
 
@@ -89,7 +90,7 @@ def redness(image: Image.Image) -> float:
 def result_of(settings: Settings, color: tuple[int, int, int]) -> JobResult:
     spec = make_spec(settings)
     images = [Image.new("RGB", (16, 16), color) for _ in range(4)]
-    return JobResult(spec=spec, images=images, grid=None, record={"job_id": spec.job_id, "timings": {}})
+    return JobResult(spec=spec, images=images, grid=None, record=JobRecord(job_id=spec.job_id, spec=spec))
 
 
 @pytest.mark.parametrize("action", ["spoiler", "withhold"])
@@ -103,11 +104,11 @@ def test_flagged_results_are_spoilered_or_withheld_and_audited(
     publisher = LocalPublisher(tmp_path)
     calm = result_of(hooked, (0, 0, 200))
     assert "folder" in deliver(redis_conn, hooked, publisher, calm)
-    assert calm.spoiler is False and "moderation" not in calm.record
+    assert calm.spoiler is False and calm.record.moderation is None
 
     flagged = result_of(hooked, (255, 0, 0))
     files = deliver(redis_conn, hooked, publisher, flagged)
-    assert flagged.record["moderation"] == {"flagged": True, "action": action, "scores": [1.0] * 4}
+    assert flagged.record.moderation == {"flagged": True, "action": action, "scores": [1.0] * 4}
     if action == "spoiler":
         assert flagged.spoiler is True and Path(files["folder"], "image_1.png").exists()
     else:

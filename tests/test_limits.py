@@ -6,8 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
+from rq.utils import as_text
 
+from shared.errors import MemberFacingError
 from shared.jobs.spec import JobStatus
+from shared.keys import keys_for
 from shared.queue import limits
 from shared.queue.client import enqueue, get_queue, job_state, request_cancel
 from shared.queue.fair_share import FairQueue
@@ -16,14 +19,9 @@ from tests.queue_control import run_burst_worker, spec_for
 
 
 @pytest.fixture
-def limited(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def limited(settings: Settings) -> Settings:
     """Settings with a small queued limit (4) and running limit (2)."""
-    monkeypatch.setenv("MAX_QUEUED_PER_MEMBER", "4")
-    monkeypatch.setenv("MAX_RUNNING_PER_MEMBER", "2")
-    from shared.settings import get_settings
-
-    get_settings.cache_clear()
-    return Settings()
+    return settings.model_copy(update={"max_queued_per_member": 4, "max_running_per_member": 2})
 
 
 def test_200_concurrent_submissions_accept_exactly_the_limit_and_counts_return_to_zero(
@@ -44,7 +42,7 @@ def test_200_concurrent_submissions_accept_exactly_the_limit_and_counts_return_t
     assert set(outcomes) - {"accepted"} == {"You have 4 jobs queued, the limit is 4."}
     assert limits.counts(redis_conn, limited, "111") == (4, 0)
     assert get_queue(redis_conn, limited, limited.default_lane).count == 4
-    assert isinstance(limits.LimitExceeded("x"), ValueError)
+    assert isinstance(limits.LimitExceeded("x"), MemberFacingError)  # shown to the member as it is
 
     run_burst_worker(limited)
     accepted = [s for s, o in zip(specs, outcomes, strict=True) if o == "accepted"]
@@ -53,7 +51,7 @@ def test_200_concurrent_submissions_accept_exactly_the_limit_and_counts_return_t
         assert state is not None and state.status is JobStatus.FINISHED
     assert limits.counts(redis_conn, limited, "111") == (0, 0)
     assert limits.all_counts(redis_conn, limited) == {}
-    assert redis_conn.hlen(limits.keys(limited).owners) == 0
+    assert redis_conn.hlen(keys_for(limited).limits_owners) == 0
 
 
 def test_role_overrides_raise_the_limit_and_redis_config_overrides_settings(
@@ -103,7 +101,7 @@ def test_running_cap_skips_a_member_and_reconcile_restores_the_jobs_of_a_dead_wo
     for spec in [*a, b]:
         enqueue(redis_conn, limited, spec)
     # Taken without running (as if the worker died right after dequeueing): "555" may run 2 at once.
-    taken = [FairQueue.take(redis_conn, limited, [lane_key]) for _ in range(4)]
+    taken = [FairQueue.take(redis_conn, keys_for(limited), [lane_key]) for _ in range(4)]
     assert [t[1] if t else None for t in taken] == [a[0].job_id, b.job_id, a[1].job_id, None]
     assert limits.counts(redis_conn, limited, "555") == (1, 2)
     assert limits.reconcile(redis_conn, limited) == 0  # within the grace period nothing is touched
@@ -111,7 +109,7 @@ def test_running_cap_skips_a_member_and_reconcile_restores_the_jobs_of_a_dead_wo
     assert limits.reconcile(redis_conn, limited, grace_s=0) == 3
     assert limits.counts(redis_conn, limited, "555") == (3, 0)
     assert limits.counts(redis_conn, limited, "666") == (1, 0)
-    assert sorted(limits.text(raw) for raw in redis_conn.lrange(lane_key, 0, 2)) == sorted(t[1] for t in taken if t)
+    assert sorted(as_text(raw) for raw in redis_conn.lrange(lane_key, 0, 2)) == sorted(t[1] for t in taken if t)
     assert redis_conn.lindex(lane_key, 3) == a[2].job_id.encode()
 
     # A counted job that is neither waiting nor running (deleted by hand) stops being counted.
@@ -129,17 +127,17 @@ def test_batch_followers_leave_queued_without_counting_as_running_and_not_while_
     specs = [spec_for(limited, "777", seed=i) for i in range(3)]
     for spec in specs:
         enqueue(redis_conn, limited, spec)
-    assert FairQueue.take(redis_conn, limited, [lane_key]) == (lane_key, specs[0].job_id)
-    assert limits.claim(redis_conn, limited, specs[1].job_id)  # rides in the leader's pass
+    assert FairQueue.take(redis_conn, keys_for(limited), [lane_key]) == (lane_key, specs[0].job_id)
+    assert limits.claim(redis_conn, keys_for(limited), specs[1].job_id)  # rides in the leader's pass
     assert limits.counts(redis_conn, limited, "777") == (1, 1)
-    limits.unclaim(redis_conn, limited, specs[1].job_id)  # another worker got it first
+    limits.unclaim(redis_conn, keys_for(limited), specs[1].job_id)  # another worker got it first
     assert limits.counts(redis_conn, limited, "777") == (2, 1)
-    assert limits.claim(redis_conn, limited, specs[1].job_id)
+    assert limits.claim(redis_conn, keys_for(limited), specs[1].job_id)
     assert limits.release(redis_conn, limited, specs[1].job_id) == 3
     assert limits.release(redis_conn, limited, specs[1].job_id) == 0  # idempotent
     assert limits.release(redis_conn, limited, specs[0].job_id) == 2
     assert limits.counts(redis_conn, limited, "777") == (1, 0)
     admin.pause(redis_conn, limited, actor="1")
-    assert not limits.claim(redis_conn, limited, specs[2].job_id)
-    assert FairQueue.take(redis_conn, limited, [lane_key]) is None
+    assert not limits.claim(redis_conn, keys_for(limited), specs[2].job_id)
+    assert FairQueue.take(redis_conn, keys_for(limited), [lane_key]) is None
     assert limits.counts(redis_conn, limited, "777") == (1, 0)

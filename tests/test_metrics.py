@@ -68,13 +68,9 @@ def test_worker_endpoint_reports_jobs_queue_times_and_images(
 
 
 def test_bot_side_endpoint_counts_submissions_refusals_and_queue_depth(
-    settings: Settings, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    queue_settings: Settings, redis_conn: redis.Redis
 ) -> None:
-    monkeypatch.setenv("MAX_QUEUED_PER_MEMBER", "2")
-    from shared.settings import get_settings
-
-    get_settings.cache_clear()
-    limited = Settings()
+    limited = queue_settings.model_copy(update={"max_queued_per_member": 2})
     port = metrics.start_metrics_server(redis_conn, limited, free_port())
     lane = limited.default_lane
     submitted = ("imagine_jobs_total", (("lane", lane), ("status", "submitted")))

@@ -12,16 +12,18 @@ import torch
 from PIL import Image
 
 from shared import defaults
+from shared.errors import CannotFollowUp
 from shared.jobs.followups import make_square_spec, pan_spec, reroll_spec, upscale_spec, variation_spec, zoom_out_spec
+from shared.jobs.record import JobRecord
 from shared.jobs.spec import JobKind, JobSpec, SourceImage
 from worker.engine import Engine
 
 SHIPPED = str(defaults.PROJECT_ROOT / "models" / "imagine-shapes")
 
 
-def grid_record(width: int = 64, height: int = 64, job_id: str = "grid1") -> dict[str, object]:
+def grid_record(width: int = 64, height: int = 64, job_id: str = "grid1") -> JobRecord:
     spec = JobSpec.for_prompt("a red circle", seed=3, width=width, height=height, steps=8, job_id=job_id)
-    return {"spec": spec.to_dict()}
+    return JobRecord(job_id=job_id, spec=spec)
 
 
 def box_pixels(spec: JobSpec) -> tuple[int, int, int, int]:
@@ -32,7 +34,7 @@ def box_pixels(spec: JobSpec) -> tuple[int, int, int, int]:
 
 def test_outpaint_follow_ups_place_the_source_and_size_the_canvas() -> None:
     upscale = upscale_spec(grid_record(), 2, "42")
-    record = {"spec": upscale.to_dict()}
+    record = JobRecord(job_id=upscale.job_id, spec=upscale)
     rng = random.Random(1)
 
     zoom = zoom_out_spec(record, 0, "7", 2.0, rng=rng)
@@ -50,7 +52,7 @@ def test_outpaint_follow_ups_place_the_source_and_size_the_canvas() -> None:
     down = pan_spec(record, 0, "7", "down", native=64, multiple=8)
     assert down.height > down.width and down.source_box is not None and down.source_box[:3] == (0.0, 0.0, 1.0)
 
-    square = make_square_spec({"spec": left.to_dict()}, 1, "7", native=64, multiple=8)
+    square = make_square_spec(JobRecord(job_id=left.job_id, spec=left), 1, "7", native=64, multiple=8)
     assert square.width == square.height and square.source == SourceImage(left.job_id, 1)
     sx0, sy0, sx1, sy1 = box_pixels(square)
     assert (
@@ -60,21 +62,22 @@ def test_outpaint_follow_ups_place_the_source_and_size_the_canvas() -> None:
     )
 
     # an outpaint's own follow-ups: re-roll paints again, V and U work on its images without the box
-    again = reroll_spec({"spec": zoom.to_dict()}, "7")
+    again = reroll_spec(JobRecord(job_id=zoom.job_id, spec=zoom), "7")
     assert again.kind is JobKind.OUTPAINT and again.source_box == zoom.source_box and again.seeds != zoom.seeds
-    assert variation_spec({"spec": zoom.to_dict()}, 1, "7").source_box is None
-    assert upscale_spec({"spec": zoom.to_dict()}, 1, "7").source_box is None
+    assert variation_spec(JobRecord(job_id=zoom.job_id, spec=zoom), 1, "7").source_box is None
+    assert upscale_spec(JobRecord(job_id=zoom.job_id, spec=zoom), 1, "7").source_box is None
 
-    with pytest.raises(ValueError, match=r"image 1 of job .* is already square \(64x64\)"):
+    with pytest.raises(CannotFollowUp, match=r"image 1 of job .* is already square \(64x64\)"):
         make_square_spec(record, 0, "7", native=64, multiple=8)
     with pytest.raises(ValueError, match="pan direction must be one of left, right, up, down, got 'sideways'"):
         pan_spec(record, 0, "7", "sideways", native=64, multiple=8)
     with pytest.raises(ValueError, match=r"zoom out factor must be above 1 and at most 4, got 1\.0"):
         zoom_out_spec(record, 0, "7", 1.0)
     wide = record
-    with pytest.raises(ValueError, match=r"panning left would make the image .*:1; the longest allowed is 4:1"):
+    with pytest.raises(CannotFollowUp, match=r"panning left would make the image .*:1; the longest allowed is 4:1"):
         for _ in range(6):
-            wide = {"spec": pan_spec(wide, 0, "7", "left", native=64, multiple=8).to_dict()}
+            panned = pan_spec(wide, 0, "7", "left", native=64, multiple=8)
+            wide = JobRecord(job_id=panned.job_id, spec=panned)
     with pytest.raises(ValueError, match="source_box must be x0 < x1 and y0 < y1 within"):
         JobSpec.from_dict({**zoom.to_dict(), "source_box": [0.5, 0.0, 0.4, 1.0]})
 
@@ -86,7 +89,7 @@ def shipped() -> Engine:
 
 def test_zoom_out_keeps_the_source_and_paints_a_new_border_on_the_shipped_model(shipped: Engine) -> None:
     record = grid_record()
-    spec = JobSpec.from_dict(record["spec"])  # type: ignore[arg-type]
+    spec = record.spec
     source = shipped.generate(spec.replace(steps=20)).images[0]
     zoom = zoom_out_spec(record, 0, "7", 2.0, rng=random.Random(5))
     result = shipped.generate(zoom, source=source)
@@ -110,7 +113,7 @@ def test_zoom_out_keeps_the_source_and_paints_a_new_border_on_the_shipped_model(
 def test_pan_on_the_tiny_sd_pipeline_keeps_the_source_in_latent_space(tiny_model: Path) -> None:
     engine = Engine.load(str(tiny_model), device="cpu", dtype="float32")
     record = grid_record(job_id="tinygrid")
-    spec = JobSpec.from_dict(record["spec"])  # type: ignore[arg-type]
+    spec = record.spec
     source = engine.generate(spec).images[1]
     pan = pan_spec(record, 1, "7", "right", native=64, multiple=8, rng=random.Random(2))
     steps: list[torch.Tensor] = []

@@ -17,7 +17,7 @@ from shared.jobs.spec import JobStatus
 from shared.queue.client import enqueue, job_state, queue_name
 from shared.settings import Settings
 from tests.conftest import ROOT, child_env
-from worker.reliability import payload_refusal
+from worker.payload_guard import payload_refusal
 
 pytestmark = pytest.mark.slow
 

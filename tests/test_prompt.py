@@ -8,6 +8,7 @@ import re
 import pytest
 
 from shared import defaults
+from shared.errors import MemberFacingError
 from shared.prompt.parser import Prompt, PromptError, parse
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def test_bad_prompt_raises_prompt_error_that_explains(text: str, message: str) -
     with pytest.raises(PromptError) as caught:
         parse(text)
     assert message in str(caught.value)
-    assert isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, MemberFacingError)  # shown to the member as it is
 
 
 def test_canonical_length_cap_counts_long_names() -> None:

@@ -256,7 +256,7 @@ def test_lanes(cfg: Settings) -> None:
 
 
 def test_version_aliases_pick_the_model(cfg: Settings, latent_model: Path, pixel_model: Path) -> None:
-    assert one_job("a cat", cfg).model == ""
+    assert one_job("a cat", cfg).model == cfg.model  # the configured model it was sized for, recorded
     assert one_job("a cat --v 6", cfg).model == str(latent_model)
     assert one_job("a cat --niji", cfg).model == str(pixel_model)
     with pytest.raises(PromptError, match=re.escape("--v: unknown model version '5.2'; known versions: 6, niji")):

@@ -22,7 +22,7 @@ from tests.conftest import ROOT, child_env
 from tests.test_chain import make_spec
 from tests.test_faults_discord import FakeDiscordApi, api  # noqa: F401 - the fixture
 from worker.discord_publisher import DiscordError, DiscordRest
-from worker.reliability import FAULT_MARKER
+from worker.faults import FAULT_MARKER
 
 TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.SECRET-BOT-TOKEN.xyz"
 PASSWORD = "S3cret-Redis-Passw0rd"

@@ -181,7 +181,7 @@ def test_training_smoke_run_writes_a_loadable_model(tmp_path: Path) -> None:
     # --coords continues the plain model with coordinate channels; the folder then names the coordinate UNet
     more = tmp_path / "tiny-coords"
     train(TrainConfig(out=str(more), preset="tiny", steps=2, batch=4, seed=1, coords=True, init_from=str(out)))
-    assert json.loads((more / "model_index.json").read_text())["unet"] == ["worker", "CoordUNet2DConditionModel"]
+    assert json.loads((more / "model_index.json").read_text())["unet"] == ["training", "CoordUNet2DConditionModel"]
     coord_pipe = ShapesPipeline.from_pretrained(more)
     assert isinstance(coord_pipe.unet, CoordUNet2DConditionModel)
     assert coord_pipe.unet.conv_in.coord_weight.abs().max() > 0  # learnt from zero in two steps

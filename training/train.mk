@@ -41,4 +41,4 @@ train-more:
 		--steps 100000 --max-seconds $(TRAIN_SECONDS) --checkpoint-every-s 60
 
 evaluate-model:
-	$(TRAIN_PYTHON) bench/adherence.py --model $(MODEL_OUT)
+	$(TRAIN_PYTHON) -m bench.adherence --model $(MODEL_OUT)

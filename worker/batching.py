@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -22,7 +22,7 @@ from rq.queue import Queue
 
 from shared import defaults
 from shared.jobs.spec import JobKind, JobSpec
-from shared.queue.client import META_SPEC
+from shared.queue import meta
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def batch_key(spec: JobSpec) -> BatchKey | None:
 
 @dataclass
 class Follower:
-    """A queued job claimed into a leader's batch."""
+    """A job of a batch: the leader the worker dequeued, or a queued job claimed into its pass."""
 
     job: Job
     queue: Queue
@@ -50,34 +50,10 @@ class Follower:
     execution: Execution | None = None
 
 
-@dataclass
-class BatchPlan:
-    """A leader's batch: the followers it claimed and, after the run, each follower's record or exception."""
-
-    leader_id: str
-    followers: list[Follower]
-    outcomes: dict[str, dict[str, Any] | BaseException] = field(default_factory=dict)
-
-    @property
-    def job_ids(self) -> list[str]:
-        return [self.leader_id, *(f.job.id for f in self.followers)]
-
-
 ClaimHook = Callable[[Job, Queue], bool]
 """Asked before a queued job is removed to join a batch; False leaves it queued (fair share and limits)."""
 ReleaseHook = Callable[[Job, Queue], None]
 """Called when a job the claim hook accepted could not be removed (another worker took it first)."""
-
-
-def spec_of(job: Job) -> JobSpec | None:
-    """The job's spec from its meta (written at enqueue), or None for jobs that are not ours."""
-    data = job.meta.get(META_SPEC)
-    if not isinstance(data, dict):
-        return None
-    try:
-        return JobSpec.from_dict(data)
-    except (ValueError, TypeError, KeyError):
-        return None
 
 
 def claim_followers(
@@ -159,10 +135,10 @@ def _try_claim(
         job = job_class.fetch(job_id, connection=connection, serializer=serializer)
     except Exception:  # an expired or foreign job: not a follower
         return None
-    spec = spec_of(job)
+    spec = meta.spec_of(job)
     if spec is None or batch_key(spec) != key or len(spec.seeds) > budget:
         return None
-    if job.func_name != "worker.tasks.run_job" or job.get_status(refresh=False) != "queued":
+    if job.func_name != meta.TASK_PATH or job.get_status(refresh=False) != "queued":
         return None
     if may_claim is not None and not may_claim(job, queue):
         return None

@@ -22,11 +22,12 @@ from typing import Any
 import redis
 from PIL import Image
 
-from shared import defaults
-from shared.discord_wire import format as discord_format
+from shared import defaults, messages
+from shared.discord_wire import buttons, results
 from shared.jobs.spec import JobSpec
-from shared.queue.client import connect
+from shared.keys import keys_for
 from shared.settings import Settings
+from shared.stores.connection import connect
 from worker.publisher import JobResult
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,7 @@ class DiscordPublisher:
             return
         self._last_progress[spec.job_id] = now
         payload: dict[str, Any] = {
-            "content": discord_format.progress_line(spec.prompt, spec.owner, fraction, spec.lane),
+            "content": messages.progress_line(spec.prompt, spec.owner, fraction, spec.lane),
             "allowed_mentions": _mentions(spec.owner),
         }
         files: list[tuple[str, bytes]] = []
@@ -228,10 +229,10 @@ class DiscordPublisher:
             return {"discord": {"channel_id": channel, "message_id": posted.decode(), "reposted": False}}
         kind = spec.kind
         picture = result.grid if result.grid is not None else result.images[0]
-        name = discord_format.attachment_name(spec.job_id, kind)
+        name = buttons.attachment_name(spec.job_id, kind)
         if result.spoiler:  # image moderation flagged it (worker/image_moderation.py); Discord blurs SPOILER_ files
             name = f"SPOILER_{name}"
-        content, components = discord_format.result_message(spec, result.record.get("notes", {}), picture.size)
+        content, components = results.result_message(spec, result.record.notes, picture.size)
         payload = {
             "content": content,
             "components": components,
@@ -266,7 +267,7 @@ class DiscordPublisher:
             log.warning("job %s failed without a Discord channel to tell: %s", spec.job_id, message)
             return
         payload = {
-            "content": discord_format.failed_line(spec.prompt, spec.owner, message),
+            "content": messages.failed_line(spec.prompt, spec.owner, message),
             "allowed_mentions": _mentions(spec.owner),
             "attachments": [],
             "components": [],
@@ -300,7 +301,7 @@ class DiscordPublisher:
                 log.warning("could not remove the waiting message of job %s: %s", spec.job_id, exc)
 
     def _posted_key(self, job_id: str) -> str:
-        return f"{self.settings.queue_prefix}:discord:posted:{job_id}"
+        return keys_for(self.settings).discord_posted(job_id)
 
 
 def _mentions(owner: str) -> dict[str, Any]:

@@ -33,8 +33,6 @@ Hook = Callable[[Image.Image], float]
 
 ACTIONS = ("spoiler", "withhold")
 UNSAFE_LABELS = ("nsfw", "porn", "hentai", "sexy", "unsafe", "explicit")
-WITHHELD_MESSAGE = "The result was withheld by the server's image moderation."
-"""What the member is told when a flagged result is withheld."""
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
 
+from shared.jobs.record import JobRecord
 from shared.jobs.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class JobResult:
     images: list[Image.Image]
     grid: Image.Image | None
     """The 2x2 grid (grid and variation jobs); None for a single upscaled image."""
-    record: dict[str, Any] = field(default_factory=dict)
+    record: JobRecord
     """The reproducibility record: resolved parameters, seeds, model, timings, alignment scores."""
     spoiler: bool = False
     """Post the images behind a spoiler (image moderation flagged them; see worker/image_moderation.py)."""
@@ -70,9 +71,9 @@ class LocalPublisher:
             grid_path = folder / "grid.png"
             result.grid.save(grid_path)
             paths["grid"] = str(grid_path)
-        record = dict(result.record)
+        record = result.record.to_dict()
         record["files"] = paths
-        record.setdefault("timings", {})["publish_s"] = time.perf_counter() - started
+        record["timings"] = {**record["timings"], "publish_s": time.perf_counter() - started}
         # Written last and atomically, so a reader that sees job.json sees every image.
         tmp = folder / "job.json.tmp"
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True))

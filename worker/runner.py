@@ -16,16 +16,24 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
+from rq.timeouts import JobTimeoutException
+from rq.utils import now
 from rq.worker import WorkerStatus
 
 from shared import defaults
-from shared.queue import limits, metrics
-from shared.queue.client import TASK_PATH, all_queues, connect, get_queue
+from shared.keys import Keys
+from shared.queue import limits, meta, metrics
+from shared.queue.client import all_queues, get_queue
 from shared.queue.fair_share import FairQueue
 from shared.settings import Settings
-from worker import image_moderation, reliability, tasks
-from worker.batching import BatchPlan, Follower, claim_followers, spec_of
-from worker.engine import Engine
+from shared.stores.connection import connect
+from worker import image_moderation, payload_guard, rq_adapter
+from worker.abandoned import make_abandoned_handler
+from worker.batching import Follower, claim_followers
+from worker.delivery import drain_outbox
+from worker.heartbeat import JobHeartbeat
+from worker.runtime import WorkerRuntime, current, install
+from worker.tasks import Outcome, run_batch
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +43,10 @@ class ImagineWorker(SimpleWorker):
     stops gracefully on SIGTERM: the current job finishes, no new one is taken (RQ's warm shutdown)."""
 
     queue_class = FairQueue
-    """Dequeue side (queue control): round-robin across members, running caps, /queue pause (shared/fair_share.py)."""
+    """Dequeue side (queue control): round-robin across members, running caps, /queue pause."""
+
+    runtime: WorkerRuntime | None = None
+    """The process's settings and resident engines (``build_worker`` sets it)."""
 
     # -- execution side: cross-job batches (worker/batching.py) ---------------------------------------------------
 
@@ -46,31 +57,27 @@ class ImagineWorker(SimpleWorker):
     batch_wait_s: float = defaults.BATCH_WAIT_S
     """Seconds to wait for compatible jobs to arrive before a batch starts."""
 
+    @property
+    def keys(self) -> Keys:
+        return Keys.of_queue(self.queues[0].name)
+
     def may_claim_follower(self, job: Job, queue: Queue) -> bool:
-        """Whether a queued job may join the current batch (the queue-control side overrides this for fair share
-        and limits; it is asked before the job leaves its queue)."""
-        # Queue control: not while paused, and only within the owner's running cap (counts it as running).
-        settings = getattr(self, "settings", None)
-        return settings is None or limits.claim(self.connection, settings, job.id)
+        """Whether a queued job may join the current batch: not while paused, and counted as riding in the leader's
+        pass (asked before the job leaves its queue)."""
+        return limits.claim(self.connection, self.keys, job.id)
 
     def follower_not_claimed(self, job: Job, queue: Queue) -> None:
         """A job ``may_claim_follower`` accepted was taken by another worker first (undo what the hook acquired)."""
-        settings = getattr(self, "settings", None)
-        if settings is not None:
-            limits.unclaim(self.connection, settings, job.id)
+        limits.unclaim(self.connection, self.keys, job.id)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        """Run ``job``, with compatible queued jobs batched into its denoising pass when there are any.
-
-        Each follower is removed from its queue atomically, marked started under this worker while the batch runs,
-        and ends FINISHED (or FAILED) with its own result through RQ's own success and failure handling, so
-        registries, result TTLs and the queue-control side's per-job release all happen per job.
-        """
-        leader = spec_of(job)
+        """Run ``job``, with compatible queued jobs batched into its denoising pass when there are any."""
+        leader = meta.spec_of(job)
         limit = self.batch_max_images
         if limit is None:
-            limit = defaults.BATCH_MAX_IMAGES if tasks.resident_on_accelerator() else defaults.IMAGES_PER_GRID
-        if leader is None or limit <= len(leader.seeds) or job.func_name != TASK_PATH:
+            on_gpu = self.runtime is not None and self.runtime.on_accelerator()
+            limit = defaults.BATCH_MAX_IMAGES if on_gpu else defaults.IMAGES_PER_GRID
+        if leader is None or limit <= len(leader.seeds) or job.func_name != meta.TASK_PATH:
             super().execute_job(job, queue)
             return
         followers = claim_followers(
@@ -87,38 +94,45 @@ class ImagineWorker(SimpleWorker):
         if not followers:
             super().execute_job(job, queue)
             return
-        execution = self.prepare_execution(job)
-        for follower in followers:
-            follower.execution = self.prepare_execution(follower.job)
-            self.prepare_job_execution(follower.job)
-        plan = BatchPlan(leader_id=job.id, followers=followers)
-        tasks.plan_batch(plan)
+        batch = [Follower(job=job, queue=queue, spec=leader), *followers]
         try:
-            self.perform_job(job, queue, execution)
+            self.perform_batch(batch)
         finally:
-            tasks.drop_batch_plan(job.id)
-            for follower in followers:
-                self._finish_follower(follower, plan.outcomes.get(follower.job.id))
             self.set_state(WorkerStatus.IDLE)
 
-    def _finish_follower(self, follower: Follower, outcome: dict[str, object] | BaseException | None) -> None:
-        assert follower.execution is not None
-        if isinstance(outcome, dict):
-            self._finalize_success(follower.job, follower.queue, follower.execution, outcome)
-            return
-        if outcome is None:
-            outcome = RuntimeError(f"the batch led by another job ended before job {follower.job.id} ran")
-        try:
-            raise outcome
-        except BaseException:
-            self._finalize_failure(follower.job, follower.queue, follower.execution, sys.exc_info())
+    def perform_batch(self, batch: list[Follower]) -> None:
+        """Run a leader and its followers in one pass and finish each RQ job with its own outcome, through RQ's own
+        success and failure handling (registries, result TTLs, callbacks: the per-job release of limits).
 
-    # -- reliability side: abandoned jobs, payload guard, outbox (worker/reliability.py, shared/outbox.py) ----------
+        Each job is marked started under this worker while the batch runs; the pass runs under the leader's job
+        timeout. A pass that dies without outcomes fails every job with the reason."""
+        for member in batch:
+            member.execution = self.prepare_execution(member.job)
+            self.prepare_job_execution(member.job)
+            member.job.started_at = now()
+        runtime = self.runtime or current()
+        leader = batch[0].job
+        outcomes: list[Outcome] = []
+        try:
+            with self.death_penalty_class(leader.timeout or self.queue_class.DEFAULT_TIMEOUT, JobTimeoutException):
+                outcomes = run_batch(runtime, [(member.spec, member.job) for member in batch])
+        except Exception as exc:
+            log.exception("batch led by %s ended without outcomes", leader.id)
+            outcomes = [exc] * len(batch)
+        for member, outcome in zip(batch, outcomes, strict=True):
+            assert member.execution is not None
+            if isinstance(outcome, dict):
+                rq_adapter.finalize_success(self, member.job, member.queue, member.execution, outcome)
+                continue
+            try:
+                raise outcome
+            except BaseException:
+                rq_adapter.finalize_failure(self, member.job, member.queue, member.execution, sys.exc_info())
+
+    # -- reliability side: abandoned jobs, payload guard, outbox (worker/abandoned.py, worker/delivery.py) ---------
 
     abandon_after_s: int = defaults.WORKER_ABANDON_AFTER_S
     """Seconds a started job's registry entry lives without a heartbeat (``JobHeartbeat`` refreshes it)."""
-    settings: Settings | None = None
-    """The settings this worker was built with (``build_worker``); used by maintenance to drain the outbox."""
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """Short, so a worker killed mid-job is noticed soon (RQ's SimpleWorker uses the job timeout + 60 s)."""
@@ -126,10 +140,10 @@ class ImagineWorker(SimpleWorker):
 
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
         """Run only JSON payloads of ``worker.tasks.run_job``; anything else fails without running."""
-        refusal = reliability.payload_refusal(job)
+        refusal = payload_guard.payload_refusal(job)
         if refusal:
             log.error("refusing job %s from %s: %s", job.id, queue.name, refusal)
-            reliability.neutralise(job, refusal)
+            payload_guard.neutralise(job, refusal)
         return super().perform_job(job, queue, execution)
 
     def handle_job_failure(
@@ -142,15 +156,19 @@ class ImagineWorker(SimpleWorker):
     def run_maintenance_tasks(self) -> None:
         """RQ's maintenance (abandoned jobs re-queued or failed), then results waiting in the outbox re-delivered."""
         super().run_maintenance_tasks()
-        if self.settings is not None:
+        if self.runtime is not None:
             try:
-                reliability.drain_outbox(self.connection, self.settings)
+                drain_outbox(self.connection, self.runtime.settings, self.runtime.publisher_for)
             except Exception:
                 log.exception("draining the outbox failed; the next maintenance pass retries")
 
 
-def build_worker(settings: Settings, lanes: Sequence[str] = (), name: str | None = None) -> ImagineWorker:
-    """A worker on ``lanes`` (default: every lane, in priority order) of the configured Redis."""
+def build_worker(
+    settings: Settings, lanes: Sequence[str] = (), name: str | None = None, runtime: WorkerRuntime | None = None
+) -> ImagineWorker:
+    """A worker on ``lanes`` (default: every lane, in priority order) of the configured Redis, with ``runtime`` (a
+    new one for ``settings`` when not given; its engines are loaded by ``run_worker``)."""
+    runtime = runtime or WorkerRuntime(settings)
     connection = connect(settings)
     queues = [get_queue(connection, settings, lane) for lane in lanes] if lanes else all_queues(connection, settings)
     worker = ImagineWorker(
@@ -161,24 +179,23 @@ def build_worker(settings: Settings, lanes: Sequence[str] = (), name: str | None
         maintenance_interval=settings.worker_maintenance_s,
         # RQ's idle dequeue waits worker_ttl - 15 s before maintenance gets a turn.
         worker_ttl=settings.worker_maintenance_s + 15,
-        exception_handlers=[reliability.make_abandoned_handler(settings)],
+        exception_handlers=[make_abandoned_handler(settings, runtime.publisher_for)],
     )
     worker.abandon_after_s = settings.worker_abandon_after_s
-    worker.settings = settings
+    worker.runtime = runtime
     return worker
 
 
 def run_worker(settings: Settings, *, burst: bool = False, lanes: Sequence[str] = (), name: str | None = None) -> int:
     """Load the model once, then serve jobs until stopped (or until the queues are empty with ``burst``)."""
+    rq_adapter.check_rq()  # an RQ this worker was not written for fails here, not in the middle of a batch
     image_moderation.check_settings(settings)  # a bad hook or action is an error now, not at the first result
-    worker = build_worker(settings, lanes, name)
-    engine = Engine.load(
-        settings.resolve_model(), settings.device, settings.dtype, settings.alignment_clip, settings.layout_strength
-    )
-    tasks.install_engine(engine)
+    runtime = install(WorkerRuntime(settings))
+    worker = build_worker(settings, lanes, name, runtime)
+    runtime.engine_for(settings.model)
     log.info("worker %s serving %s", worker.name, ", ".join(q.name for q in worker.queues))
     metrics.start_metrics_server(worker.connection, settings)
-    heartbeat = reliability.JobHeartbeat(worker, settings.job_heartbeat_s, settings.worker_abandon_after_s).start()
+    heartbeat = JobHeartbeat(worker, settings.job_heartbeat_s, settings.worker_abandon_after_s).start()
     try:
         worker.work(burst=burst, logging_level=logging.getLevelName(log.getEffectiveLevel()), with_scheduler=False)
     finally:

@@ -1,9 +1,8 @@
 """Follow-up jobs made from a finished job's record: upscale (U<n>), variations (V<n>, Vary), re-roll, and the
 outpaints under an upscaled image (Zoom Out 2x / 1.5x, Make Square, the four pans).
 
-A record is what the worker stored with ``shared.image_store.put_record``; its ``"spec"`` is the finished job's
-``JobSpec.to_dict()``. The new job is owned by whoever clicked, gets a new id, and names its source image, so any
-worker can run it from the shared image store.
+A record is what the worker stored with the finished job (``shared.jobs.record.JobRecord``). The new job is owned by
+whoever clicked, gets a new id, and names its source image, so any worker can run it from the shared image store.
 """
 
 from __future__ import annotations
@@ -15,27 +14,21 @@ import time
 from fractions import Fraction
 from typing import Any
 
-from shared import defaults
+from shared import defaults, messages
+from shared.errors import CannotFollowUp
+from shared.jobs.record import JobRecord
 from shared.jobs.spec import Delivery, JobKind, JobSpec, SourceImage, derive_seeds, new_job_id
 from shared.prompt.resolve import image_size
 
 log = logging.getLogger(__name__)
 
 
-def spec_of(record: dict[str, Any]) -> JobSpec:
-    """The finished job's spec inside ``record``; a record without one is an error naming its keys."""
-    raw = record.get("spec")
-    if not isinstance(raw, dict):
-        raise ValueError(f"job record has no 'spec' object (keys: {sorted(record)})")
-    return JobSpec.from_dict(raw)
-
-
 def _check_index(spec: JobSpec, index: int) -> None:
     if spec.kind is JobKind.DESCRIBE:
-        raise ValueError(f"job {spec.job_id} is a /describe result: its buttons imagine its prompts")
+        raise CannotFollowUp(f"job {spec.job_id} is a /describe result: its buttons imagine its prompts")
     count = 1 if spec.kind is JobKind.UPSCALE else len(spec.seeds)
     if not 0 <= index < count:
-        raise ValueError(f"image index must be 0-{count - 1} for {spec.kind.value} job {spec.job_id}, got {index}")
+        raise CannotFollowUp(f"image index must be 0-{count - 1} for {spec.kind.value} job {spec.job_id}, got {index}")
 
 
 def _new_seeds(rng: random.Random | None) -> tuple[int, ...]:
@@ -58,7 +51,7 @@ def _common(
 
 
 def upscale_spec(
-    record: dict[str, Any],
+    record: JobRecord,
     index: int,
     owner: str,
     mode: str = defaults.DEFAULT_UPSCALE_MODE,
@@ -73,7 +66,7 @@ def upscale_spec(
     """
     if mode not in defaults.UPSCALE_MODES:
         raise ValueError(f"upscale mode must be one of {', '.join(defaults.UPSCALE_MODES)}, got {mode!r}")
-    spec = spec_of(record)
+    spec = record.spec
     _check_index(spec, index)
     seed = spec.seeds[index] if spec.kind is not JobKind.UPSCALE else spec.seeds[0]
     return spec.replace(
@@ -87,7 +80,7 @@ def upscale_spec(
 
 
 def variation_spec(
-    record: dict[str, Any],
+    record: JobRecord,
     index: int,
     owner: str,
     strength: float = defaults.VARY_STRONG_STRENGTH,
@@ -102,7 +95,7 @@ def variation_spec(
     """
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"variation strength must be in (0, 1], got {strength!r}")
-    spec = spec_of(record)
+    spec = record.spec
     _check_index(spec, index)
     source = SourceImage(spec.job_id, index)
     if spec.kind is JobKind.UPSCALE and spec.source is not None:
@@ -118,7 +111,7 @@ def variation_spec(
 
 
 def reroll_spec(
-    record: dict[str, Any],
+    record: JobRecord,
     owner: str,
     rng: random.Random | None = None,
     *,
@@ -126,9 +119,10 @@ def reroll_spec(
     lane: str | None = None,
 ) -> JobSpec:
     """The recorded job again with new seeds: a new grid for a grid, new variations of the same image for variations."""
-    spec = spec_of(record)
+    spec = record.spec
     if spec.kind in (JobKind.UPSCALE, JobKind.DESCRIBE):
-        raise ValueError(f"re-roll needs a grid, variation or outpaint job, job {spec.job_id} is a {spec.kind.value}")
+        kind = spec.kind.value
+        raise CannotFollowUp(f"re-roll needs a grid, variation or outpaint job, job {spec.job_id} is a {kind}")
     return spec.replace(**_common(spec, owner, delivery, lane, _new_seeds(rng)))
 
 
@@ -137,7 +131,7 @@ PAN_DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
 
 
 def zoom_out_spec(
-    record: dict[str, Any],
+    record: JobRecord,
     index: int,
     owner: str,
     factor: float,
@@ -153,12 +147,12 @@ def zoom_out_spec(
     spec, source = _outpaint_source(record, index)
     margin = (1 - 1 / factor) / 2
     box = (margin, margin, 1 - margin, 1 - margin)
-    label = f"Zoom Out {factor:g}x"
+    label = messages.label_zoom_out(factor)
     return _outpaint(spec, source, (spec.width, spec.height, box, label), owner, delivery, lane, rng)
 
 
 def make_square_spec(
-    record: dict[str, Any],
+    record: JobRecord,
     index: int,
     owner: str,
     *,
@@ -173,7 +167,7 @@ def make_square_spec(
     spec, source = _outpaint_source(record, index)
     w, h = spec.width, spec.height
     if w == h:
-        raise ValueError(f"image {index + 1} of job {spec.job_id} is already square ({w}x{h})")
+        raise CannotFollowUp(f"image {index + 1} of job {spec.job_id} is already square ({w}x{h})")
     side, _ = image_size((1, 1), native, multiple)
     if w > h:
         band = (1 - h / w) / 2
@@ -181,11 +175,11 @@ def make_square_spec(
     else:
         band = (1 - w / h) / 2
         box = (band, 0.0, 1 - band, 1.0)
-    return _outpaint(spec, source, (side, side, box, "Make Square"), owner, delivery, lane, rng)
+    return _outpaint(spec, source, (side, side, box, messages.LABEL_MAKE_SQUARE), owner, delivery, lane, rng)
 
 
 def pan_spec(
-    record: dict[str, Any],
+    record: JobRecord,
     index: int,
     owner: str,
     direction: str,
@@ -209,7 +203,7 @@ def pan_spec(
     )
     longest = max(ratio) / min(ratio)
     if longest > defaults.OUTPAINT_MAX_ASPECT:
-        raise ValueError(
+        raise CannotFollowUp(
             f"panning {direction} would make the image {longest:.2f}:1; the longest allowed is "
             f"{defaults.OUTPAINT_MAX_ASPECT:g}:1"
         )
@@ -221,13 +215,13 @@ def pan_spec(
     else:
         kept = min(1.0, (h / w) * width / height)
         box = (0.0, 1 - kept, 1.0, 1.0) if direction == "up" else (0.0, 0.0, 1.0, kept)
-    return _outpaint(spec, source, (width, height, box, f"Pan {direction.title()}"), owner, delivery, lane, rng)
+    return _outpaint(spec, source, (width, height, box, messages.label_pan(direction)), owner, delivery, lane, rng)
 
 
-def _outpaint_source(record: dict[str, Any], index: int) -> tuple[JobSpec, SourceImage]:
+def _outpaint_source(record: JobRecord, index: int) -> tuple[JobSpec, SourceImage]:
     """The recorded spec and the image to keep: image ``index`` of a grid, or the grid image an upscale was made from
     (an upscale's spec keeps its grid's width and height)."""
-    spec = spec_of(record)
+    spec = record.spec
     _check_index(spec, index)
     if spec.kind is JobKind.UPSCALE and spec.source is not None:
         return spec, spec.source
@@ -262,12 +256,12 @@ def _outpaint(  # noqa: PLR0917 - one private builder for the three public ones
     )
 
 
-def described_prompt(record: dict[str, Any], index: int) -> str:
+def described_prompt(record: JobRecord, index: int) -> str:
     """Prompt ``index`` (0-based) offered by a /describe job's record."""
-    spec = spec_of(record)
+    spec = record.spec
     if spec.kind is not JobKind.DESCRIBE:
-        raise ValueError(f"job {spec.job_id} is a {spec.kind.value} job, not a /describe result")
-    descriptions = record.get("notes", {}).get("descriptions", [])
+        raise CannotFollowUp(f"job {spec.job_id} is a {spec.kind.value} job, not a /describe result")
+    descriptions = record.notes.get("descriptions", [])
     if not 0 <= index < len(descriptions):
-        raise ValueError(f"prompt number must be 1-{len(descriptions)} for job {spec.job_id}, got {index + 1}")
+        raise CannotFollowUp(f"prompt number must be 1-{len(descriptions)} for job {spec.job_id}, got {index + 1}")
     return str(descriptions[index][0])

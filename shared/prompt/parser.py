@@ -36,6 +36,7 @@ from typing import TypeAlias
 from urllib.parse import urlsplit
 
 from shared import defaults
+from shared.errors import PromptError
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +110,6 @@ PARAMETER_NAMES: frozenset[str] = frozenset(_ALIASES)
 _FLAGS = frozenset({"tile", "speed"})
 # Parameters that claim the same Prompt field: giving two of them is a conflict, not a duplicate.
 _FIELD_OF = {"niji": "version"}
-
-
-class PromptError(ValueError):
-    """A prompt that cannot be run; the message names the parameter and value and says what is allowed."""
 
 
 def _show(value: str) -> str:

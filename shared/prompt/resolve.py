@@ -11,7 +11,7 @@ import math
 import random
 from collections.abc import Sequence
 
-from shared import defaults
+from shared import defaults, messages
 from shared.jobs.spec import Delivery, JobKind, JobSpec, derive_seeds, new_job_id
 from shared.model_info import native_resolution, size_multiple
 from shared.prompt.parser import Prompt, PromptError
@@ -83,13 +83,25 @@ def strength_for(image_weight: float, has_images: bool) -> float:
 
 
 def _model_for(prompt: Prompt, settings: Settings) -> str:
+    """The model reference a prompt asks for, as configured (``MODEL``, or the ``--v``/``--niji`` alias's target):
+    recorded in the job, so every worker resolves the same reference and refuses a job for a model it does not serve.
+    """
     if prompt.version is None:
-        return ""
+        return settings.model
     if prompt.version not in settings.model_aliases:
         flag = "--niji" if prompt.version.startswith("niji") else "--v"
         known = ", ".join(sorted(settings.model_aliases)) or "none are configured"
         raise PromptError(f"{flag}: unknown model version {prompt.version!r}; known versions: {known}")
-    return settings.resolve_model(prompt.version)
+    return settings.model_aliases[prompt.version]
+
+
+def check_size(spec: JobSpec, settings: Settings) -> None:
+    """Refuse (``PromptError``) a job that asks for more than ``MAX_PIXEL_BUDGET_FACTOR`` times its model's native
+    pixel budget: such a size comes from another model (a stale job) and would run for minutes."""
+    ref = settings.resolve_model(spec.model or None)
+    budget = int(defaults.MAX_PIXEL_BUDGET_FACTOR * native_resolution(ref) ** 2)
+    if spec.width * spec.height > budget:
+        raise PromptError(messages.size_too_large(spec.width, spec.height, spec.model or settings.model, budget))
 
 
 def _lane_for(prompt: Prompt, settings: Settings, lane: str | None) -> str:
@@ -132,11 +144,10 @@ def build_jobs(
             f"at most {defaults.MAX_JOBS_PER_PROMPT} are allowed"
         )
     rng = rng if rng is not None else random.Random()
-    size_model = settings.resolve_model(None)
     jobs: list[JobSpec] = []
     for prompt in prompts:
         model = _model_for(prompt, settings)
-        ref = model or size_model
+        ref = settings.resolve_model(model)
         width, height = image_size(prompt.aspect_ratio, native_resolution(ref), size_multiple(ref))
         chosen_lane = _lane_for(prompt, settings, lane)
         guidance = guidance_for(prompt.stylize, prompt.style, settings.guidance)
@@ -202,8 +213,7 @@ def describe_job(
     if not image_url.strip():
         raise ValueError("describe needs an image URL, got an empty one")
     chosen = _served_lane(settings, lane)
-    ref = settings.resolve_model(None)
-    side = native_resolution(ref)
+    side = native_resolution(settings.resolve_model(None))
     return JobSpec(
         job_id=new_job_id(),
         owner=owner,
@@ -216,6 +226,7 @@ def describe_job(
         guidance=settings.guidance,
         seeds=derive_seeds(0),  # one per prompt offered; nothing is drawn
         lane=chosen,
+        model=settings.model,
         kind=JobKind.DESCRIBE,
         image_urls=(image_url.strip(),),
         delivery=delivery,

@@ -18,19 +18,17 @@ import redis
 from rq import Worker
 from rq.job import Job
 from rq.registry import StartedJobRegistry
+from rq.utils import as_text
 
 from shared import defaults
-from shared.queue import eta, limits
+from shared.jobs.spec import JobSpec
+from shared.keys import keys_for
+from shared.queue import eta, limits, meta
 from shared.queue.client import fetch_job, get_queue, request_cancel
-from shared.queue.fair_share import paused_key
 from shared.settings import Settings
 from shared.stores import audit_log
 
 log = logging.getLogger(__name__)
-
-
-PAUSED_NOTE = "The queue is paused by the admins: your job is kept and starts when the queue resumes."
-"""Told (privately) to a member who submits while the queue is paused."""
 
 
 def _ids(text: str) -> set[str]:
@@ -60,46 +58,46 @@ def audit_entries(
 
 def pause(connection: redis.Redis, settings: Settings, actor: str) -> None:
     """Workers stop taking new jobs (running ones finish); submissions are still accepted and wait."""
-    connection.set(paused_key(settings), actor)
+    connection.set(keys_for(settings).paused, actor)
     audit(connection, settings, actor, "queue pause")
 
 
 def resume(connection: redis.Redis, settings: Settings, actor: str) -> None:
     """Workers take jobs again, in the order they would have."""
-    connection.delete(paused_key(settings))
+    connection.delete(keys_for(settings).paused)
     audit(connection, settings, actor, "queue resume")
 
 
 def is_paused(connection: redis.Redis, settings: Settings) -> bool:
     """Whether ``/queue pause`` is in force."""
-    return bool(connection.exists(paused_key(settings)))
+    return bool(connection.exists(keys_for(settings).paused))
 
 
 def _queued_ids(connection: redis.Redis, settings: Settings, lane: str) -> list[str]:
-    return [limits.text(raw) for raw in connection.lrange(get_queue(connection, settings, lane).key, 0, -1)]
+    return [as_text(raw) for raw in connection.lrange(keys_for(settings).lane_list(lane), 0, -1)]
 
 
-def _spec_of(job: Job | None) -> dict[str, Any]:
-    return dict(job.meta.get("spec", {})) if job is not None else {}
+def _spec_of(job: Job | None) -> JobSpec | None:
+    return meta.spec_of(job) if job is not None else None
 
 
 @dataclass
 class Removed:
     """Jobs an admin action removed or stopped, with their specs (the bot tells their owners)."""
 
-    canceled: list[dict[str, Any]] = field(default_factory=list)
+    canceled: list[JobSpec] = field(default_factory=list)
     """Specs of queued jobs that were removed."""
-    stopping: list[dict[str, Any]] = field(default_factory=list)
+    stopping: list[JobSpec] = field(default_factory=list)
     """Specs of running jobs asked to stop at their next step."""
 
 
 def _cancel(connection: redis.Redis, settings: Settings, job_id: str, removed: Removed) -> str:
-    job = fetch_job(connection, job_id)
+    spec = _spec_of(fetch_job(connection, job_id))
     outcome = request_cancel(connection, settings, job_id)
-    if outcome == "canceled":
-        removed.canceled.append(_spec_of(job))
-    elif outcome == "stopping":
-        removed.stopping.append(_spec_of(job))
+    if spec is not None and outcome == "canceled":
+        removed.canceled.append(spec)
+    elif spec is not None and outcome == "stopping":
+        removed.stopping.append(spec)
     return outcome
 
 
@@ -137,7 +135,8 @@ def purge(connection: redis.Redis, settings: Settings, actor: str, member: str) 
     removed = Removed()
     waiting = [job_id for name in settings.lanes for job_id in _queued_ids(connection, settings, name)]
     for job_id in waiting + _running_ids(connection, settings):
-        if _spec_of(fetch_job(connection, job_id)).get("owner") == member:
+        spec = _spec_of(fetch_job(connection, job_id))
+        if spec is not None and spec.owner == member:
             _cancel(connection, settings, job_id, removed)
     audit(
         connection,
@@ -153,23 +152,21 @@ def ban(connection: redis.Redis, settings: Settings, actor: str, member: str, re
     """Ban ``member`` from submitting (their waiting jobs are removed, running ones stopped)."""
     if not member.isdigit():
         raise ValueError(f"member must be a numeric user id, got {member!r}")
-    connection.hset(
-        limits.keys(settings).banned, member, json.dumps({"reason": reason, "by": actor, "at": time.time()})
-    )
+    connection.hset(keys_for(settings).banned, member, json.dumps({"reason": reason, "by": actor, "at": time.time()}))
     audit(connection, settings, actor, "ban", f"member={member} reason={reason}")
     return purge(connection, settings, actor, member)
 
 
 def unban(connection: redis.Redis, settings: Settings, actor: str, member: str) -> bool:
     """Lift ``member``'s ban; returns whether they were banned."""
-    was = bool(connection.hdel(limits.keys(settings).banned, member))
+    was = bool(connection.hdel(keys_for(settings).banned, member))
     audit(connection, settings, actor, "unban", f"member={member} was_banned={was}")
     return was
 
 
 def is_banned(connection: redis.Redis, settings: Settings, member: str) -> bool:
     """Whether ``member`` is banned."""
-    return bool(connection.hexists(limits.keys(settings).banned, member))
+    return bool(connection.hexists(keys_for(settings).banned, member))
 
 
 def set_limits(

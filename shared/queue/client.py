@@ -1,8 +1,12 @@
-"""Queue helpers: the one place that knows how jobs cross Redis (RQ, JSON payloads, dotted task path, job meta)."""
+"""The queue's client side: how a job crosses Redis (RQ, JSON payload, dotted task path, meta), its state as front ends
+show it, and cancelling it.
+
+``enqueue`` puts one job on its lane; ``enqueue_all`` puts a request's jobs and says, per job, which were queued and
+why any was not, so every front end tells the member the same way.
+"""
 
 from __future__ import annotations
 
-import atexit
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,59 +18,31 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from shared import messages
+from shared.errors import MemberFacingError
+from shared.jobs.record import JobRecord
 from shared.jobs.spec import JobSpec, JobStatus
-from shared.queue import limits, metrics
+from shared.keys import keys_for
+from shared.prompt.resolve import check_size
+from shared.queue import limits, meta, metrics
 from shared.queue.fair_share import FairQueue
 from shared.settings import Settings
-from shared.stores.redis_server import EmbeddedRedis
 
 log = logging.getLogger(__name__)
 
-TASK_PATH = "worker.tasks.run_job"
-"""Dotted path of the worker's job function; jobs are enqueued by this string, never by a pickled callable."""
-
-META_PROGRESS = "progress"
-"""Job meta key: fraction of the job done, 0.0-1.0."""
-META_STEP = "step"
-"""Job meta key: denoising steps done."""
-META_TOTAL = "total_steps"
-"""Job meta key: denoising steps the job runs."""
-META_PHASE = "phase"
-"""Job meta key: what the worker is doing now (loading, encoding, denoising, decoding, publishing)."""
-META_SPEC = "spec"
-"""Job meta key: the job spec as a dict, readable without deserialising the call arguments."""
-
-_embedded: dict[str, EmbeddedRedis] = {}
-
-
-def redis_url(settings: Settings) -> str:
-    """The Redis URL in force: ``REDIS_URL``, else the embedded server's (started if needed)."""
-    url = settings.redis_url.get_secret_value()
-    if url:
-        return url
-    key = str(settings.data_dir)
-    if key not in _embedded:
-        server = EmbeddedRedis(settings.data_dir)
-        server.start()
-        _embedded[key] = server
-        atexit.register(server.stop)
-    return _embedded[key].url
-
-
-def connect(settings: Settings) -> redis.Redis:
-    """A Redis connection for ``settings`` (bytes responses, as RQ needs)."""
-    return redis.Redis.from_url(redis_url(settings), health_check_interval=30)
+CALLBACKS = "shared.queue.callbacks"
+"""Module of the RQ callbacks (by dotted path, so they are JSON-safe and run in the worker process)."""
 
 
 def queue_name(settings: Settings, lane: str) -> str:
     """The RQ queue name of ``lane``; an unknown lane is an error naming it and the lanes there are."""
     if lane not in settings.lanes:
         raise ValueError(f"lane must be one of {', '.join(settings.lanes)}, got {lane!r}")
-    return f"{settings.queue_prefix}:{lane}"
+    return keys_for(settings).queue_name(lane)
 
 
 def get_queue(connection: redis.Redis, settings: Settings, lane: str) -> Queue:
-    """The RQ queue of ``lane``, JSON-serialised, with fair-share enqueue and dequeue (``shared.fair_share``)."""
+    """The RQ queue of ``lane``, JSON-serialised, with fair-share enqueue and dequeue (``shared.queue.fair_share``)."""
     queue = FairQueue(queue_name(settings, lane), connection=connection, serializer=JSONSerializer)
     queue.settings = settings
     return queue
@@ -80,31 +56,33 @@ def all_queues(connection: redis.Redis, settings: Settings) -> list[Queue]:
 def enqueue(connection: redis.Redis, settings: Settings, spec: JobSpec, roles: Sequence[str] = ()) -> Job:
     """Enqueue ``spec`` on its lane by dotted path with a JSON payload; the RQ job id is the spec's job id.
 
-    The owner's ban and queued limit are checked and the job counted atomically first (``roles``: the member's role
-    ids, for per-role limits); raises ``shared.limits.MemberBanned`` or ``shared.limits.LimitExceeded``, both
-    ``ValueError`` whose message is the member-facing sentence. The job is inserted by fair share
-    (``shared.fair_share``) and its count is released by RQ callbacks when it finishes, fails or is stopped.
+    A size far beyond the model's native pixel budget is refused (``PromptError``). The owner's ban and queued limit
+    are checked and the job counted atomically first (``roles``: the member's role
+    ids, for per-role limits); raises ``MemberBanned`` or ``LimitExceeded`` (member-facing). The job is inserted by
+    fair share (``shared.queue.fair_share``) and its count is released by RQ callbacks (``shared.queue.callbacks``)
+    when it finishes, fails or is stopped.
     """
     queue = get_queue(connection, settings, spec.lane)
+    check_size(spec, settings)
     payload = spec.to_dict()
     try:
         limits.acquire(connection, settings, spec.owner, spec.job_id, roles)
-    except (limits.LimitExceeded, limits.MemberBanned):
+    except MemberFacingError:
         metrics.JOBS.labels(lane=spec.lane, status="refused").inc()
         raise
     try:
         job = queue.enqueue(
-            TASK_PATH,
+            meta.TASK_PATH,
             payload,
             job_id=spec.job_id,
             job_timeout=settings.job_timeout_s,
             result_ttl=settings.result_ttl_s,
             failure_ttl=settings.failure_ttl_s,
             description=spec.prompt[:200],
-            meta={META_SPEC: payload, META_PROGRESS: 0.0, META_PHASE: "queued"},
-            on_success=Callback("shared.queue.client.limits.on_job_success"),
-            on_failure=Callback("shared.queue.client.limits.on_job_failure"),
-            on_stopped=Callback("shared.queue.client.limits.on_job_stopped"),
+            meta=meta.initial(spec),
+            on_success=Callback(f"{CALLBACKS}.on_job_success"),
+            on_failure=Callback(f"{CALLBACKS}.on_job_failure"),
+            on_stopped=Callback(f"{CALLBACKS}.on_job_stopped"),
             # Retries are for abandoned jobs only (worker died mid-job); ImagineWorker never retries a job that raised.
             retry=Retry(max=settings.abandoned_job_retries) if settings.abandoned_job_retries > 0 else None,
         )
@@ -114,6 +92,37 @@ def enqueue(connection: redis.Redis, settings: Settings, spec: JobSpec, roles: S
     metrics.JOBS.labels(lane=spec.lane, status="submitted").inc()
     log.info("enqueued job %s (%s) on %s", spec.job_id, spec.kind, queue.name)
     return job
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What became of one job of a request: queued, or not with the member-facing reason."""
+
+    spec: JobSpec
+    error: str = ""
+
+    @property
+    def queued(self) -> bool:
+        return not self.error
+
+
+def enqueue_all(
+    connection: redis.Redis, settings: Settings, specs: Sequence[JobSpec], roles: Sequence[str] = ()
+) -> list[Submitted]:
+    """Enqueue every spec, each on its own: a job that Redis or the limits refuse does not stop the others, and its
+    ``Submitted.error`` says why in member-facing words (Redis errors are logged and become ``messages.NOT_QUEUED``)."""
+    outcomes = []
+    for spec in specs:
+        try:
+            enqueue(connection, settings, spec, roles)
+        except MemberFacingError as exc:
+            outcomes.append(Submitted(spec, str(exc)))
+        except redis.RedisError:
+            log.exception("could not enqueue job %s", spec.job_id)
+            outcomes.append(Submitted(spec, messages.NOT_QUEUED))
+        else:
+            outcomes.append(Submitted(spec))
+    return outcomes
 
 
 def fetch_job(connection: redis.Redis, job_id: str) -> Job | None:
@@ -126,17 +135,18 @@ def fetch_job(connection: redis.Redis, job_id: str) -> Job | None:
 
 @dataclass(frozen=True)
 class JobState:
-    """What a front end shows about a job."""
+    """What a front end shows about one of our jobs."""
 
     job_id: str
     status: JobStatus
-    progress: float = 0.0
-    phase: str = ""
-    step: int = 0
-    total_steps: int = 0
+    spec: JobSpec
+    progress: meta.Progress = field(default_factory=meta.Progress)
     error: str = ""
-    result: dict[str, Any] = field(default_factory=dict)
-    spec: dict[str, Any] = field(default_factory=dict)
+    """The member-facing sentence of a failed job."""
+    result: JobRecord | None = None
+    """A finished job's record (None until it finishes, or for a cancelled job)."""
+    canceled: bool = False
+    """The member's cancel stopped it (the RQ job may still have finished normally)."""
 
 
 _STATUS = {
@@ -151,45 +161,47 @@ _STATUS = {
 }
 
 
+def job_status(job: Job) -> JobStatus:
+    """Our status of an RQ job (read from Redis now)."""
+    raw = job.get_status(refresh=True)
+    return _STATUS.get(str(getattr(raw, "value", raw)), JobStatus.QUEUED)
+
+
 def job_state(connection: redis.Redis, job_id: str) -> JobState | None:
-    """Status, progress, result or error of ``job_id``; None if Redis has no record of it."""
+    """Status, progress, record or error of ``job_id``; None if Redis has no record of it or it is not ours."""
     job = fetch_job(connection, job_id)
     if job is None:
         return None
-    raw_status = job.get_status(refresh=True)
-    status = _STATUS.get(str(getattr(raw_status, "value", raw_status)), JobStatus.QUEUED)
-    meta = job.get_meta(refresh=True)
+    status = job_status(job)
+    data = job.get_meta(refresh=True)
+    spec = meta.spec_of(job)
+    if spec is None:
+        return None
     error = ""
-    result: dict[str, Any] = {}
+    result: JobRecord | None = None
     if status is JobStatus.FINISHED:
         value = job.return_value(refresh=True)
-        result = value if isinstance(value, dict) else {}
+        if isinstance(value, dict) and "spec" in value:
+            result = JobRecord.from_dict(value)
     elif status is JobStatus.FAILED:
-        error = str(meta.get("error") or _last_line(job))
+        error = meta.error_of(data) or _last_line(job)
     return JobState(
         job_id=job_id,
         status=status,
-        progress=float(meta.get(META_PROGRESS, 0.0)),
-        phase=str(meta.get(META_PHASE, "")),
-        step=int(meta.get(META_STEP, 0)),
-        total_steps=int(meta.get(META_TOTAL, 0)),
+        spec=spec,
+        progress=meta.progress_of(data),
         error=error,
         result=result,
-        spec=dict(meta.get(META_SPEC, {})),
+        canceled=bool(data.get(meta.CANCELED)),
     )
 
 
 def _last_line(job: Job) -> str:
-    """The exception line of a failed job's traceback (the member-facing part)."""
+    """The exception line of a failed job's traceback (a job refused before our code ran, e.g. a foreign payload)."""
     results = job.results()
     text = results[0].exc_string if results and results[0].exc_string else (job.exc_info or "")
     lines = [line for line in str(text).strip().splitlines() if line.strip()]
     return lines[-1] if lines else "the job failed without an error message"
-
-
-def cancel_key(settings: Settings, job_id: str) -> str:
-    """Redis key whose presence asks the worker running ``job_id`` to stop at its next denoising step."""
-    return f"{settings.queue_prefix}:cancel:{job_id}"
 
 
 def request_cancel(connection: redis.Redis, settings: Settings, job_id: str) -> str:
@@ -200,18 +212,25 @@ def request_cancel(connection: redis.Redis, settings: Settings, job_id: str) -> 
     job = fetch_job(connection, job_id)
     if job is None:
         return "not-active"
-    status = str(getattr(job.get_status(refresh=True), "value", job.get_status()))
-    if status in {"queued", "deferred", "scheduled"}:
+    status = job_status(job)
+    if status is JobStatus.QUEUED:
         job.cancel()
         limits.release(connection, settings, job_id)
-        metrics.JOBS.labels(lane=str(job.meta.get(META_SPEC, {}).get("lane", "")), status="canceled").inc()
+        spec = meta.spec_of(job)
+        metrics.JOBS.labels(lane=spec.lane if spec else "", status="canceled").inc()
         return "canceled"
-    if status == "started":
-        connection.set(cancel_key(settings, job_id), "1", ex=settings.job_timeout_s)
+    if status is JobStatus.STARTED:
+        connection.set(keys_for(settings).cancel(job_id), "1", ex=settings.job_timeout_s)
         return "stopping"
     return "not-active"
 
 
 def cancel_requested(connection: redis.Redis, settings: Settings, job_id: str) -> bool:
     """Whether someone asked to cancel the running job ``job_id``."""
-    return bool(connection.exists(cancel_key(settings, job_id)))
+    return bool(connection.exists(keys_for(settings).cancel(job_id)))
+
+
+def job_payload(job: Job) -> dict[str, Any] | None:
+    """The spec dict an RQ job carries in its meta (for tools that show raw payloads), or None."""
+    data = job.meta.get(meta.SPEC) if isinstance(job.meta, dict) else None
+    return data if isinstance(data, dict) else None

@@ -12,9 +12,15 @@ from typing import Any
 
 import redis
 from rq import Worker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.serializers import JSONSerializer
+from rq.utils import as_text
 
 from shared import defaults
-from shared.queue.limits import text
+from shared.jobs.spec import JobSpec
+from shared.keys import Keys, keys_for
+from shared.queue import meta
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,30 +29,20 @@ ANY = "*"
 """Model or lane wildcard of the averages (``*|fast`` is any model on fast, ``*|*`` anything)."""
 
 
-def durations_key(settings: Settings) -> str:
-    """Hash ``model|lane`` -> moving average of job seconds."""
-    return f"{settings.queue_prefix}:eta:seconds"
+def _model_of(spec: JobSpec | None) -> str:
+    return (spec.model if spec is not None else "") or "default"
 
 
-def done_key(settings: Settings) -> str:
-    """Sorted set job id -> finish time of recently finished jobs (jobs per minute)."""
-    return f"{settings.queue_prefix}:eta:done"
-
-
-def _model_of(spec: dict[str, Any]) -> str:
-    return str(spec.get("model", "")) or "default"
-
-
-def record_job(connection: redis.Redis, settings: Settings, job: Any, status: str, result: Any) -> None:
+def record_job(connection: redis.Redis, keys: Keys, job: Any, status: str) -> None:
     """Fold a finished job's duration into the averages of its model and lane (other outcomes are not timed)."""
     if status != "finished" or job.started_at is None:
         return
-    spec = job.meta.get("spec", {})
-    lane, model = str(spec.get("lane", ANY)), _model_of(spec)
+    spec = meta.spec_of(job)
+    lane, model = (spec.lane if spec is not None else ANY), _model_of(spec)
     now = time.time()
     seconds = max(0.0, now - job.started_at.timestamp())
     fields = [f"{model}|{lane}", f"{ANY}|{lane}", f"{ANY}|{ANY}"]
-    old = connection.hmget(durations_key(settings), fields)
+    old = connection.hmget(keys.eta_seconds, fields)
     alpha = defaults.ETA_SMOOTHING
     new = {
         f: seconds if raw is None else (1 - alpha) * float(raw) + alpha * seconds
@@ -54,16 +50,16 @@ def record_job(connection: redis.Redis, settings: Settings, job: Any, status: st
     }
     with connection.pipeline(transaction=False) as pipe:
         for name, value in new.items():
-            pipe.hset(durations_key(settings), name, value)
-        pipe.zadd(done_key(settings), {job.id: now})
-        pipe.zremrangebyscore(done_key(settings), "-inf", now - defaults.THROUGHPUT_WINDOW_S)
+            pipe.hset(keys.eta_seconds, name, value)
+        pipe.zadd(keys.eta_done, {job.id: now})
+        pipe.zremrangebyscore(keys.eta_done, "-inf", now - defaults.THROUGHPUT_WINDOW_S)
         pipe.execute()
 
 
 def average_seconds(connection: redis.Redis, settings: Settings, lane: str, model: str = ANY) -> float | None:
     """Measured seconds per job for ``model`` on ``lane``, falling back to any model, then any lane; None if never."""
     fields = [f"{model}|{lane}", f"{ANY}|{lane}", f"{ANY}|{ANY}"]
-    for raw in connection.hmget(durations_key(settings), fields):
+    for raw in connection.hmget(keys_for(settings).eta_seconds, fields):
         if raw is not None:
             return float(raw)
     return None
@@ -72,7 +68,7 @@ def average_seconds(connection: redis.Redis, settings: Settings, lane: str, mode
 def jobs_per_minute(connection: redis.Redis, settings: Settings) -> float:
     """Jobs finished per minute over the last ``THROUGHPUT_WINDOW_S`` seconds."""
     now = time.time()
-    done = connection.zcount(done_key(settings), now - defaults.THROUGHPUT_WINDOW_S, "+inf")
+    done = connection.zcount(keys_for(settings).eta_done, now - defaults.THROUGHPUT_WINDOW_S, "+inf")
     return done * 60.0 / defaults.THROUGHPUT_WINDOW_S
 
 
@@ -81,23 +77,24 @@ def position_and_eta(connection: redis.Redis, settings: Settings, job_id: str) -
 
     ``eta_s`` is the expected seconds until the job is done, None until some job's duration has been measured.
     """
-    raw = connection.hget(f"rq:job:{job_id}", "status")
-    status = text(raw) if raw else ""
-    from shared.queue.client import fetch_job  # shared.queue imports shared.limits, which imports this module lazily
-
-    job = fetch_job(connection, job_id) if status in {"queued", "started"} else None
-    if job is None:
+    keys = keys_for(settings)
+    raw = connection.hget(keys.job(job_id), "status")
+    status = as_text(raw) if raw else ""
+    if status not in {"queued", "started"}:
         return None, None
-    spec = job.get_meta(refresh=False).get("spec", {})
-    lane, model = str(spec.get("lane", "")), _model_of(spec)
+    try:
+        job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+    except NoSuchJobError:  # expired between the two reads
+        return None, None
+    spec = meta.spec_of(job)
+    lane, model = (spec.lane if spec is not None else ""), _model_of(spec)
     own = average_seconds(connection, settings, lane, model)
     if status == "started":
-        progress = float(job.meta.get("progress", 0.0))
+        progress = meta.progress_of(job.meta).fraction
         return 0, None if own is None else own * max(0.0, 1.0 - progress)
-    prefix = settings.queue_prefix
     ahead_by_lane: dict[str, int] = {}
     for name in settings.lanes:
-        key = f"rq:queue:{prefix}:{name}"
+        key = keys.lane_list(name)
         if name == lane:
             index = connection.lpos(key, job_id)
             if index is None:
@@ -120,8 +117,8 @@ def eta_for(
         count * (average_seconds(connection, settings, name) or 0.0) for name, count in ahead_by_lane.items()
     )
     now = time.time()
-    prefix = settings.queue_prefix
-    running = sum(int(connection.zcount(f"rq:wip:{prefix}:{name}", now, "+inf")) for name in settings.lanes)
+    keys = keys_for(settings)
+    running = sum(int(connection.zcount(keys.started_registry(name), now, "+inf")) for name in settings.lanes)
     workers = max(1, Worker.count(connection=connection))
     # A running job is on average half done.
     remaining = running * own / 2

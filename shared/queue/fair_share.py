@@ -2,7 +2,7 @@
 
 Design (docs/operations.md explains it to operators):
 
-- Each lane stays ONE ordinary RQ queue (``rq:queue:imagine:<lane>``), so ``Queue.count``, positions, ``Job.cancel``,
+- Each lane stays ONE ordinary RQ queue (``Keys.lane_list``), so ``Queue.count``, positions, ``Job.cancel``,
   rq-dashboard and RQ maintenance work unchanged.
 - ``FairQueue.push_job_id`` (the enqueue side) does not append: a Lua script gives the job a *round* and inserts it
   after the last job of a round <= its own. A member's first waiting job gets the round of the lane's head, their
@@ -25,15 +25,16 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 from rq import Queue
-from rq.exceptions import DequeueTimeout
+from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.job import Job
-from rq.serializers import Serializer
+from rq.serializers import JSONSerializer, Serializer
 from rq.timeouts import BaseDeathPenalty
 from rq.utils import as_text
 
 from shared import defaults
+from shared.keys import Keys
 from shared.queue import limits
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -113,64 +114,48 @@ return nil
 """
 
 
-def round_key(settings: Settings) -> str:
-    """Hash job id -> fair-share round of every waiting owned job."""
-    return f"{settings.queue_prefix}:fair:round"
-
-
-def last_round_key(settings: Settings, lane_key: str) -> str:
-    """Hash member -> round of their newest waiting job in the lane whose list is ``lane_key``."""
-    return f"{settings.queue_prefix}:fair:last:{lane_key}"
-
-
-def wake_key(settings: Settings) -> str:
-    """Redis list that every enqueue pushes a token onto, so an idle worker blocked on it takes the job at once."""
-    return f"{settings.queue_prefix}:fair:wake"
-
-
-def paused_key(settings: Settings) -> str:
-    """Redis flag whose presence stops every worker taking new jobs (``/queue pause``)."""
-    return f"{settings.queue_prefix}:paused"
-
-
 class FairQueue(Queue):
     """An RQ queue whose enqueue inserts by fair-share round and whose dequeue honours running caps and pause."""
 
     settings: Settings | None = None
-    """The settings the queue was made for (``shared.queue.get_queue`` sets it); RQ-made instances use the process's."""
+    """The settings the queue was made for (``shared.queue.client.get_queue`` sets it; RQ builds instances without
+    it, which is why the keys come from the queue's own name)."""
+
+    @property
+    def keys(self) -> Keys:
+        """The keys of the system this queue belongs to (its name is ``<prefix>:<lane>``)."""
+        return Keys.of_queue(self.name)
 
     def push_job_id(self, job_id: str, pipeline: Pipeline | None = None, at_front: bool = False) -> None:
-        settings = self.settings or get_settings()
+        keys = self.keys
         client = pipeline if pipeline is not None else self.connection
         if at_front:
             super().push_job_id(job_id, pipeline=pipeline, at_front=True)
         else:
-            keys = limits.keys(settings)
             script = self.connection.register_script(_PUSH)
             script(
-                keys=[self.key, round_key(settings), last_round_key(settings, self.key), keys.owners],
+                keys=[self.key, keys.fair_round, keys.fair_last_round(self.key), keys.limits_owners],
                 args=[job_id],
                 client=client,
             )
         # Wake one idle worker; the list is capped, as tokens pile up while every worker is busy.
-        client.lpush(wake_key(settings), 1)
-        client.ltrim(wake_key(settings), 0, defaults.FAIR_WAKE_TOKENS - 1)
+        client.lpush(keys.fair_wake, 1)
+        client.ltrim(keys.fair_wake, 0, defaults.FAIR_WAKE_TOKENS - 1)
 
     @classmethod
-    def take(cls, connection: Redis, settings: Settings, queue_keys: Sequence[str]) -> tuple[str, str] | None:
+    def take(cls, connection: Redis, keys: Keys, queue_keys: Sequence[str]) -> tuple[str, str] | None:
         """Atomically pop the next eligible job of ``queue_keys`` (priority order): ``(queue key, job id)`` or None."""
-        keys = limits.keys(settings)
         script = connection.register_script(_TAKE)
         result: Any = script(
             keys=[
-                paused_key(settings),
-                keys.owners,
-                keys.running,
-                keys.queued,
-                keys.caps,
-                keys.active,
-                keys.since,
-                round_key(settings),
+                keys.paused,
+                keys.limits_owners,
+                keys.limits_running,
+                keys.limits_queued,
+                keys.limits_caps,
+                keys.limits_active,
+                keys.limits_since,
+                keys.fair_round,
                 *queue_keys,
             ],
             args=[time.time(), defaults.FAIR_SCAN_MAX],
@@ -191,31 +176,32 @@ class FairQueue(Queue):
     ) -> tuple[Job, Queue] | None:
         """Like RQ's, but picks by fair share; with a timeout it waits for an enqueue's wake-up
         token or ``FAIR_POLL_S``, whichever comes first (a plain BLPOP on the lanes could not skip capped members)."""
-        settings = get_settings()
-        queue_keys = [queue.key for queue in queues]
+        queues = list(queues)
+        if not queues:
+            raise ValueError("dequeue_any needs at least one queue, got none")
+        by_key = {queue.key: queue for queue in queues}
+        keys = Keys.of_queue(queues[0].name)
+        settings = getattr(queues[0], "settings", None)
         deadline = None if timeout is None else time.monotonic() + timeout
-        limits.maybe_reconcile(connection, settings)
+        if settings is not None:
+            limits.maybe_reconcile(connection, settings)
         while True:
-            picked = cls.take(connection, settings, queue_keys)
+            picked = cls.take(connection, keys, list(by_key))
             if picked is None:
                 if deadline is None:
                     return None
                 if time.monotonic() >= deadline:
-                    raise DequeueTimeout(timeout, queue_keys)
+                    raise DequeueTimeout(timeout, list(by_key))
                 # Blocks until an enqueue wakes us, or FAIR_POLL_S passes (a member's running job may have ended,
                 # making one of their waiting jobs eligible: nothing pushes a token for that).
-                connection.blpop([wake_key(settings)], timeout=defaults.FAIR_POLL_S)
+                connection.blpop([keys.fair_wake], timeout=defaults.FAIR_POLL_S)
                 continue
             queue_key, job_id = picked
-            fetched = cls._fetch_dequeued_job(
-                connection,
-                queue_key,
-                job_id,
-                job_class=job_class,
-                serializer=serializer,
-                death_penalty_class=death_penalty_class,
-            )
-            if fetched is None:
-                limits.release(connection, settings, job_id)
+            # RQ's public fetch; the queue is our own instance (it carries the settings), not one rebuilt from its key.
+            job_cls = job_class or Job
+            try:
+                job = job_cls.fetch(job_id, connection=connection, serializer=serializer or JSONSerializer)
+            except NoSuchJobError:  # expired or deleted while it waited: not counted any more either
+                limits.release_counted(connection, keys, job_id, [queue_key])
                 continue
-            return fetched
+            return job, by_key[queue_key]

@@ -1,8 +1,8 @@
 """Per-member job limits (running and queued), enforced atomically in Redis, released by RQ callbacks, reconciled.
 
 Counts live in two Redis hashes (member -> queued jobs, member -> running jobs) next to a hash job id -> member that
-says which jobs are counted. ``acquire`` (at enqueue) and the fair-share dequeue (``shared.fair_share``) change them in
-Lua scripts, so 200 concurrent submissions cannot overshoot the limit. ``release`` is idempotent: RQ's success,
+says which jobs are counted. ``acquire`` (at enqueue) and the fair-share dequeue (``shared.queue.fair_share``) change
+them in Lua scripts, so 200 concurrent submissions cannot overshoot the limit. ``release`` is idempotent: RQ's success,
 failure and stopped callbacks call it (RQ also runs the failure callback for jobs abandoned by a dead worker when it
 cleans the started registry), queue cancellations call it, and ``reconcile`` recomputes the counts from the lane
 lists and the started registries for anything that slipped through.
@@ -15,22 +15,16 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from redis import Redis
+from rq.utils import as_text
 
-from shared import defaults
-from shared.settings import Settings, get_settings
+from shared import defaults, messages
+from shared.errors import LimitExceeded, MemberBanned
+from shared.keys import RQ_JOB_PREFIX, RQ_QUEUE_PREFIX, Keys, keys_for
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class LimitExceeded(ValueError):
-    """A member has as many jobs queued as they may; the message is the member-facing sentence."""
-
-
-class MemberBanned(ValueError):
-    """A banned member tried to submit; the message is the member-facing sentence."""
 
 
 @dataclass(frozen=True)
@@ -45,42 +39,6 @@ class Limits:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} limit must be an integer >= 0, got {value!r}")
-
-
-@dataclass(frozen=True)
-class Keys:
-    """The Redis keys of the limit counts (all under the queue prefix)."""
-
-    queued: str
-    running: str
-    owners: str
-    caps: str
-    active: str
-    riders: str
-    since: str
-    banned: str
-    config: str
-
-
-def text(value: Any) -> str:
-    """A Redis reply (bytes, as RQ's connections return them) as text."""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def keys(settings: Settings) -> Keys:
-    """The limit keys for ``settings.queue_prefix``."""
-    p = settings.queue_prefix
-    return Keys(
-        queued=f"{p}:limits:queued",
-        running=f"{p}:limits:running",
-        owners=f"{p}:limits:owner",
-        caps=f"{p}:limits:cap",
-        active=f"{p}:limits:active",
-        riders=f"{p}:limits:riders",
-        since=f"{p}:limits:since",
-        banned=f"{p}:banned",
-        config=f"{p}:limits:config",
-    )
 
 
 # KEYS: banned, queued, owners, since, caps.  ARGV: member, job id, max queued, max running, now.
@@ -121,7 +79,8 @@ return state
 """
 
 # KEYS: owners, running, queued, active, since, round hash, riders, then N lane lists, then N started registries.
-# ARGV: now, grace seconds, N.  Returns the number of entries fixed (dropped, or taken-but-never-started re-queued).
+# ARGV: now, grace seconds, N, RQ's job key prefix, RQ's queue key prefix.
+# Returns the number of entries fixed (dropped, or taken-but-never-started re-queued).
 _RECONCILE = """
 local owners, running, queued, active, since, rounds = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local riders = KEYS[7]
@@ -150,12 +109,12 @@ for i = 1, #all, 2 do
       keep = true
     else
       -- Taken but never started (the worker died in between): back to the front of its lane, counted as queued.
-      local job = 'rq:job:' .. id
+      local job = ARGV[4] .. id
       local origin = redis.call('HGET', job, 'origin')
       if origin and redis.call('HGET', job, 'status') == 'queued' then
         redis.call('SREM', active, id)
         redis.call('SREM', riders, id)
-        if not waiting[id] then redis.call('LPUSH', 'rq:queue:' .. origin, id) end
+        if not waiting[id] then redis.call('LPUSH', ARGV[5] .. origin, id) end
         q[owner] = (q[owner] or 0) + 1
         keep = true
         dropped = dropped + 1
@@ -188,16 +147,16 @@ return dropped
 """
 
 
-def _lane_keys(settings: Settings) -> list[str]:
-    return [f"rq:queue:{settings.queue_prefix}:{lane}" for lane in settings.lanes]
+def lane_lists(settings: Settings) -> list[str]:
+    """The Redis lists of every lane, in service order."""
+    keys = keys_for(settings)
+    return [keys.lane_list(lane) for lane in settings.lanes]
 
 
-def _started_keys(settings: Settings) -> list[str]:
-    return [f"rq:wip:{settings.queue_prefix}:{lane}" for lane in settings.lanes]
-
-
-def _round_key(settings: Settings) -> str:
-    return f"{settings.queue_prefix}:fair:round"
+def started_registries(settings: Settings) -> list[str]:
+    """The started registries of every lane, in service order."""
+    keys = keys_for(settings)
+    return [keys.started_registry(lane) for lane in settings.lanes]
 
 
 def configured_limits(connection: Redis, settings: Settings) -> dict[str, Limits]:
@@ -207,9 +166,9 @@ def configured_limits(connection: Redis, settings: Settings) -> dict[str, Limits
     }
     for role, value in settings.role_limits.items():
         found[f"role:{role}"] = Limits(running=int(value["running"]), queued=int(value["queued"]))
-    for raw_scope, raw in connection.hgetall(keys(settings).config).items():
+    for raw_scope, raw in connection.hgetall(keys_for(settings).limits_config).items():
         value = json.loads(raw)
-        found[text(raw_scope)] = Limits(running=int(value["running"]), queued=int(value["queued"]))
+        found[as_text(raw_scope)] = Limits(running=int(value["running"]), queued=int(value["queued"]))
     return found
 
 
@@ -217,7 +176,8 @@ def set_limits(connection: Redis, settings: Settings, scope: str, value: Limits)
     """Store ``value`` for ``scope`` (``default`` or ``role:<id>``) in Redis, over the configured one."""
     if scope != "default" and not (scope.startswith("role:") and scope[5:].isdigit()):
         raise ValueError(f"limits scope must be 'default' or 'role:<numeric id>', got {scope!r}")
-    connection.hset(keys(settings).config, scope, json.dumps({"running": value.running, "queued": value.queued}))
+    payload = json.dumps({"running": value.running, "queued": value.queued})
+    connection.hset(keys_for(settings).limits_config, scope, payload)
 
 
 def limits_for(connection: Redis, settings: Settings, roles: Sequence[str] = ()) -> Limits:
@@ -231,50 +191,44 @@ def limits_for(connection: Redis, settings: Settings, roles: Sequence[str] = ())
     return best
 
 
-def banned_message(reason: str) -> str:
-    """The member-facing sentence for a banned member."""
-    return "You are banned from making images here" + (f": {reason}" if reason else ".")
-
-
 def refusal(connection: Redis, settings: Settings, owner: str, jobs: int = 1, roles: Sequence[str] = ()) -> str:
     """The member-facing reason ``owner`` may not submit ``jobs`` more jobs now ("" if they may).
 
     A quick check before the bot answers; ``acquire`` (at enqueue) stays the atomic one.
     """
-    k = keys(settings)
+    k = keys_for(settings)
     with connection.pipeline(transaction=False) as pipe:
         pipe.hget(k.banned, owner)
-        pipe.hget(k.queued, owner)
+        pipe.hget(k.limits_queued, owner)
         banned, queued = pipe.execute()
     if banned is not None:
-        return banned_message(ban_reason(connection, settings, owner))
+        return messages.banned(ban_reason(connection, settings, owner))
     allowed = limits_for(connection, settings, roles).queued
     have = int(queued or 0)
     if have + jobs > allowed:
-        extra = f" (this prompt makes {jobs})" if jobs > 1 else ""
-        return f"You have {have} jobs queued, the limit is {allowed}{extra}."
+        return messages.queued_limit(have, allowed, jobs)
     return ""
 
 
 def acquire(connection: Redis, settings: Settings, owner: str, job_id: str, roles: Sequence[str] = ()) -> int:
     """Count ``job_id`` as one of ``owner``'s queued jobs, atomically; returns their queued count after it.
 
-    Raises ``MemberBanned`` or ``LimitExceeded`` (messages are member-facing).
+    Raises ``MemberBanned`` or ``LimitExceeded`` (member-facing).
     """
     allowed = limits_for(connection, settings, roles)
-    k = keys(settings)
+    k = keys_for(settings)
     script = connection.register_script(_ACQUIRE)
     code, count = (
         int(x)
         for x in script(
-            keys=[k.banned, k.queued, k.owners, k.since, k.caps],
+            keys=[k.banned, k.limits_queued, k.limits_owners, k.limits_since, k.limits_caps],
             args=[owner, job_id, allowed.queued, allowed.running, time.time()],
         )
     )
     if code == -2:
-        raise MemberBanned(banned_message(ban_reason(connection, settings, owner)))
+        raise MemberBanned(messages.banned(ban_reason(connection, settings, owner)))
     if code == -1:
-        raise LimitExceeded(f"You have {count} jobs queued, the limit is {allowed.queued}.")
+        raise LimitExceeded(messages.queued_limit(count, allowed.queued))
     if code == -3:
         raise ValueError(f"job_id must be new, got {job_id!r} which is queued or running already")
     return count
@@ -283,19 +237,24 @@ def acquire(connection: Redis, settings: Settings, owner: str, job_id: str, role
 def release(connection: Redis, settings: Settings, job_id: str) -> int:
     """Stop counting ``job_id`` (idempotent): 3 if it rode in a batch, 2 if it was running, 1 if queued (and removed
     from its lane), 0 if it was not counted."""
-    k = keys(settings)
+    return release_counted(connection, keys_for(settings), job_id, lane_lists(settings))
+
+
+def release_counted(connection: Redis, keys: Keys, job_id: str, lanes: Sequence[str]) -> int:
+    """``release`` for callers without settings (RQ callbacks): ``lanes`` are the lane lists a queued ``job_id`` may
+    still be waiting in (its own origin's is enough)."""
     script = connection.register_script(_RELEASE)
     return int(
         script(
             keys=[
-                k.owners,
-                k.running,
-                k.queued,
-                k.active,
-                k.since,
-                _round_key(settings),
-                k.riders,
-                *_lane_keys(settings),
+                keys.limits_owners,
+                keys.limits_running,
+                keys.limits_queued,
+                keys.limits_active,
+                keys.limits_since,
+                keys.fair_round,
+                keys.limits_riders,
+                *lanes,
             ],
             args=[job_id],
         )
@@ -326,30 +285,29 @@ return 1
 """
 
 
-def claim(connection: Redis, settings: Settings, job_id: str) -> bool:
+def claim(connection: Redis, keys: Keys, job_id: str) -> bool:
     """Move a waiting job out of ``queued`` before a worker takes it out of its lane as a batch follower (it rides
     in the leader's pass, so it does not count as running); False while the queue is paused."""
-    k = keys(settings)
     script = connection.register_script(_CLAIM)
     return bool(
         script(
             keys=[
-                f"{settings.queue_prefix}:paused",
-                k.owners,
-                k.queued,
-                k.riders,
-                k.since,
-                _round_key(settings),
+                keys.paused,
+                keys.limits_owners,
+                keys.limits_queued,
+                keys.limits_riders,
+                keys.limits_since,
+                keys.fair_round,
             ],
             args=[job_id, time.time()],
         )
     )
 
 
-def unclaim(connection: Redis, settings: Settings, job_id: str) -> None:
+def unclaim(connection: Redis, keys: Keys, job_id: str) -> None:
     """Undo ``claim`` for a job another worker took first."""
-    k = keys(settings)
-    connection.register_script(_UNCLAIM)(keys=[k.owners, k.queued, k.riders], args=[job_id])
+    script = connection.register_script(_UNCLAIM)
+    script(keys=[keys.limits_owners, keys.limits_queued, keys.limits_riders], args=[job_id])
 
 
 def reconcile(connection: Redis, settings: Settings, grace_s: float = defaults.LIMITS_GRACE_S) -> int:
@@ -361,23 +319,23 @@ def reconcile(connection: Redis, settings: Settings, grace_s: float = defaults.L
     Entries touched in the last ``grace_s`` seconds are kept (a job between its count and its push, or between
     its dequeue and the started registry, is in neither place for a moment).
     """
-    k = keys(settings)
+    k = keys_for(settings)
     script = connection.register_script(_RECONCILE)
-    lanes = _lane_keys(settings)
+    lanes = lane_lists(settings)
     dropped = int(
         script(
             keys=[
-                k.owners,
-                k.running,
-                k.queued,
-                k.active,
-                k.since,
-                _round_key(settings),
-                k.riders,
+                k.limits_owners,
+                k.limits_running,
+                k.limits_queued,
+                k.limits_active,
+                k.limits_since,
+                k.fair_round,
+                k.limits_riders,
                 *lanes,
-                *_started_keys(settings),
+                *started_registries(settings),
             ],
-            args=[time.time(), grace_s, len(lanes)],
+            args=[time.time(), grace_s, len(lanes), RQ_JOB_PREFIX, RQ_QUEUE_PREFIX],
         )
     )
     if dropped:
@@ -387,57 +345,26 @@ def reconcile(connection: Redis, settings: Settings, grace_s: float = defaults.L
 
 def maybe_reconcile(connection: Redis, settings: Settings) -> None:
     """Reconcile at most once per ``LIMITS_RECONCILE_S`` across all workers (a Redis lock elects one)."""
-    if connection.set(f"{settings.queue_prefix}:limits:reconciled", "1", nx=True, ex=defaults.LIMITS_RECONCILE_S):
+    if connection.set(keys_for(settings).limits_reconciled, "1", nx=True, ex=defaults.LIMITS_RECONCILE_S):
         reconcile(connection, settings)
 
 
 def counts(connection: Redis, settings: Settings, owner: str) -> tuple[int, int]:
     """``(queued, running)`` jobs counted for ``owner``."""
-    k = keys(settings)
-    queued, running = connection.hget(k.queued, owner), connection.hget(k.running, owner)
+    k = keys_for(settings)
+    queued, running = connection.hget(k.limits_queued, owner), connection.hget(k.limits_running, owner)
     return int(queued or 0), int(running or 0)
 
 
 def all_counts(connection: Redis, settings: Settings) -> dict[str, tuple[int, int]]:
     """Member -> ``(queued, running)`` for every member with a counted job."""
-    k = keys(settings)
-    queued = {text(key): int(v) for key, v in connection.hgetall(k.queued).items()}
-    running = {text(key): int(v) for key, v in connection.hgetall(k.running).items()}
+    k = keys_for(settings)
+    queued = {as_text(key): int(v) for key, v in connection.hgetall(k.limits_queued).items()}
+    running = {as_text(key): int(v) for key, v in connection.hgetall(k.limits_running).items()}
     return {m: (queued.get(m, 0), running.get(m, 0)) for m in sorted(set(queued) | set(running))}
 
 
 def ban_reason(connection: Redis, settings: Settings, owner: str) -> str:
     """Why ``owner`` is banned ("" if not banned or no reason given)."""
-    raw = connection.hget(keys(settings).banned, owner)
+    raw = connection.hget(keys_for(settings).banned, owner)
     return json.loads(raw).get("reason", "") if raw else ""
-
-
-# --- RQ callbacks (enqueued by dotted path, so they are JSON-safe; they run in the worker process) ---
-
-
-def on_job_success(job: Any, connection: Redis, result: Any) -> None:
-    """RQ success callback: release the count, record throughput and metrics (a cancelled job returns normally)."""
-    canceled = isinstance(result, dict) and bool(result.get("canceled"))
-    _finish(job, connection, "canceled" if canceled else "finished", result)
-
-
-def on_job_failure(job: Any, connection: Redis, *exc_info: Any) -> None:
-    """RQ failure callback (also run for jobs abandoned by a dead worker): release the count, record metrics."""
-    _finish(job, connection, "failed", None)
-
-
-def on_job_stopped(job: Any, connection: Redis) -> None:
-    """RQ stopped callback (``rq`` stop-job command): release the count."""
-    _finish(job, connection, "canceled", None)
-
-
-def _finish(job: Any, connection: Redis, status: str, result: Any) -> None:
-    from shared.queue import eta, metrics
-
-    settings = get_settings()
-    release(connection, settings, job.id)
-    try:
-        eta.record_job(connection, settings, job, status, result)
-        metrics.observe_job(job, status, result)
-    except Exception:  # a statistics failure must never fail the job
-        log.exception("could not record statistics of job %s", job.id)

@@ -19,6 +19,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
 from shared import defaults
+from shared.keys import RQ_WORKERS, keys_for
+from shared.queue import meta
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,15 +57,15 @@ class QueueCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily("imagine_queue_depth", "Jobs waiting per lane.", labels=["lane"])
         running = GaugeMetricFamily("imagine_running_jobs", "Jobs running per lane.", labels=["lane"])
-        prefix = self.settings.queue_prefix
+        keys = keys_for(self.settings)
         try:
             now = time.time()
             with self.connection.pipeline(transaction=False) as pipe:
                 for lane in self.settings.lanes:
-                    pipe.llen(f"rq:queue:{prefix}:{lane}")
-                    pipe.zcount(f"rq:wip:{prefix}:{lane}", now, "+inf")
-                pipe.scard("rq:workers")
-                pipe.exists(f"{prefix}:paused")
+                    pipe.llen(keys.lane_list(lane))
+                    pipe.zcount(keys.started_registry(lane), now, "+inf")
+                pipe.scard(RQ_WORKERS)
+                pipe.exists(keys.paused)
                 values = pipe.execute()
         except redis.RedisError:
             log.warning("metrics: Redis unavailable, queue gauges skipped")
@@ -99,11 +101,11 @@ def start_metrics_server(connection: redis.Redis, settings: Settings, port: int 
     return chosen
 
 
-def observe_job(job: Any, status: str, result: Any) -> None:
+def observe_job(job: Any, status: str) -> None:
     """Count a job that ended on this worker and observe its wait and generation times (RQ callback side)."""
-    spec = job.meta.get("spec", {}) if isinstance(job.meta, dict) else {}
-    lane = str(spec.get("lane", ""))
-    model = str(spec.get("model", "")) or "default"
+    spec = meta.spec_of(job)
+    lane = spec.lane if spec is not None else ""
+    model = (spec.model if spec is not None else "") or "default"
     JOBS.labels(lane=lane, status=status).inc()
     started = job.started_at
     if started is None:
@@ -113,6 +115,6 @@ def observe_job(job: Any, status: str, result: Any) -> None:
     elapsed = max(1e-6, time.time() - started.timestamp())
     GENERATION.labels(lane=lane, model=model).observe(elapsed)
     if status == "finished":
-        images = len(spec.get("seeds", ())) or 1
+        images = len(spec.seeds) if spec is not None else 1
         IMAGES.labels(lane=lane, model=model).inc(images)
         IMAGES_PER_SECOND.labels(model=model).set(images / elapsed)

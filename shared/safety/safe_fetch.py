@@ -29,7 +29,7 @@ from urllib.parse import urljoin, urlsplit
 
 from PIL import Image
 
-from shared import defaults
+from shared import defaults, errors
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,9 @@ _LOOPBACK_TEST_HOST = "127.0.0.1"
 _BOMB = "it is a decompression bomb (far more pixels than its file size suggests)"
 
 
-class FetchRefused(ValueError):
-    """An image prompt that is not fetched or not used; ``str()`` is the member-facing reason."""
+class FetchRefused(errors.FetchRefused):
+    """An image prompt that is not fetched or not used; ``str()`` is the member-facing reason, ``url`` and ``reason``
+    its parts."""
 
     def __init__(self, url: str, reason: str) -> None:
         super().__init__(f"image {shown_url(url)} was not used: {reason}")

@@ -13,14 +13,10 @@ from typing import Any
 import redis
 
 from shared import defaults
+from shared.keys import keys_for
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def audit_key(settings: Settings) -> str:
-    """Redis key of the audit log list."""
-    return f"{settings.queue_prefix}:audit:events"
 
 
 def record(
@@ -32,7 +28,7 @@ def record(
     text = json.dumps(entry, sort_keys=True, default=str)
     try:
         with connection.pipeline() as pipe:
-            pipe.xadd(audit_key(settings), {"entry": text}, maxlen=defaults.AUDIT_LOG_MAX, approximate=True)
+            pipe.xadd(keys_for(settings).audit_events, {"entry": text}, maxlen=defaults.AUDIT_LOG_MAX, approximate=True)
             pipe.execute()
     except redis.RedisError:
         log.exception("could not write audit entry %s", text)
@@ -43,7 +39,7 @@ def record(
 def entries(connection: redis.Redis, settings: Settings, count: int = 100, event: str = "") -> list[dict[str, Any]]:
     """The newest ``count`` entries, optionally only those of ``event``."""
     found = []
-    rows: Any = connection.xrevrange(audit_key(settings), count=None if event else count)
+    rows: Any = connection.xrevrange(keys_for(settings).audit_events, count=None if event else count)
     for _id, fields in rows or []:
         item = json.loads(fields[b"entry"])
         if not event or item.get("event") == event:

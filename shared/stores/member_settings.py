@@ -13,6 +13,8 @@ from typing import Any
 import redis
 
 from shared import defaults
+from shared.errors import SettingRefused
+from shared.keys import keys_for
 from shared.prompt.parser import PARAMETER_NAMES, Prompt, PromptError, parse
 from shared.settings import Settings
 
@@ -39,18 +41,20 @@ class MemberSettings:
     """Named bundles, sorted by name: ``--name`` in a prompt stands for the value (words and/or parameters)."""
 
     def validate(self, settings: Settings) -> MemberSettings:
-        """``self`` if every field is allowed; else a ``ValueError`` naming the field, its value and what is allowed."""
+        """``self`` if every field is allowed; else a ``SettingRefused`` naming the field, its value and what is
+        allowed."""
         if self.stylize and self.stylize not in defaults.STYLIZE_PRESETS:
             allowed = ", ".join(defaults.STYLIZE_PRESETS)
-            raise ValueError(f"stylize must be one of {allowed}, got {self.stylize!r}")
+            raise SettingRefused(f"stylize must be one of {allowed}, got {self.stylize!r}")
         if self.lane and self.lane not in settings.lanes:
-            raise ValueError(f"lane must be one of {', '.join(settings.lanes)}, got {self.lane!r}")
+            raise SettingRefused(f"lane must be one of {', '.join(settings.lanes)}, got {self.lane!r}")
         if self.aspect and self.aspect not in defaults.ASPECT_RATIOS:
-            raise ValueError(f"aspect must be one of {', '.join(defaults.ASPECT_RATIOS)}, got {self.aspect!r}")
+            raise SettingRefused(f"aspect must be one of {', '.join(defaults.ASPECT_RATIOS)}, got {self.aspect!r}")
         if len(self.suffix) > defaults.MEMBER_SUFFIX_MAX:
-            raise ValueError(f"suffix must be at most {defaults.MEMBER_SUFFIX_MAX} characters, got {len(self.suffix)}")
+            limit = defaults.MEMBER_SUFFIX_MAX
+            raise SettingRefused(f"suffix must be at most {limit} characters, got {len(self.suffix)}")
         if len(self.options) > defaults.MEMBER_OPTIONS_MAX:
-            raise ValueError(f"at most {defaults.MEMBER_OPTIONS_MAX} options can be saved, got {len(self.options)}")
+            raise SettingRefused(f"at most {defaults.MEMBER_OPTIONS_MAX} options can be saved, got {len(self.options)}")
         for name, value in self.options:
             _check_option(name, value)
         return self
@@ -63,7 +67,7 @@ class MemberSettings:
             _check_option(name, value)
             options[name] = value
         elif options.pop(name, None) is None:
-            raise ValueError(f"option {name!r} is not saved; your options: {', '.join(options) or 'none'}")
+            raise SettingRefused(f"option {name!r} is not saved; your options: {', '.join(options) or 'none'}")
         return dataclasses.replace(self, options=tuple(sorted(options.items())))
 
     def expand_options(self, text: str) -> str:
@@ -132,29 +136,25 @@ def _add_suffix(text: str, suffix: str) -> str:
 
 
 def _check_option(name: str, value: str) -> None:
-    """A ``ValueError`` naming the option when its name or value cannot be used."""
+    """A ``SettingRefused`` naming the option when its name or value cannot be used."""
     if not _OPTION_NAME.fullmatch(name):
-        raise ValueError(
+        raise SettingRefused(
             f"option name must be 1-32 lowercase letters, digits or _ (starting with a letter or digit), got {name!r}"
         )
     if name in PARAMETER_NAMES:
-        raise ValueError(f"option name {name!r} is the built-in parameter --{name}; choose another name")
+        raise SettingRefused(f"option name {name!r} is the built-in parameter --{name}; choose another name")
     if len(value) > defaults.MEMBER_SUFFIX_MAX:
-        raise ValueError(f"option --{name} must be at most {defaults.MEMBER_SUFFIX_MAX} characters, got {len(value)}")
+        limit = defaults.MEMBER_SUFFIX_MAX
+        raise SettingRefused(f"option --{name} must be at most {limit} characters, got {len(value)}")
     try:
         parse(_add_suffix("x", value))
     except PromptError as exc:
-        raise ValueError(f"option --{name} = {value!r} is not a valid prompt part: {exc}") from exc
-
-
-def settings_key(settings: Settings, member_id: str) -> str:
-    """Redis key of a member's settings."""
-    return f"{settings.queue_prefix}:member:{member_id}:settings"
+        raise SettingRefused(f"option --{name} = {value!r} is not a valid prompt part: {exc}") from exc
 
 
 def load(connection: redis.Redis, settings: Settings, member_id: str) -> MemberSettings:
     """The member's saved settings, or the empty defaults (also when the stored JSON is unreadable, logged)."""
-    return from_stored(connection.get(settings_key(settings, member_id)), member_id)
+    return from_stored(connection.get(keys_for(settings).member_settings(member_id)), member_id)
 
 
 def from_stored(raw: bytes | str | None, member_id: str) -> MemberSettings:
@@ -174,4 +174,4 @@ def from_stored(raw: bytes | str | None, member_id: str) -> MemberSettings:
 def save(connection: redis.Redis, settings: Settings, member_id: str, member: MemberSettings) -> None:
     """Validate and store the member's settings (kept until changed)."""
     member.validate(settings)
-    connection.set(settings_key(settings, member_id), json.dumps(member.to_dict(), sort_keys=True))
+    connection.set(keys_for(settings).member_settings(member_id), json.dumps(member.to_dict(), sort_keys=True))

@@ -19,6 +19,8 @@ from typing import Any
 
 import redis
 
+from shared.jobs.record import JobRecord
+from shared.keys import keys_for
 from shared.settings import Settings
 from shared.stores import audit_log
 
@@ -42,7 +44,7 @@ class OutboxEntry:
     """One undelivered result."""
 
     job_id: str
-    record: dict[str, Any]
+    record: JobRecord
     attempts: int
     """Re-delivery tries made so far (the worker's own first try not counted)."""
     last_error: str
@@ -54,16 +56,18 @@ class Outbox:
     def __init__(self, connection: redis.Redis, settings: Settings) -> None:
         self.connection = connection
         self.settings = settings
-        self.key = f"{settings.queue_prefix}:outbox"
-        self.dead_key = f"{settings.queue_prefix}:outbox:dead"
+        self.keys = keys_for(settings)
+        self.key = self.keys.outbox
+        self.dead_key = self.keys.outbox_dead
 
     def _entry_key(self, job_id: str) -> str:
-        return f"{self.key}:job:{job_id}"
+        return self.keys.outbox_entry(job_id)
 
-    def put(self, job_id: str, record: dict[str, Any], error: str) -> None:
+    def put(self, job_id: str, record: JobRecord, error: str) -> None:
         """Keep ``record`` for re-delivery; due after the first back-off. Putting a kept job again keeps its tries."""
         with self.connection.pipeline() as pipe:
-            pipe.hset(self._entry_key(job_id), mapping={"record": json.dumps(record, default=str), "last_error": error})
+            record_json = json.dumps(record.to_dict(), default=str)
+            pipe.hset(self._entry_key(job_id), mapping={"record": record_json, "last_error": error})
             pipe.hsetnx(self._entry_key(job_id), "attempts", 0)
             pipe.zadd(self.key, {job_id: time.time() + self.settings.outbox_retry_base_s}, nx=True)
             pipe.execute()
@@ -82,7 +86,8 @@ class Outbox:
         if not raw:
             return None
         data = {_text(k): _text(v) for k, v in raw.items()}
-        return OutboxEntry(job_id, json.loads(data["record"]), int(data.get("attempts", 0)), data.get("last_error", ""))
+        record = JobRecord.from_dict(json.loads(data["record"]))
+        return OutboxEntry(job_id, record, int(data.get("attempts", 0)), data.get("last_error", ""))
 
     def claim_due(self, now: float | None = None, limit: int = 20) -> list[OutboxEntry]:
         """Claim up to ``limit`` entries due at ``now`` (each for ``LEASE_S``); claimed entries are this caller's."""
@@ -124,7 +129,7 @@ class Outbox:
                 job_id=entry.job_id,
                 attempts=attempts,
                 error=error,
-                owner=str(entry.record.get("spec", {}).get("owner", "")),
+                owner=entry.record.spec.owner,
             )
             return False
         wait = self.settings.outbox_retry_base_s * 2 ** (attempts - 1)

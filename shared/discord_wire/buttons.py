@@ -1,7 +1,5 @@
-"""Discord message text and button JSON shared by the bot and the workers (no discord import here).
-
-The bot answers interactions with these lines; a worker posts results over REST with the same lines and builds the
-buttons' component JSON from the same ``custom_id`` templates that the bot's persistent ``DynamicItem`` parses.
+"""Result buttons on the wire: the ``custom_id`` template that the bot's persistent ``DynamicItem`` parses, and the
+component JSON that workers attach to results over REST (no discord import here).
 """
 
 from __future__ import annotations
@@ -12,8 +10,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from shared import defaults
-from shared.jobs.spec import JobKind, JobSpec
+from shared import defaults, messages
+from shared.discord_wire.limits import check_components
+from shared.jobs.spec import JobKind
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +61,8 @@ PAN_BUTTONS: dict[ButtonAction, tuple[str, str]] = {
 """Each pan button's direction (``shared.followups.PAN_DIRECTIONS``) and emoji."""
 
 ZOOM_BUTTONS: dict[ButtonAction, tuple[float, str]] = {
-    ButtonAction.ZOOM_OUT_2X: (defaults.ZOOM_OUT_FACTORS[0], "Zoom Out 2x"),
-    ButtonAction.ZOOM_OUT_1_5X: (defaults.ZOOM_OUT_FACTORS[1], "Zoom Out 1.5x"),
+    ButtonAction.ZOOM_OUT_2X: (defaults.ZOOM_OUT_FACTORS[0], messages.label_zoom_out(defaults.ZOOM_OUT_FACTORS[0])),
+    ButtonAction.ZOOM_OUT_1_5X: (defaults.ZOOM_OUT_FACTORS[1], messages.label_zoom_out(defaults.ZOOM_OUT_FACTORS[1])),
 }
 """Each zoom button's factor and label."""
 
@@ -73,8 +72,6 @@ CUSTOM_ID_TEMPLATE = (
 """Regex of every result button's ``custom_id``: ``imagine:<action>:<job_id>:<n>`` (n is 1-based; 0 for re-roll)."""
 
 _CUSTOM_ID = re.compile(CUSTOM_ID_TEMPLATE)
-
-_MARKDOWN = re.compile(r"([\\*_~`|>])")
 
 
 @dataclass(frozen=True)
@@ -108,92 +105,10 @@ def parse_custom_id(value: str) -> ButtonRef:
     return ButtonRef(ButtonAction(match["action"]), match["job_id"], int(match["n"]))
 
 
-def escape(text: str) -> str:
-    """``text`` with Discord markdown characters escaped, so a prompt cannot break the bold line around it."""
-    return _MARKDOWN.sub(r"\\\1", text)
-
-
-def _prompt(prompt: str) -> str:
-    limit = defaults.DISCORD_PROMPT_SHOWN_MAX
-    shown = prompt if len(prompt) <= limit else prompt[: limit - 1] + "…"
-    return f"**{escape(shown)}**"
-
-
-def mention(owner: str) -> str:
-    """A user mention for a Discord user id (a non-numeric owner, e.g. ``local``, is shown as is)."""
-    return f"<@{owner}>" if owner.isdigit() else escape(owner)
-
-
-def eta_text(seconds: float) -> str:
-    """A rough ETA for members: "~40 s" (10 s steps under a minute), "~3 min", "~1 h 15 min" (5 min steps)."""
-    if seconds < 0:
-        raise ValueError(f"eta seconds must be >= 0, got {seconds!r}")
-    if seconds < 60:
-        return f"~{max(10, round(seconds / 10) * 10)} s" if seconds < 55 else "~1 min"
-    if seconds < 600:
-        return f"~{round(seconds / 60)} min"
-    minutes = round(seconds / 300) * 5
-    return f"~{minutes} min" if minutes < 60 else f"~{minutes // 60} h {minutes % 60} min".replace(" 0 min", "")
-
-
-def waiting_line(prompt: str, owner: str, position: int | None = None, eta_s: float | None = None) -> str:
-    """ "**prompt** - <@user> (Waiting to start)", with the queue position and a rough ETA (``eta_text``) when known."""
-    line = f"{_prompt(prompt)} - {mention(owner)} (Waiting to start)"
-    if position is not None and position > 0:
-        line += f" - #{position} in the queue"
-    if eta_s is not None:
-        line += f" - {eta_text(eta_s)}"
-    return line
-
-
-def progress_line(prompt: str, owner: str, fraction: float, lane: str) -> str:
-    """ "**prompt** - <@user> (42%) (fast)": the waiting message while the job runs."""
-    percent = round(100 * min(max(fraction, 0.0), 1.0))
-    return f"{_prompt(prompt)} - {mention(owner)} ({percent}%) ({lane})"
-
-
-def result_line(prompt: str, owner: str, lane: str, kind: JobKind = JobKind.GRID, detail: str = "") -> str:
-    """The final message's line: "**prompt** - <@user> (fast)"; upscales, variations and outpaints say what they are."""
-    if kind is JobKind.UPSCALE:
-        return f"{_prompt(prompt)} - Upscaled ({detail.title() or 'Subtle'}) by {mention(owner)} ({lane})"
-    if kind is JobKind.VARIATION:
-        return f"{_prompt(prompt)} - Variations ({detail.title() or 'Strong'}) by {mention(owner)} ({lane})"
-    if kind is JobKind.OUTPAINT:
-        return f"{_prompt(prompt)} - {detail or 'Outpainted'} by {mention(owner)} ({lane})"
-    return f"{_prompt(prompt)} - {mention(owner)} ({lane})"
-
-
-def describe_text(owner: str, descriptions: list[tuple[str, float]]) -> str:
-    """A /describe result: the candidate prompts, numbered as their buttons, best first."""
-    lines = [f"Prompts for the image of {mention(owner)} (best match first):"]
-    lines += [f"**{n}** {escape(text)}" for n, (text, _) in enumerate(descriptions, start=1)]
-    return "\n".join(lines)
-
-
 def describe_components(job_id: str, count: int) -> list[dict[str, Any]]:
     """One row of buttons 1..count under a /describe result: each imagines its prompt."""
-    return [_row([_button(str(n), custom_id(ButtonAction.DESCRIBE_PICK, job_id, n)) for n in range(1, count + 1)])]
-
-
-def result_detail(spec: JobSpec) -> str:
-    """What the result line says a follow-up job was: the upscale mode, the variation strength, the outpaint."""
-    if spec.kind is JobKind.UPSCALE:
-        return spec.upscale_mode
-    if spec.kind is JobKind.VARIATION:
-        return variation_detail(spec.strength)
-    if spec.kind is JobKind.OUTPAINT:
-        return str(spec.extra.get("outpaint", ""))
-    return ""
-
-
-def failed_line(prompt: str, owner: str, reason: str) -> str:
-    """The waiting message's last words when a job fails or is canceled (``reason`` is member-facing)."""
-    return f"{_prompt(prompt)} - {mention(owner)} ({escape(reason)[: defaults.DISCORD_REASON_SHOWN_MAX]})"
-
-
-def variation_detail(strength: float) -> str:
-    """ "subtle" or "strong": the name of a variation strength, for the result line."""
-    return "subtle" if strength <= defaults.VARY_SUBTLE_STRENGTH else "strong"
+    buttons = [_button(str(n), custom_id(ButtonAction.DESCRIBE_PICK, job_id, n)) for n in range(1, count + 1)]
+    return check_components([_row(buttons)])
 
 
 def _button(label: str, cid: str, *, emoji: str = "") -> dict[str, Any]:
@@ -223,15 +138,15 @@ def upscale_components(job_id: str, square: bool = False) -> list[dict[str, Any]
     2x, Zoom Out 1.5x and, unless the image is ``square`` already, Make Square; the four pan arrows."""
     zooms = [_button(label, custom_id(action, job_id, 1)) for action, (_, label) in ZOOM_BUTTONS.items()]
     if not square:
-        zooms.append(_button("Make Square", custom_id(ButtonAction.MAKE_SQUARE, job_id, 1)))
+        zooms.append(_button(messages.LABEL_MAKE_SQUARE, custom_id(ButtonAction.MAKE_SQUARE, job_id, 1)))
     pans = [_button("", custom_id(action, job_id, 1), emoji=emoji) for action, (_, emoji) in PAN_BUTTONS.items()]
     return [
         _row(
             [
-                _button("Upscale (Subtle)", custom_id(ButtonAction.UPSCALE_SUBTLE, job_id, 1)),
-                _button("Upscale (Creative)", custom_id(ButtonAction.UPSCALE_CREATIVE, job_id, 1)),
-                _button("Vary (Subtle)", custom_id(ButtonAction.VARY_SUBTLE, job_id, 1)),
-                _button("Vary (Strong)", custom_id(ButtonAction.VARY_STRONG, job_id, 1)),
+                _button(messages.LABEL_UPSCALE_SUBTLE, custom_id(ButtonAction.UPSCALE_SUBTLE, job_id, 1)),
+                _button(messages.LABEL_UPSCALE_CREATIVE, custom_id(ButtonAction.UPSCALE_CREATIVE, job_id, 1)),
+                _button(messages.LABEL_VARY_SUBTLE, custom_id(ButtonAction.VARY_SUBTLE, job_id, 1)),
+                _button(messages.LABEL_VARY_STRONG, custom_id(ButtonAction.VARY_STRONG, job_id, 1)),
             ]
         ),
         _row(zooms),
@@ -240,21 +155,11 @@ def upscale_components(job_id: str, square: bool = False) -> list[dict[str, Any]
 
 
 def components_for(kind: JobKind, job_id: str, size: tuple[int, int] | None = None) -> list[dict[str, Any]]:
-    """The buttons under a finished job's message (``size``: the picture's, to leave out Make Square when square)."""
+    """The buttons under a finished job's message (``size``: the picture's, to leave out Make Square when square),
+    checked against Discord's component limits."""
     if kind is JobKind.UPSCALE:
-        return upscale_components(job_id, square=size is not None and size[0] == size[1])
-    return grid_components(job_id)
-
-
-def result_message(
-    spec: JobSpec, notes: dict[str, Any], size: tuple[int, int] | None
-) -> tuple[str, list[dict[str, Any]]]:
-    """Text and buttons of a finished job's message (``notes``: its record's notes; ``size``: its picture's)."""
-    if spec.kind is JobKind.DESCRIBE:
-        descriptions = [(str(text), float(score)) for text, score in notes.get("descriptions", [])]
-        return describe_text(spec.owner, descriptions), describe_components(spec.job_id, len(descriptions))
-    line = result_line(spec.prompt, spec.owner, spec.lane, spec.kind, result_detail(spec))
-    return line, components_for(spec.kind, spec.job_id, size)
+        return check_components(upscale_components(job_id, square=size is not None and size[0] == size[1]))
+    return check_components(grid_components(job_id))
 
 
 def job_ids_in_components(components: list[dict[str, Any]]) -> list[str]:

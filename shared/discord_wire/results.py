@@ -1,0 +1,37 @@
+"""A finished job's Discord message: its line (``shared.messages``) and its buttons (``shared.discord_wire.buttons``),
+the same from a worker's REST post and from the bot's /show."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from shared import messages
+from shared.discord_wire import buttons
+from shared.jobs.spec import JobKind, JobSpec
+
+log = logging.getLogger(__name__)
+
+
+def result_detail(spec: JobSpec) -> str:
+    """What the result line says a follow-up job was: the upscale mode, the variation strength, the outpaint."""
+    if spec.kind is JobKind.UPSCALE:
+        return spec.upscale_mode
+    if spec.kind is JobKind.VARIATION:
+        return messages.variation_detail(spec.strength)
+    if spec.kind is JobKind.OUTPAINT:
+        return str(spec.extra.get("outpaint", ""))
+    return ""
+
+
+def result_message(
+    spec: JobSpec, notes: dict[str, Any], size: tuple[int, int] | None
+) -> tuple[str, list[dict[str, Any]]]:
+    """Text and buttons of a finished job's message (``notes``: its record's notes; ``size``: its picture's)."""
+    if spec.kind is JobKind.DESCRIBE:
+        descriptions = [(str(text), float(score)) for text, score in notes.get("descriptions", [])]
+        return messages.describe_text(spec.owner, descriptions), buttons.describe_components(
+            spec.job_id, len(descriptions)
+        )
+    line = messages.result_line(spec.prompt, spec.owner, spec.lane, spec.kind, result_detail(spec))
+    return line, buttons.components_for(spec.kind, spec.job_id, size)

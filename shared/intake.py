@@ -1,0 +1,152 @@
+"""The one path from a member's text to queued jobs, used by every front end: slash commands, buttons that carry text
+(the /describe picks), follow-ups with edited text (Remix), the CLI, and the web companion.
+
+Stages, in order (``Intake.jobs_from_text``):
+
+1. ``expand``: the member's ``--name`` options and prompt suffix (``shared.stores.member_settings``);
+2. ``parse`` and ``moderate``: the prompt language and the banned list (``shared.safety.moderation``, audited);
+3. ``member defaults``: stylize preset and aspect ratio where the prompt has the system's;
+4. ``rules``: the server's rules for this requester (each a callable that raises ``PromptError``);
+5. ``build jobs``: one ``JobSpec`` per permutation and repeat (``shared.prompt.resolve``).
+
+``Intake.submit`` then enqueues each job on its own (``shared.queue.client.enqueue_all``): a refused job does not
+stop the others, and the member is told which failed. Every refusal on the way is a ``MemberFacingError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import redis
+
+from shared.errors import PromptError
+from shared.jobs.spec import Delivery, JobKind, JobSpec
+from shared.prompt.parser import Prompt
+from shared.prompt.resolve import build_jobs, describe_job, guidance_for, steps_for
+from shared.queue.client import Submitted, enqueue_all
+from shared.safety import moderation
+from shared.settings import Settings
+from shared.stores import member_settings
+from shared.stores.member_settings import MemberSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asks, as every front end knows them."""
+
+    member_id: str
+    """A Discord user id, or ``local`` for the CLI."""
+    roles: tuple[str, ...] = ()
+    """The member's role ids in the guild (per-role limits and rules)."""
+    channel_id: str = ""
+    """Where the request was made ("" outside Discord)."""
+    locale: str = ""
+    """The member's Discord locale (``en-US``, ``zh-CN``, ...); "" when unknown."""
+
+
+Rule = Callable[[Prompt, Requester], None]
+"""A server rule: raises ``PromptError`` naming the rule and what is allowed when ``Prompt`` breaks it."""
+
+
+class Intake:
+    """Turns a requester's text into jobs and queues them, for one Redis and one set of settings."""
+
+    def __init__(self, connection: redis.Redis, settings: Settings, rules: Sequence[Rule] = ()) -> None:
+        self.connection = connection
+        self.settings = settings
+        self.rules = tuple(rules)
+
+    def member(self, requester: Requester) -> MemberSettings:
+        """The requester's saved defaults (one Redis read)."""
+        return member_settings.load(self.connection, self.settings, requester.member_id)
+
+    def prompts_from_text(self, text: str, requester: Requester, member: MemberSettings | None = None) -> list[Prompt]:
+        """Stages 1-4: the prompts ``text`` asks for, with the member's options, suffix and defaults, moderated and
+        checked against the rules (``member``: the requester's settings when already read, else read now)."""
+        member = member if member is not None else self.member(requester)
+        expanded = member.expand_options(member.apply_text(text))
+        checked = moderation.check_and_audit(expanded, self.settings, self.connection, owner=requester.member_id)
+        prompts = [member.apply_prompt(prompt) for prompt in checked]
+        for prompt in prompts:
+            for rule in self.rules:
+                rule(prompt, requester)
+        return prompts
+
+    def jobs_from_text(
+        self,
+        text: str,
+        requester: Requester,
+        delivery: Delivery,
+        *,
+        member: MemberSettings | None = None,
+        rng: random.Random | None = None,
+    ) -> list[JobSpec]:
+        """Every stage up to the jobs ``text`` makes for ``requester``, delivered to ``delivery``."""
+        member = member if member is not None else self.member(requester)
+        prompts = self.prompts_from_text(text, requester, member)
+        specs = build_jobs(
+            prompts,
+            settings=self.settings,
+            owner=requester.member_id,
+            delivery=delivery,
+            lane=member.lane or None,
+            rng=rng,
+        )
+        log.debug("intake: %d job(s) for %s", len(specs), requester.member_id)
+        return specs
+
+    def remix(self, base: JobSpec, text: str, requester: Requester, member: MemberSettings | None = None) -> JobSpec:
+        """A follow-up ``base`` (a variation, re-roll, outpaint, ...) with its prompt replaced by the member's edited
+        ``text``, through the same stages; the size, source image and seeds of ``base`` stay (its buttons decided
+        them). The text must make exactly one job."""
+        prompts = self.prompts_from_text(text, requester, member)
+        if len(prompts) != 1 or prompts[0].repeat != 1:
+            count = sum(prompt.repeat for prompt in prompts)
+            raise PromptError(f"a remix makes one job, this text makes {count} (permutations or --repeat)")
+        prompt = prompts[0]
+        extra = {
+            **base.extra,
+            "stylize": prompt.stylize,
+            "quality": prompt.quality,
+            "chaos": prompt.chaos,
+            "weird": prompt.weird,
+            "style": prompt.style,
+            "remixed": True,
+        }
+        changes: dict[str, object] = {
+            "prompt": prompt.to_text(),
+            "parts": prompt.parts,
+            "negative": prompt.negative,
+            "guidance": guidance_for(prompt.stylize, prompt.style, self.settings.guidance),
+            "steps": steps_for(prompt.quality, self.settings.steps),
+            "chaos": prompt.chaos / 100,
+            "extra": extra,
+        }
+        if base.kind is JobKind.GRID:
+            changes["tile"] = prompt.tile
+            changes["stop"] = prompt.stop
+        return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+    def describe(
+        self,
+        image_url: str,
+        name: str,
+        requester: Requester,
+        delivery: Delivery,
+        member: MemberSettings | None = None,
+    ) -> JobSpec:
+        """A /describe job for the image at ``image_url`` (``name``: what its lines call it), on the member's lane."""
+        member = member if member is not None else self.member(requester)
+        return describe_job(
+            image_url, name, settings=self.settings, owner=requester.member_id, delivery=delivery, lane=member.lane
+        )
+
+    def submit(self, specs: Sequence[JobSpec], requester: Requester) -> list[Submitted]:
+        """Enqueue every job on its own; each outcome says whether it was queued and, if not, why (member-facing)."""
+        return enqueue_all(self.connection, self.settings, specs, requester.roles)
