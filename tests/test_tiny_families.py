@@ -90,6 +90,7 @@ def _run(pipe: Any, name: str, seed: int = 0, **extra: Any) -> tuple[np.ndarray,
 def test_text_to_image_size_determinism_and_latents(load: Loader, name: str) -> None:
     pipe = load(name)
     assert type(pipe) is FAMILIES[name].pipeline
+    assert pipe.vae_scale_factor * 2 == FAMILIES[name].size_multiple
     first, seen = _run(pipe, name)
     again, _ = _run(pipe, name)
     other, _ = _run(pipe, name, seed=1)

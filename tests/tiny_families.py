@@ -464,7 +464,7 @@ def build_tiny_flux2_klein(folder: Path, seed: int = 0, distilled: bool = False)
 
 
 def build_tiny_qwenimage(folder: Path, seed: int = 0) -> Path:
-    """A tiny Qwen-Image pipeline: Qwen2.5-VL (text: 2 layers of width 16; vision tower: 1 block of width 16, unused by
+    """A tiny Qwen-Image pipeline: Qwen2.5-VL (text: 1 layer of width 16; vision tower: 1 block of width 8, unused by
     text-to-image but part of the class), the byte-level Qwen tokenizer with vision specials, a 2-block
     QwenImage transformer and Qwen-Image's causal 3D VAE (one spatial halving)."""
     tokenizer = qwen_tokenizer(vision=True)
@@ -475,7 +475,7 @@ def build_tiny_qwenimage(folder: Path, seed: int = 0) -> Path:
             "vocab_size": len(tokenizer),
             "hidden_size": 16,
             "intermediate_size": 32,
-            "num_hidden_layers": 2,
+            "num_hidden_layers": 1,
             "num_attention_heads": 2,
             "num_key_value_heads": 1,
             "max_position_embeddings": 2048,
@@ -485,11 +485,12 @@ def build_tiny_qwenimage(folder: Path, seed: int = 0) -> Path:
             "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
             "pad_token_id": tokenizer.pad_token_id,
         },
+        # Depth 0 also runs text-to-image; one block keeps a working vision tower for the edit pipelines.
         vision_config={
             "depth": 1,
-            "hidden_size": 16,
-            "intermediate_size": 16,
-            "num_heads": 2,
+            "hidden_size": 8,
+            "intermediate_size": 8,
+            "num_heads": 1,
             "out_hidden_size": 16,
             "fullatt_block_indexes": [0],
         },
