@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,10 +13,10 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from shared import connection as connections
 from shared import limits, metrics
 from shared.fair_share import FairQueue
 from shared.job import JobSpec, JobStatus
-from shared.redis_server import EmbeddedRedis
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,26 +35,15 @@ META_PHASE = "phase"
 META_SPEC = "spec"
 """Job meta key: the job spec as a dict, readable without deserialising the call arguments."""
 
-_embedded: dict[str, EmbeddedRedis] = {}
-
 
 def redis_url(settings: Settings) -> str:
-    """The Redis URL in force: ``REDIS_URL``, else the embedded server's (started if needed)."""
-    url = settings.redis_url.get_secret_value()
-    if url:
-        return url
-    key = str(settings.data_dir)
-    if key not in _embedded:
-        server = EmbeddedRedis(settings.data_dir)
-        server.start()
-        _embedded[key] = server
-        atexit.register(server.stop)
-    return _embedded[key].url
+    """The Redis URL in force (``shared.connection.redis_url``: ``REDIS_URL``, else the embedded server's)."""
+    return connections.redis_url(settings)
 
 
 def connect(settings: Settings) -> redis.Redis:
-    """A Redis connection for ``settings`` (bytes responses, as RQ needs)."""
-    return redis.Redis.from_url(redis_url(settings), health_check_interval=30)
+    """A Redis connection for ``settings`` (``shared.connection.connect``: URL, TLS, embedded or Sentinel)."""
+    return connections.connect(settings)
 
 
 def queue_name(settings: Settings, lane: str) -> str:
