@@ -16,7 +16,7 @@ import pytest
 import redis
 from pydantic import SecretStr, ValidationError
 
-from shared.connection import connect, redis_url, sentinel_configured
+from shared.connection import SentinelConnection, SentinelSSLConnection, connect, redis_url, sentinel_configured
 from shared.redis_server import EmbeddedRedis
 from shared.settings import Settings
 
@@ -136,3 +136,26 @@ def test_sentinel_and_tls_settings_are_checked_naming_setting_and_value() -> Non
     assert settings.sentinel_addresses == [("localhost", 26379), ("::1", 26380)]
     with pytest.raises(ValueError, match=r"REDIS_URL must be redis:// or rediss:// \(or empty\), got unix://"):
         connect(settings.model_copy(update={"redis_url": SecretStr("unix:///tmp/x.sock")}))
+
+
+def test_with_sentinels_redis_url_gives_credentials_database_and_tls_but_not_the_host() -> None:
+    """Nothing is contacted: Sentinel clients connect on first use."""
+    settings = Settings(
+        redis_sentinels="127.0.0.1:1",
+        redis_sentinel_master="primary",
+        redis_sentinel_password=SecretStr("sentinel-secret"),
+        redis_url=SecretStr("rediss://worker:p%40ss@ignored-host:6380/3"),
+        redis_tls_ca_file="/etc/imagine/redis-ca.pem",
+    )
+    connection = connect(settings)
+    pool = connection.connection_pool
+    assert pool.connection_class is SentinelSSLConnection
+    options = pool.connection_kwargs
+    assert (options["username"], options["password"], options["db"]) == ("worker", "p@ss", 3)
+    assert options["ssl_ca_certs"] == "/etc/imagine/redis-ca.pem" and options["ssl_cert_reqs"] == "required"
+    assert "host" not in options  # the sentinels name the primary
+    sentinel = pool.sentinel_manager.sentinels[0].connection_pool  # type: ignore[attr-defined]
+    assert sentinel.connection_kwargs["password"] == "sentinel-secret"
+    assert sentinel.connection_class is redis.SSLConnection
+    plain = connect(settings.model_copy(update={"redis_url": SecretStr("")}))
+    assert plain.connection_pool.connection_class is SentinelConnection
