@@ -398,3 +398,52 @@ CANCEL_REACTIONS: frozenset[str] = frozenset({"\N{CROSS MARK}"})
 
 ENVELOPE_REACTIONS: frozenset[str] = frozenset({"\N{ENVELOPE}", "\N{ENVELOPE}\N{VARIATION SELECTOR-16}"})
 """Reactions that send the reacting member a direct message with the job's picture, job id, seeds and parameters."""
+
+# --- Result stores and Redis connections (shared/stores/) ---
+
+RESULT_STORES: tuple[str, ...] = ("redis", "filesystem", "s3")
+"""Backends that can hold finished jobs' images and records (setting ``RESULT_STORE``)."""
+
+RESULT_STORE: str = "redis"
+"""Result backend of a fresh install: Redis, as before result stores existed (one machine, nothing to set up)."""
+
+RESULT_DIR_NAME: str = "results"
+"""Folder under ``DATA_DIR`` that the filesystem result store uses when ``RESULT_DIR`` is empty."""
+
+REDIS_RESULT_MAX_BYTES: int = 1024 * 1024 * 1024
+"""Most PNG bytes the redis result store keeps (about 170 grids of four 1024 px images); the oldest jobs' results
+are evicted to make room. 0 turns the cap off."""
+
+RESULT_URL_EXPIRES_S: int = 3600
+"""Lifetime of a presigned result URL (S3 store) when the caller does not choose one."""
+
+RESULT_SWEEP_S: int = 3600
+"""Least seconds between two retention sweeps of the result store (one worker does it, elected by a Redis lock)."""
+
+S3_PREFIX: str = "results/"
+"""Key prefix of result objects inside the S3 bucket (the lifecycle rule is scoped to it)."""
+
+S3_REGION: str = "us-east-1"
+"""S3 region (SigV4 signs with it; S3-compatible servers usually accept us-east-1)."""
+
+S3_ADDRESSING_STYLES: tuple[str, ...] = ("auto", "path", "virtual")
+"""botocore addressing styles: path style (http://host/bucket/key) suits S3-compatible servers on one host name."""
+
+S3_LIFECYCLE_RULE_ID: str = "imagine-result-expiry"
+"""ID of the bucket lifecycle rule the S3 store installs, followed by ``:<prefix>`` (replaced on each
+``ensure_bucket``; other rules, other prefixes' included, are kept)."""
+
+REDIS_TLS_CERT_REQS: tuple[str, ...] = ("required", "optional", "none")
+"""Accepted ``REDIS_TLS_CERT_REQS``: how a ``rediss://`` connection checks the server certificate."""
+
+REDIS_FAILOVER_WAIT_S: float = 30.0
+"""Seconds a Redis command keeps retrying (re-asking the sentinels for the master) while Sentinel fails over."""
+
+REDIS_SENTINEL_SOCKET_TIMEOUT_S: float = 1.0
+"""Seconds one question to one sentinel may take, so a dead sentinel does not stall a failover."""
+
+REDIS_CONNECT_TIMEOUT_S: float = 2.0
+"""Seconds to open one TCP connection to a Sentinel-managed Redis (a dead master must not stall the retry loop)."""
+
+REDIS_REPLICA_WAIT_MS: int = 500
+"""With Sentinel, an enqueue waits up to this many ms for one replica to hold it (Redis WAIT); 0 does not wait."""

@@ -171,13 +171,52 @@ class Keys:
 
     # -- results and delivery ------------------------------------------------------------------------------------------
 
+    @property
+    def image_prefix(self) -> str:
+        """What every image key starts with (the Redis result store's Lua script evicts by it)."""
+        return f"{self.prefix}:image:"
+
     def image(self, job_id: str, index: int) -> str:
         """PNG bytes of image ``index`` (0-based) of ``job_id``."""
-        return f"{self.prefix}:image:{job_id}:{index}"
+        return f"{self.image_prefix}{job_id}:{index}"
+
+    @property
+    def record_prefix(self) -> str:
+        """What every record key starts with."""
+        return f"{self.prefix}:record:"
 
     def record(self, job_id: str) -> str:
         """A finished job's record (JSON)."""
-        return f"{self.prefix}:record:{job_id}"
+        return f"{self.record_prefix}{job_id}"
+
+    def result_pointer(self, job_id: str) -> str:
+        """Where ``job_id``'s result lives (``shared.stores.results.Location`` as JSON)."""
+        return f"{self.prefix}:result:{job_id}"
+
+    @property
+    def results_index(self) -> str:
+        """Sorted set job id -> time its images were put in the Redis result store."""
+        return f"{self.prefix}:results:index"
+
+    @property
+    def results_sizes(self) -> str:
+        """Hash job id -> "bytes count" of its images in the Redis result store."""
+        return f"{self.prefix}:results:sizes"
+
+    @property
+    def results_bytes(self) -> str:
+        """PNG bytes the Redis result store holds now (checked against ``REDIS_RESULT_MAX_BYTES``)."""
+        return f"{self.prefix}:results:bytes"
+
+    @property
+    def replication_mark(self) -> str:
+        """A counter ``wait_for_replica`` increments, so its WAIT covers every earlier write of any connection."""
+        return f"{self.prefix}:replication-mark"
+
+    @property
+    def results_swept(self) -> str:
+        """Lock: present while one worker's retention sweep is recent."""
+        return f"{self.prefix}:results:swept"
 
     @property
     def outbox(self) -> str:

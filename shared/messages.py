@@ -99,14 +99,23 @@ def not_queued_all(failed: int, total: int) -> str:
 # -- results and follow-ups --------------------------------------------------------------------------------------------
 
 
+def kept_for(ttl_s: int) -> str:
+    """A lifetime in words: "30 days", "12 hours", "90 seconds"."""
+    for unit, seconds in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if (ttl_s >= seconds and ttl_s % seconds == 0) or ttl_s >= 2 * seconds:
+            count = ttl_s // seconds
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{ttl_s} second{'s' if ttl_s != 1 else ''}"
+
+
 def image_expired(index: int, job_id: str, ttl_s: int) -> str:
     """An image a button needs is no longer stored."""
-    return f"image {index + 1} of job {job_id} is no longer stored (images are kept {ttl_s // 86400} days)"
+    return f"image {index + 1} of job {job_id} is no longer stored (results are kept {kept_for(ttl_s)})"
 
 
 def result_expired(job_id: str, ttl_s: int) -> str:
     """A job record a command needs is no longer stored."""
-    return f"job {job_id} is no longer stored (results are kept {ttl_s // 86400} days)"
+    return f"job {job_id} is no longer stored (results are kept {kept_for(ttl_s)})"
 
 
 def expired(message: str) -> str:

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -111,6 +111,41 @@ class Settings(BaseSettings):
         description="TESTS ONLY: 'oom', 'error' or 'value' makes jobs whose prompt has '[fault]' raise that fault.",
     )
 
+    # Result stores (shared/stores/) and Redis connections (shared/stores/connection.py).
+    result_store: str = Field(default=defaults.RESULT_STORE, description="Where results go: redis, filesystem or s3.")
+    result_dir: Path = Field(
+        default=Path(""), validate_default=True, description="Filesystem result store folder; empty: DATA_DIR/results."
+    )
+    redis_result_max_bytes: int = Field(
+        default=defaults.REDIS_RESULT_MAX_BYTES, ge=0, description="PNG bytes the redis store keeps; 0 = no cap."
+    )
+    s3_endpoint_url: str = Field(default="", description="S3 endpoint URL; empty: AWS's for S3_REGION.")
+    s3_bucket: str = Field(
+        default="", validate_default=True, description="S3 bucket of results (RESULT_STORE=s3 needs it)."
+    )
+    s3_prefix: str = Field(default=defaults.S3_PREFIX, description="Key prefix of result objects in the bucket.")
+    s3_region: str = Field(default=defaults.S3_REGION, description="S3 region name.")
+    s3_access_key_id: str = Field(default="", description="S3 access key id; empty: boto3's own credential chain.")
+    s3_secret_access_key: SecretStr = Field(default=SecretStr(""), description="S3 secret access key.")
+    s3_addressing_style: str = Field(default="auto", description="S3 addressing: auto, path or virtual.")
+    redis_tls_ca_file: str = Field(default="", description="CA bundle that signs the Redis server's certificate.")
+    redis_tls_cert_reqs: str = Field(
+        default="required", description="rediss:// certificate check: required, optional, none."
+    )
+    redis_tls_cert_file: str = Field(default="", description="Client certificate for Redis TLS (mutual TLS only).")
+    redis_tls_key_file: str = Field(default="", description="Client key for Redis TLS (mutual TLS only).")
+    redis_sentinels: str = Field(default="", description="Comma-separated host:port of Redis sentinels; empty: none.")
+    redis_sentinel_master: str = Field(
+        default="", validate_default=True, description="Service name the sentinels monitor."
+    )
+    redis_sentinel_password: SecretStr = Field(default=SecretStr(""), description="Password of the sentinels.")
+    redis_failover_wait_s: float = Field(
+        default=defaults.REDIS_FAILOVER_WAIT_S, gt=0, description="Seconds commands retry during a Sentinel failover."
+    )
+    redis_replica_wait_ms: int = Field(
+        default=defaults.REDIS_REPLICA_WAIT_MS, ge=0, description="With Sentinel: ms an enqueue waits for a replica."
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -134,6 +169,80 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("result_dir")
+    @classmethod
+    def _resolve_result_dir(cls, value: Path, info: ValidationInfo) -> Path:
+        # Cross-field checks are field validators reading earlier fields (info.data), not a model validator, whose
+        # error would quote the whole raw input, secrets included.
+        if value == Path(""):
+            data_dir = info.data.get("data_dir")
+            return (data_dir if isinstance(data_dir, Path) else Path(defaults.DATA_DIR)) / defaults.RESULT_DIR_NAME
+        return value if value.is_absolute() else defaults.PROJECT_ROOT / value
+
+    @field_validator("result_store")
+    @classmethod
+    def _check_result_store(cls, value: str) -> str:
+        if value not in defaults.RESULT_STORES:
+            raise ValueError(f"RESULT_STORE must be one of {', '.join(defaults.RESULT_STORES)}, got {value!r}")
+        return value
+
+    @field_validator("s3_addressing_style")
+    @classmethod
+    def _check_addressing_style(cls, value: str) -> str:
+        if value not in defaults.S3_ADDRESSING_STYLES:
+            allowed = ", ".join(defaults.S3_ADDRESSING_STYLES)
+            raise ValueError(f"S3_ADDRESSING_STYLE must be one of {allowed}, got {value!r}")
+        return value
+
+    @field_validator("redis_tls_cert_reqs")
+    @classmethod
+    def _check_cert_reqs(cls, value: str) -> str:
+        if value not in defaults.REDIS_TLS_CERT_REQS:
+            allowed = ", ".join(defaults.REDIS_TLS_CERT_REQS)
+            raise ValueError(f"REDIS_TLS_CERT_REQS must be one of {allowed}, got {value!r}")
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _check_sentinels(cls, value: str) -> str:
+        for item in value.split(","):
+            raw = item.strip()
+            if not raw:
+                continue
+            host, _, port = raw.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"REDIS_SENTINELS must be comma-separated host:port entries, got {raw!r} in {value!r}")
+        return value
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _check_s3_bucket(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("result_store") == "s3" and not value:
+            raise ValueError("RESULT_STORE=s3 needs S3_BUCKET (the bucket that holds results), got ''")
+        return value
+
+    @field_validator("redis_sentinel_master")
+    @classmethod
+    def _check_sentinel_master(cls, value: str, info: ValidationInfo) -> str:
+        sentinels = str(info.data.get("redis_sentinels", ""))
+        if bool(sentinels.strip()) != bool(value):
+            raise ValueError(
+                "REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together, got "
+                f"REDIS_SENTINELS={sentinels!r}, REDIS_SENTINEL_MASTER={value!r}"
+            )
+        return value
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """``REDIS_SENTINELS`` parsed into (host, port) pairs (validated when settings are read)."""
+        pairs = []
+        for item in self.redis_sentinels.split(","):
+            raw = item.strip()
+            if raw:
+                host, _, port = raw.rpartition(":")
+                pairs.append((host.strip("[]"), int(port)))
+        return pairs
 
     def resolve_model(self, name: str | None = None) -> str:
         """The model folder (absolute, when it exists under the checkout) or id for ``name`` (an alias or a ref)."""

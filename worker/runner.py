@@ -26,6 +26,7 @@ from shared.queue import limits, meta, metrics
 from shared.queue.client import all_queues, get_queue
 from shared.queue.fair_share import FairQueue
 from shared.settings import Settings
+from shared.stores import images
 from shared.stores.connection import connect
 from worker import image_moderation, payload_guard, rq_adapter
 from worker.abandoned import make_abandoned_handler
@@ -154,13 +155,18 @@ class ImagineWorker(SimpleWorker):
         super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
 
     def run_maintenance_tasks(self) -> None:
-        """RQ's maintenance (abandoned jobs re-queued or failed), then results waiting in the outbox re-delivered."""
+        """RQ's maintenance (abandoned jobs re-queued or failed), then results waiting in the outbox re-delivered and
+        the result store's retention (at most hourly across all workers)."""
         super().run_maintenance_tasks()
         if self.runtime is not None:
             try:
                 drain_outbox(self.connection, self.runtime.settings, self.runtime.publisher_for)
             except Exception:
                 log.exception("draining the outbox failed; the next maintenance pass retries")
+            try:
+                images.maybe_sweep(self.connection, self.runtime.settings)
+            except Exception:
+                log.exception("the result store's retention sweep failed; a later maintenance pass retries")
 
 
 def build_worker(

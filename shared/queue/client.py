@@ -27,6 +27,7 @@ from shared.prompt.resolve import check_size
 from shared.queue import limits, meta, metrics
 from shared.queue.fair_share import FairQueue
 from shared.settings import Settings
+from shared.stores.connection import wait_for_replica
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ def enqueue(connection: redis.Redis, settings: Settings, spec: JobSpec, roles: S
     except BaseException:
         limits.release(connection, settings, spec.job_id)
         raise
+    # With Sentinel: a replica holds the job before the member is told it is queued (no-op otherwise).
+    wait_for_replica(connection, settings)
     metrics.JOBS.labels(lane=spec.lane, status="submitted").inc()
     log.info("enqueued job %s (%s) on %s", spec.job_id, spec.kind, queue.name)
     return job

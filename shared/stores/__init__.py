@@ -1,2 +1,2 @@
-"""What is kept in Redis besides the queue: images and records, the outbox, member settings, the audit log, and the
-embedded Redis server itself."""
+"""What outlives a job: finished jobs' results (images and records, ``results``), the outbox, member settings, the
+audit log, the Redis connection and the embedded Redis server itself."""
