@@ -50,6 +50,10 @@ class ButtonAction(StrEnum):
     """The down arrow."""
     DESCRIBE_PICK = "d"
     """Button <n> under a /describe result: imagine candidate prompt n."""
+    CUSTOM_ZOOM = "cz"
+    """"Custom Zoom" on an upscaled image: a box with the prompt and ``--zoom`` (1-2), then a zoom out."""
+    VARY_REGION = "vr"
+    """"Vary (Region)" on an upscaled image: a private link to the web companion's mask editor."""
 
 
 PAN_BUTTONS: dict[ButtonAction, tuple[str, str]] = {
@@ -67,7 +71,7 @@ ZOOM_BUTTONS: dict[ButtonAction, tuple[float, str]] = {
 """Each zoom button's factor and label."""
 
 CUSTOM_ID_TEMPLATE = (
-    r"imagine:(?P<action>us|uc|vs|vx|z2|z1|sq|pl|pr|pu|pd|u|v|r|d):(?P<job_id>[0-9A-Za-z_-]{1,64}):(?P<n>[0-9])"
+    r"imagine:(?P<action>us|uc|vs|vx|vr|z2|z1|cz|sq|pl|pr|pu|pd|u|v|r|d):(?P<job_id>[0-9A-Za-z_-]{1,64}):(?P<n>[0-9])"
 )
 """Regex of every result button's ``custom_id``: ``imagine:<action>:<job_id>:<n>`` (n is 1-based; 0 for re-roll)."""
 
@@ -134,9 +138,11 @@ def grid_components(job_id: str) -> list[dict[str, Any]]:
 
 
 def upscale_components(job_id: str, square: bool = False) -> list[dict[str, Any]]:
-    """Three rows under an upscaled image: Upscale (Subtle), Upscale (Creative), Vary (Subtle), Vary (Strong); Zoom Out
-    2x, Zoom Out 1.5x and, unless the image is ``square`` already, Make Square; the four pan arrows."""
+    """Three rows under an upscaled image: Upscale (Subtle), Upscale (Creative), Vary (Subtle), Vary (Strong), Vary
+    (Region); Zoom Out 2x, Zoom Out 1.5x, Custom Zoom and, unless the image is ``square`` already, Make Square; the
+    four pan arrows."""
     zooms = [_button(label, custom_id(action, job_id, 1)) for action, (_, label) in ZOOM_BUTTONS.items()]
+    zooms.append(_button(messages.LABEL_CUSTOM_ZOOM, custom_id(ButtonAction.CUSTOM_ZOOM, job_id, 1)))
     if not square:
         zooms.append(_button(messages.LABEL_MAKE_SQUARE, custom_id(ButtonAction.MAKE_SQUARE, job_id, 1)))
     pans = [_button("", custom_id(action, job_id, 1), emoji=emoji) for action, (_, emoji) in PAN_BUTTONS.items()]
@@ -147,6 +153,7 @@ def upscale_components(job_id: str, square: bool = False) -> list[dict[str, Any]
                 _button(messages.LABEL_UPSCALE_CREATIVE, custom_id(ButtonAction.UPSCALE_CREATIVE, job_id, 1)),
                 _button(messages.LABEL_VARY_SUBTLE, custom_id(ButtonAction.VARY_SUBTLE, job_id, 1)),
                 _button(messages.LABEL_VARY_STRONG, custom_id(ButtonAction.VARY_STRONG, job_id, 1)),
+                _button(messages.LABEL_VARY_REGION, custom_id(ButtonAction.VARY_REGION, job_id, 1)),
             ]
         ),
         _row(zooms),
