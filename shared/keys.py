@@ -254,7 +254,6 @@ class Keys:
         """The job whose "(Waiting to start)" message is ``message_id`` (reactions find it)."""
         return f"{self.prefix}:message:{message_id}:job"
 
-
     # -- the web companion's gallery index (shared/stores/gallery.py) ---------------------------------------------------
 
     def gallery_member(self, member: str) -> str:
@@ -273,6 +272,7 @@ class Keys:
     def gallery_entry(self, job_id: str) -> str:
         """A job's gallery entry (JSON: owner, prompt, kind, size, visibility), kept as long as its result."""
         return f"{self.prefix}:gallery:job:{job_id}"
+
 
 @lru_cache(maxsize=16)
 def keys_of_prefix(prefix: str) -> Keys:

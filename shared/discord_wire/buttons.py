@@ -187,3 +187,30 @@ def attachment_name(job_id: str, kind: JobKind) -> str:
     """File name of a result's attachment (names the job, so a saved file can be traced to its record)."""
     prefix = {JobKind.UPSCALE: "upscale", JobKind.DESCRIBE: "describe"}.get(kind, "grid")
     return f"{prefix}_{job_id}.png"
+
+
+MODAL_ID_TEMPLATE = (
+    r"imagine:m:(?P<action>us|uc|vs|vx|vr|z2|z1|cz|sq|pl|pr|pu|pd|u|v|r|d):(?P<job_id>[0-9A-Za-z_-]{1,64}):"
+    r"(?P<n>[0-9]):(?P<nonce>[0-9a-f]{8})"
+)
+"""Regex of the Remix and Custom Zoom boxes' ``custom_id``: ``imagine:m:<action>:<job_id>:<n>:<nonce>``. It carries
+everything a submit needs (so a submit after a bot restart still works), and the random nonce makes each open box's
+id its own (discord.py keeps open modals by ``custom_id``: a shared id would let one member's box replace another's)."""
+
+_MODAL_ID = re.compile(MODAL_ID_TEMPLATE)
+
+
+def modal_custom_id(ref: ButtonRef, nonce: str) -> str:
+    """The ``custom_id`` of a box opened by the button ``ref`` (``nonce``: 8 hex digits, new for every box)."""
+    value = f"imagine:m:{ref.action.value}:{ref.job_id}:{ref.n}:{nonce}"
+    if len(value) > defaults.DISCORD_CUSTOM_ID_MAX or not _MODAL_ID.fullmatch(value):
+        raise ValueError(f"cannot build a modal custom_id from {ref!r} and nonce {nonce!r}")
+    return value
+
+
+def parse_modal_custom_id(value: str) -> ButtonRef | None:
+    """The button a box's ``custom_id`` was opened from, or None if it is not one of ours."""
+    match = _MODAL_ID.fullmatch(value)
+    if match is None:
+        return None
+    return ButtonRef(ButtonAction(match["action"]), match["job_id"], int(match["n"]))

@@ -342,7 +342,9 @@ def custom_zoom_spec(
     if not low <= factor <= high:
         raise ValueError(f"custom zoom factor must be from {low:g} to {high:g}, got {factor!r}")
     if factor == 1.0:
-        return variation_spec(record, index, owner, defaults.VARY_STRONG_STRENGTH, delivery=delivery, lane=lane, rng=rng)
+        return variation_spec(
+            record, index, owner, defaults.VARY_STRONG_STRENGTH, delivery=delivery, lane=lane, rng=rng
+        )
     return zoom_out_spec(record, index, owner, factor, delivery=delivery, lane=lane, rng=rng)
 
 

@@ -266,7 +266,9 @@ def public_page(
     shown: list[GalleryEntry] = []
     upper = f"({before}" if before is not None else "+inf"
     while True:
-        chunk = connection.zrevrangebyscore(keys.gallery_public, upper, "-inf", start=0, num=2 * page_size, withscores=True)
+        chunk = connection.zrevrangebyscore(
+            keys.gallery_public, upper, "-inf", start=0, num=2 * page_size, withscores=True
+        )
         if not chunk:
             return shown, None
         batch = entries(connection, settings, [_text(job_id) for job_id, _ in chunk])  # type: ignore[union-attr]

@@ -285,7 +285,9 @@ class Engine:
             elif spec.kind is JobKind.INPAINT:  # worker.engine.inpaint: the same kept latents, outside the mask
                 region = self.prepare_inpaint(spec, source)
                 image = region.image
-                outpaint = KeptRegion(region.known, region.keep, self.prepare_latents(spec, self.generators(spec.seeds)))
+                outpaint = KeptRegion(
+                    region.known, region.keep, self.prepare_latents(spec, self.generators(spec.seeds))
+                )
             call.update(image=image, strength=spec.strength)
             if pipe is self.pipes.text2img:  # our pixel-space pipeline takes height/width for img2img too
                 call.update(height=spec.height, width=spec.width)
