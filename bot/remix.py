@@ -7,6 +7,7 @@ error privately and nothing is queued.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import discord
 import redis
@@ -33,7 +34,7 @@ def is_ours(interaction: discord.Interaction) -> bool:
 
 async def on_modal_submit(interaction: discord.Interaction) -> None:
     """Answer a Remix or Custom Zoom submit: the edited job queued, or the reason it is not, privately."""
-    data = interaction.data if isinstance(interaction.data, dict) else {}
+    data: dict[str, Any] = dict(interaction.data) if isinstance(interaction.data, dict) else {}
     custom_id = str(data.get("custom_id", ""))
     ref = wire_buttons.parse_modal_custom_id(custom_id)
     if ref is None:

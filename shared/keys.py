@@ -254,7 +254,7 @@ class Keys:
         """The job whose "(Waiting to start)" message is ``message_id`` (reactions find it)."""
         return f"{self.prefix}:message:{message_id}:job"
 
-    # -- the web companion's gallery index (shared/stores/gallery.py) ---------------------------------------------------
+    # -- the web companion's gallery index (shared/stores/gallery.py) --------------------------------------------------
 
     def gallery_member(self, member: str) -> str:
         """Sorted set job id -> creation time of a member's jobs with a stored result ("My images")."""

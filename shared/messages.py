@@ -396,7 +396,7 @@ def admin_text(lines: list[str]) -> str:
     return fit_content("\n".join(lines))
 
 
-# -- Remix, Custom Zoom, Vary (Region) (bot/modals.py, bot/buttons.py) --------------------------------------------------
+# -- Remix, Custom Zoom, Vary (Region) (bot/modals.py, bot/buttons.py) -------------------------------------------------
 
 LABEL_VARY_REGION = "Vary (Region)"
 """Under an upscaled image: opens the web companion's mask editor."""
@@ -448,7 +448,7 @@ def remix_prompt_cut(kept: int) -> str:
     return f"the prompt was cut to {kept} characters to fit the box"
 
 
-# -- the web companion (web/) -------------------------------------------------------------------------------------------
+# -- the web companion (web/) ------------------------------------------------------------------------------------------
 
 MASK_NOT_PNG = "The mask must be a PNG image painted in the editor."
 """A region submit whose mask is not a readable PNG."""

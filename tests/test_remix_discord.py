@@ -57,7 +57,7 @@ async def test_a_long_prompt_is_cut_to_the_box_with_a_note() -> None:
     assert submitted_values(submitted) == {PROMPT_FIELD: "a cat"}
 
 
-def test_remix_and_custom_zoom(  # noqa: PLR0917 - pytest fixtures
+def test_remix_and_custom_zoom(
     fake_discord: FakeDiscord,
     start_bot: Callable[[], subprocess.Popen[bytes]],
     start_worker: Callable[..., subprocess.Popen[bytes]],

@@ -172,10 +172,10 @@ def _trim(connection: redis.Redis, settings: Settings, owner: str, cutoff: float
     """Drop ids older than the results' lifetime (and beyond ``GALLERY_MEMBER_MAX`` per member) from the sets."""
     keys = keys_for(settings)
     member_key = keys.gallery_member(owner)
-    old = [_text(v) for v in connection.zrangebyscore(member_key, "-inf", f"({cutoff}")]  # type: ignore[union-attr]
-    excess = int(connection.zcard(member_key)) - len(old) - defaults.GALLERY_MEMBER_MAX  # type: ignore[arg-type]
+    old = [_text(v) for v in connection.zrangebyscore(member_key, "-inf", f"({cutoff}")]
+    excess = int(connection.zcard(member_key)) - len(old) - defaults.GALLERY_MEMBER_MAX
     if excess > 0:
-        old += [_text(v) for v in connection.zrange(member_key, len(old), len(old) + excess - 1)]  # type: ignore[union-attr]
+        old += [_text(v) for v in connection.zrange(member_key, len(old), len(old) + excess - 1)]
     with connection.pipeline(transaction=False) as pipe:
         pipe.zremrangebyscore(keys.gallery_public, "-inf", f"({cutoff}")
         if old:
@@ -195,7 +195,7 @@ def entries(connection: redis.Redis, settings: Settings, job_ids: list[str]) -> 
         return []
     keys = keys_for(settings)
     found = []
-    for job_id, raw in zip(job_ids, connection.mget([keys.gallery_entry(j) for j in job_ids]), strict=True):  # type: ignore[union-attr]
+    for job_id, raw in zip(job_ids, connection.mget([keys.gallery_entry(j) for j in job_ids]), strict=True):
         if raw is None:
             continue
         try:
@@ -216,6 +216,7 @@ def member_page(
     settings: Settings,
     member: str,
     page: int = 1,
+    *,
     query: str = "",
     page_size: int = defaults.GALLERY_PAGE_SIZE,
 ) -> Page:
@@ -251,7 +252,7 @@ def stealth_members(connection: redis.Redis, settings: Settings, members: set[st
         return set()
     keys = keys_for(settings)
     raws = connection.mget([keys.member_settings(m) for m in ordered])
-    return {m for m, raw in zip(ordered, raws, strict=True) if member_settings.from_stored(raw, m).stealth}  # type: ignore[arg-type]
+    return {m for m, raw in zip(ordered, raws, strict=True) if member_settings.from_stored(raw, m).stealth}
 
 
 def public_page(
@@ -266,12 +267,12 @@ def public_page(
     shown: list[GalleryEntry] = []
     upper = f"({before}" if before is not None else "+inf"
     while True:
-        chunk = connection.zrevrangebyscore(
-            keys.gallery_public, upper, "-inf", start=0, num=2 * page_size, withscores=True
+        chunk: list[tuple[bytes, float]] = list(
+            connection.zrevrangebyscore(keys.gallery_public, upper, "-inf", start=0, num=2 * page_size, withscores=True)  # type: ignore[arg-type]
         )
         if not chunk:
             return shown, None
-        batch = entries(connection, settings, [_text(job_id) for job_id, _ in chunk])  # type: ignore[union-attr]
+        batch = entries(connection, settings, [_text(job_id) for job_id, _ in chunk])
         hidden = stealth_members(connection, settings, {e.owner for e in batch})
         for item in batch:
             if not item.public or item.owner in hidden:
@@ -280,7 +281,7 @@ def public_page(
             if len(shown) == page_size:
                 older = connection.zrevrangebyscore(keys.gallery_public, f"({item.created_at}", "-inf", start=0, num=1)
                 return shown, (item.created_at if older else None)
-        upper = f"({chunk[-1][1]}"  # type: ignore[index]
+        upper = f"({chunk[-1][1]}"
 
 
 def visible_to(connection: redis.Redis, settings: Settings, item: GalleryEntry, viewer: str) -> bool:
