@@ -274,6 +274,10 @@ class Keys:
         return f"{self.prefix}:gallery:job:{job_id}"
 
 
+    def region_link_used(self, token_digest: str) -> str:
+        """Flag: the Vary (Region) link whose token has this SHA-256 digest was submitted (a link queues one job)."""
+        return f"{self.prefix}:web:region-used:{token_digest}"
+
 @lru_cache(maxsize=16)
 def keys_of_prefix(prefix: str) -> Keys:
     """The (cached) ``Keys`` of ``prefix``."""
