@@ -123,7 +123,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> N
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (Debian's chromium package; .ci/run installs it)")
-def test_the_web_companion_in_a_browser(
+def test_the_web_companion_in_a_browser(  # noqa: PLR0917 - pytest fixtures
     fake_discord: FakeDiscord,
     web_env: dict[str, str],
     processes: Callable[[str, str], subprocess.Popen[bytes]],
