@@ -142,11 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     timings = asyncio.run(run(args.jobs, args.requests, args.store))
-    print(f"{args.jobs} jobs, {args.requests} requests per page, {args.store} store")  # noqa: T201
+    print(f"{args.jobs} jobs, {args.requests} requests per page, {args.store} store")
     for name, values in timings.items():
         values.sort()
         p95 = values[int(0.95 * (len(values) - 1))]
-        print(  # noqa: T201
+        print(
             f"{name:>20}: p50 {statistics.median(values):6.1f} ms  p95 {p95:6.1f} ms  max {values[-1]:6.1f} ms"
         )
     return 0
