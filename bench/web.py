@@ -146,9 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in timings.items():
         values.sort()
         p95 = values[int(0.95 * (len(values) - 1))]
-        print(
-            f"{name:>20}: p50 {statistics.median(values):6.1f} ms  p95 {p95:6.1f} ms  max {values[-1]:6.1f} ms"
-        )
+        print(f"{name:>20}: p50 {statistics.median(values):6.1f} ms  p95 {p95:6.1f} ms  max {values[-1]:6.1f} ms")
     return 0
 
 

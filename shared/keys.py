@@ -273,10 +273,10 @@ class Keys:
         """A job's gallery entry (JSON: owner, prompt, kind, size, visibility), kept as long as its result."""
         return f"{self.prefix}:gallery:job:{job_id}"
 
-
     def region_link_used(self, token_digest: str) -> str:
         """Flag: the Vary (Region) link whose token has this SHA-256 digest was submitted (a link queues one job)."""
         return f"{self.prefix}:web:region-used:{token_digest}"
+
 
 @lru_cache(maxsize=16)
 def keys_of_prefix(prefix: str) -> Keys:
