@@ -243,6 +243,8 @@ async def test_region_links_and_masks(site: Site) -> None:
         assert await login(client, site, MEMBER, f"/region/{token}") == f"/region/{token}"
         status, html = await page(client, link)
         assert status == 200 and 'width="256" height="256"' in html and "readonly" in html  # Remix off
+        async with client.get(f"{link}/image") as response:
+            assert response.status == 200 and Image.open(io.BytesIO(await response.read())).size == (256, 256)
         csrf = csrf_of(html)
 
         async def post(url: str, mask: str, prompt: str = "a red circle") -> tuple[int, str, str]:
@@ -285,4 +287,5 @@ async def test_region_links_and_masks(site: Site) -> None:
         await login(client, site, OTHER, "/me")
         status, html = await page(client, link)
         assert status == 403 and messages.LINK_NOT_YOURS in html
+        assert (await page(client, f"{link}/image"))[0] == 403
     assert queued_jobs(conn) == before + 1

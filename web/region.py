@@ -72,7 +72,7 @@ async def editor(request: web.Request) -> web.StreamResponse:
     return render(
         request,
         "region.html",
-        image_url=f"/img/{grant.job_id}/{grant.index}",
+        image_url=f"{request.path}/image",
         width=width,
         height=height,
         prompt=record.spec.prompt,
@@ -80,6 +80,17 @@ async def editor(request: web.Request) -> web.StreamResponse:
         job_id=grant.job_id,
         action=request.path,
     )
+
+
+async def source_image(request: web.Request) -> web.StreamResponse:
+    """The image the link is for, to the member it was made for (whoever made the job, and whatever their
+    visibility: the link itself is the grant)."""
+    _, grant = _grant(request)
+    try:
+        data = image_store.get_image(connection_of(request), settings_of(request), grant.job_id, grant.index)
+    except ResultExpired as exc:
+        raise web.HTTPGone(text=messages.expired(str(exc))) from None
+    return web.Response(body=data, content_type="image/png", headers={"Cache-Control": "private, max-age=900"})
 
 
 async def submit(request: web.Request) -> web.StreamResponse:
@@ -145,4 +156,5 @@ async def _queue(request: web.Request, spec: JobSpec, requester: Requester) -> Q
 def add_routes(app: web.Application) -> None:
     """The editor's routes."""
     app.router.add_get("/region/{token}", editor)
+    app.router.add_get("/region/{token}/image", source_image)
     app.router.add_post("/region/{token}", submit)
