@@ -28,8 +28,8 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check bot cli worker shared training tests bench
-	$(VENV)/bin/ruff format --check bot cli worker shared training tests bench
+	$(VENV)/bin/ruff check bot cli worker shared training tests bench web
+	$(VENV)/bin/ruff format --check bot cli worker shared training tests bench web
 	$(VENV)/bin/mypy
 
 -include training/train.mk

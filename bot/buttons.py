@@ -13,6 +13,7 @@ from typing import Any
 import discord
 import redis
 
+from bot.modals import PromptModal
 from bot.state import BotState, state_of
 from bot.submission import delivery_for, requester_of, submit
 from shared import defaults, messages
@@ -20,6 +21,7 @@ from shared.discord_wire import buttons as wire_buttons
 from shared.discord_wire.buttons import ButtonAction, ButtonRef
 from shared.errors import MemberFacingError, PromptError, ResultExpired
 from shared.jobs.followups import (
+    custom_zoom_spec,
     described_prompt,
     make_square_spec,
     pan_spec,
@@ -32,13 +34,15 @@ from shared.jobs.record import JobRecord
 from shared.jobs.spec import JobSpec
 from shared.model_info import native_resolution, size_multiple
 from shared.queue.client import job_state
+from shared.signing import RegionGrant, region_url
 from shared.stores import images as image_store
 
 log = logging.getLogger(__name__)
 
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=wire_buttons.CUSTOM_ID_TEMPLATE):
-    """Any result button (U<n>, V<n>, re-roll, Upscale/Vary (Subtle/Creative/Strong), Zoom Out, Make Square, pans)."""
+    """Any result button (U<n>, V<n>, re-roll, Upscale/Vary (Subtle/Creative/Strong/Region), Zoom Out, Custom Zoom,
+    Make Square, pans); with Remix mode on, the variation, re-roll, zoom and pan buttons open the prompt box first."""
 
     def __init__(self, item: discord.ui.Button[Any], ref: ButtonRef) -> None:
         super().__init__(item)
@@ -54,24 +58,81 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=wire_bu
 
     async def callback(self, interaction: discord.Interaction) -> None:
         state = state_of(interaction)
+        ref = self.ref
+        if ref.action is ButtonAction.VARY_REGION:
+            await send_region_link(state, interaction, ref)
+            return
         try:
-            spec = follow_up(state, interaction, self.ref)
-        except redis.RedisError:
-            log.exception("queue unavailable for click %s", self.custom_id)
-            await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
+            spec = follow_up(state, interaction, ref)
+            boxed = ref.action is ButtonAction.CUSTOM_ZOOM or (
+                ref.action in REMIXABLE and state.intake.member(requester_of(interaction)).remix
+            )
+        except (redis.RedisError, MemberFacingError) as exc:
+            await answer_refusal(interaction, exc, self.custom_id)
             return
-        except ResultExpired as exc:
-            await interaction.response.send_message(messages.expired(str(exc)), ephemeral=True)
-            return
-        except PromptError as exc:  # text a button carries (a /describe pick) refused by the intake
-            await interaction.response.send_message(messages.prompt_error(str(exc)), ephemeral=True)
-            return
-        except MemberFacingError as exc:  # the record cannot give this job (e.g. Make Square of a square image)
-            log.info("cannot make a job from click %s: %s", self.custom_id, exc)
-            await interaction.response.send_message(messages.cannot_follow_up(str(exc)), ephemeral=True)
+        if boxed:  # Remix mode or Custom Zoom: the prompt first, the job on submit (bot.remix)
+            await interaction.response.send_modal(PromptModal(ref, prefill(ref, spec)))
+            log.info("click %s by %s opened a prompt box", self.custom_id, interaction.user.id)
             return
         await submit(interaction, [spec], state.desk)
         log.info("click %s by %s -> job %s", self.custom_id, interaction.user.id, spec.job_id)
+
+
+REMIXABLE = frozenset(
+    {
+        ButtonAction.VARY,
+        ButtonAction.REROLL,
+        ButtonAction.VARY_SUBTLE,
+        ButtonAction.VARY_STRONG,
+        *wire_buttons.ZOOM_BUTTONS,
+        *wire_buttons.PAN_BUTTONS,
+    }
+)
+"""Buttons that open the Remix box first when the member has Remix mode on (Midjourney's set)."""
+
+
+def prefill(ref: ButtonRef, spec: JobSpec) -> str:
+    """The text a box opens with: the job's prompt, and for Custom Zoom the default ``--zoom``."""
+    if ref.action is ButtonAction.CUSTOM_ZOOM:
+        return f"{spec.prompt} --zoom {defaults.CUSTOM_ZOOM_DEFAULT:g}"
+    return spec.prompt
+
+
+async def answer_refusal(interaction: discord.Interaction, exc: BaseException, what: str) -> None:
+    """The private answer to a click or box whose job cannot be made (``exc``: Redis down, or member-facing)."""
+    if isinstance(exc, redis.RedisError):
+        log.error("queue unavailable for %s", what, exc_info=exc)
+        await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
+    elif isinstance(exc, ResultExpired):
+        await interaction.response.send_message(messages.expired(str(exc)), ephemeral=True)
+    elif isinstance(exc, PromptError):  # text refused by the intake (a /describe pick, a Remix edit)
+        await interaction.response.send_message(messages.prompt_error(str(exc)), ephemeral=True)
+    else:  # the record cannot give this job (e.g. Make Square of a square image)
+        log.info("cannot make a job from %s: %s", what, exc)
+        await interaction.response.send_message(messages.cannot_follow_up(str(exc)), ephemeral=True)
+
+
+async def send_region_link(state: BotState, interaction: discord.Interaction, ref: ButtonRef) -> None:
+    """Vary (Region): a private, short-lived link to the web companion's mask editor, for this member and image."""
+    settings = state.settings
+    if not settings.web_base_url or not settings.web_secret.get_secret_value():
+        await interaction.response.send_message(messages.NO_WEB_COMPANION, ephemeral=True)
+        return
+    try:
+        record_for(state, ref.job_id)  # the image must still be stored
+    except (redis.RedisError, MemberFacingError) as exc:
+        await answer_refusal(interaction, exc, f"Vary (Region) of {ref.job_id}")
+        return
+    grant = RegionGrant(
+        member=str(interaction.user.id),
+        job_id=ref.job_id,
+        index=ref.index,
+        channel_id=str(interaction.channel_id or ""),
+        guild_id=str(interaction.guild_id or ""),
+    )
+    url = region_url(settings, grant)
+    await interaction.response.send_message(messages.region_link(url, settings.web_link_ttl_s), ephemeral=True)
+    log.info("Vary (Region) link for job %s given to %s", ref.job_id, interaction.user.id)
 
 
 def follow_up(state: BotState, interaction: discord.Interaction, ref: ButtonRef) -> JobSpec:
@@ -94,6 +155,8 @@ def follow_up(state: BotState, interaction: discord.Interaction, ref: ButtonRef)
         text = described_prompt(record, ref.index)
         (spec, *_) = state.intake.jobs_from_text(text, requester_of(interaction), delivery)
         return spec
+    if ref.action is ButtonAction.CUSTOM_ZOOM:  # the box's --zoom decides; this is the default's job
+        return custom_zoom_spec(record, ref.index, owner, defaults.CUSTOM_ZOOM_DEFAULT, delivery=delivery)
     if ref.action in wire_buttons.ZOOM_BUTTONS:
         factor, _ = wire_buttons.ZOOM_BUTTONS[ref.action]
         return zoom_out_spec(record, ref.index, owner, factor, delivery=delivery)

@@ -11,7 +11,7 @@ import discord
 import redis
 from discord import app_commands
 
-from bot import admin_commands, gateway_guard, reactions
+from bot import admin_commands, gateway_guard, reactions, remix
 from bot.buttons import JobButton
 from bot.commands import all_commands
 from bot.jobs import JobDesk
@@ -99,6 +99,12 @@ class ImagineClient(discord.Client):
 
     async def on_raw_reaction_add(self, event: discord.RawReactionActionEvent) -> None:
         await reactions.on_reaction(self, self.state, event)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Submits of the Remix and Custom Zoom boxes, from their ``custom_id`` (``bot.remix``): open boxes are
+        forgotten by discord.py on restart, so they are not answered through the box objects."""
+        if remix.is_ours(interaction):
+            await remix.on_modal_submit(interaction)
 
     async def on_ready(self) -> None:
         log.info("ready as %s in %d guild(s)", self.user, len(self.guilds))

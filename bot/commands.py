@@ -1,5 +1,5 @@
-"""Slash commands (/imagine, /describe, /settings, /prefer, /info, /show, /cancel, /record) and the "Job record"
-message command."""
+"""Slash commands (/imagine, /describe, /settings, /prefer, /info, /show, /cancel, /record, /stealth, /public) and the
+"Job record" message command."""
 
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ def settings_command(settings: Settings) -> app_commands.Command[Any, Any, Any]:
         lane="Speed lane of your jobs",
         aspect="Aspect ratio added as --ar",
         suffix="Text added to every prompt (words and/or --parameters)",
+        remix="Remix mode: edit the prompt before variations, re-rolls, zooms and pans",
         reset="Forget all your defaults",
     )
     @app_commands.choices(
@@ -76,13 +77,16 @@ def settings_command(settings: Settings) -> app_commands.Command[Any, Any, Any]:
         lane: str | None = None,
         aspect: str | None = None,
         suffix: str | None = None,
+        remix: bool | None = None,
         reset: bool = False,
     ) -> None:
-        changes = {
+        changes: dict[str, object] = {
             key: value
             for key, value in {"stylize": stylize, "lane": lane, "aspect": aspect, "suffix": suffix}.items()
             if value is not None
         }
+        if remix is not None:
+            changes["remix"] = remix
 
         def change(current: MemberSettings) -> MemberSettings:
             if reset:  # the /prefer options are kept: they are named, and only used when a prompt names them
@@ -133,6 +137,14 @@ def prefer_commands() -> app_commands.Group:
         )
         await interaction.response.send_message(_options_text(current), ephemeral=True)
 
+    @prefer.command(name="remix", description="Remix mode on or off: edit the prompt before variations, zooms, pans")
+    async def remix(interaction: discord.Interaction) -> None:
+        await _change_settings(
+            interaction,
+            lambda current: dataclasses.replace(current, remix=not current.remix),
+            lambda updated: messages.REMIX_ON if updated.remix else messages.REMIX_OFF,
+        )
+
     @prefer.command(name="suffix", description="Text added to every prompt (empty: none)")
     @app_commands.describe(value="Words and/or --parameters; empty clears the suffix")
     async def suffix(interaction: discord.Interaction, value: str = "") -> None:
@@ -144,7 +156,7 @@ def prefer_commands() -> app_commands.Group:
 _COMMAND_NAME = re.compile(r"[a-z0-9_-]{1,32}")
 """What Discord accepts as a slash command name (lowercase)."""
 _RESERVED_NAMES = frozenset(
-    {"imagine", "describe", "settings", "prefer", "info", "cancel", "show", "record"}
+    {"imagine", "describe", "settings", "prefer", "info", "cancel", "show", "record", "stealth", "public"}
     | {"queue", "ban", "unban", "limits", "workers"}
 )
 """Command names the bot already uses: a lane with one of these names gets no shortcut."""
@@ -176,6 +188,22 @@ async def _change_settings(
         await interaction.response.send_message(messages.not_saved(str(exc)), ephemeral=True)
         return
     await interaction.response.send_message(answer(updated), ephemeral=True)
+
+
+@app_commands.command(name="stealth", description="Keep your results out of the server's shared gallery")
+async def stealth_command(interaction: discord.Interaction) -> None:
+    """/stealth: the member's results stay out of the web companion's shared gallery (``shared.stores.gallery``)."""
+    await _change_settings(
+        interaction, lambda current: dataclasses.replace(current, stealth=True), lambda _: messages.STEALTH_ON
+    )
+
+
+@app_commands.command(name="public", description="Show your new results in the server's shared gallery")
+async def public_command(interaction: discord.Interaction) -> None:
+    """/public: the member's new results appear in the shared gallery (those stored in stealth never do)."""
+    await _change_settings(
+        interaction, lambda current: dataclasses.replace(current, stealth=False), lambda _: messages.PUBLIC_ON
+    )
 
 
 @app_commands.command(name="imagine", description="Make four images from a prompt")
@@ -392,4 +420,6 @@ def all_commands(
         show_command,
         record_command,
         record_menu,
+        stealth_command,
+        public_command,
     ]

@@ -447,3 +447,60 @@ REDIS_CONNECT_TIMEOUT_S: float = 2.0
 
 REDIS_REPLICA_WAIT_MS: int = 500
 """With Sentinel, an enqueue waits up to this many ms for one replica to hold it (Redis WAIT); 0 does not wait."""
+
+# --- Remix, Custom Zoom, Vary (Region) and the web companion (bot/modals.py, shared/jobs/, web/) ---
+
+DISCORD_MODAL_TIMEOUT_S: float = 900.0
+"""Seconds discord.py keeps an open modal in memory (submits are handled from their custom_id, so none is lost)."""
+
+CUSTOM_ZOOM_RANGE: tuple[float, float] = (1.0, 2.0)
+"""Accepted ``--zoom`` of Custom Zoom (Midjourney's 1-2): 1 re-renders the framing, 2 shows twice as much."""
+
+CUSTOM_ZOOM_DEFAULT: float = 2.0
+"""The ``--zoom`` prefilled in the Custom Zoom box."""
+
+INPAINT_STRENGTH: float = 1.0
+"""How much of the schedule an inpaint runs in the masked region (1 = from noise: the region is painted anew from
+the prompt, the kept latents around it giving the context)."""
+
+GALLERY_PAGE_SIZE: int = 24
+"""Jobs per page of the web companion's "My images" and gallery pages."""
+
+GALLERY_PROMPT_KEPT: int = 400
+"""Characters of a prompt kept in a job's gallery entry (what pages show and search reads; the record has all)."""
+
+GALLERY_SEARCH_MAX: int = 5000
+"""Newest jobs of a member that a prompt search reads (one Redis hash read; older ones are left out)."""
+
+GALLERY_MEMBER_MAX: int = 20000
+"""Most jobs kept in one member's gallery index (the oldest are dropped beyond this)."""
+
+WEB_PORT: int = 8080
+"""Port the web companion listens on."""
+
+WEB_LINK_TTL_S: int = 900
+"""Seconds a Vary (Region) link stays valid."""
+
+WEB_SESSION_TTL_S: int = 7 * 24 * 3600
+"""Seconds a web companion login lasts."""
+
+WEB_STATE_TTL_S: int = 600
+"""Seconds between leaving for Discord's authorize page and coming back with the code."""
+
+WEB_MASK_MAX_BYTES: int = 4 * 1024 * 1024
+"""Largest mask PNG the region editor may send."""
+
+WEB_MAX_BODY_BYTES: int = 8 * 1024 * 1024
+"""Largest request body the web companion reads (the mask's data URL is the largest)."""
+
+DISCORD_OAUTH_AUTHORIZE_URL: str = "https://discord.com/oauth2/authorize"
+"""Discord's authorize page, where a member's browser is sent to log in (OAuth2 authorization code flow)."""
+
+DISCORD_WEB_URL: str = "https://discord.com"
+"""Discord's web client: "open in Discord" links are ``<this>/channels/<guild>/<channel>/<message>``."""
+
+DISCORD_PERMISSION_ADMINISTRATOR: int = 1 << 3
+"""Discord's ADMINISTRATOR permission bit."""
+
+DISCORD_PERMISSION_MANAGE_GUILD: int = 1 << 5
+"""Discord's MANAGE_GUILD ("Manage Server") permission bit."""

@@ -254,6 +254,29 @@ class Keys:
         """The job whose "(Waiting to start)" message is ``message_id`` (reactions find it)."""
         return f"{self.prefix}:message:{message_id}:job"
 
+    # -- the web companion's gallery index (shared/stores/gallery.py) --------------------------------------------------
+
+    def gallery_member(self, member: str) -> str:
+        """Sorted set job id -> creation time of a member's jobs with a stored result ("My images")."""
+        return f"{self.prefix}:gallery:member:{member}"
+
+    def gallery_text(self, member: str) -> str:
+        """Hash job id -> the prompt's words in lower case, of a member's indexed jobs (prompt search)."""
+        return f"{self.prefix}:gallery:text:{member}"
+
+    @property
+    def gallery_public(self) -> str:
+        """Sorted set job id -> creation time of jobs stored while their member was public (the shared gallery)."""
+        return f"{self.prefix}:gallery:public"
+
+    def gallery_entry(self, job_id: str) -> str:
+        """A job's gallery entry (JSON: owner, prompt, kind, size, visibility), kept as long as its result."""
+        return f"{self.prefix}:gallery:job:{job_id}"
+
+    def region_link_used(self, token_digest: str) -> str:
+        """Flag: the Vary (Region) link whose token has this SHA-256 digest was submitted (a link queues one job)."""
+        return f"{self.prefix}:web:region-used:{token_digest}"
+
 
 @lru_cache(maxsize=16)
 def keys_of_prefix(prefix: str) -> Keys:

@@ -279,9 +279,14 @@ def variation_detail(strength: float) -> str:
     return "subtle" if strength <= defaults.VARY_SUBTLE_STRENGTH else "strong"
 
 
-def result_line(prompt: str, owner: str, lane: str, kind: JobKind = JobKind.GRID, detail: str = "") -> str:
-    """The final message's line: "**prompt** - <@user> (fast)"; upscales, variations and outpaints say what they are."""
+def result_line(
+    prompt: str, owner: str, lane: str, kind: JobKind = JobKind.GRID, detail: str = "", *, remixed: bool = False
+) -> str:
+    """The final message's line: "**prompt** - <@user> (fast)"; upscales, variations, outpaints and inpaints say what
+    they are, and a remixed job has the ``REMIXED_NOTE`` footnote."""
     who = mention(owner)
+    if kind is JobKind.INPAINT:
+        return _with_prompt(prompt, f" - {LABEL_VARY_REGION_DONE} by {who} ({lane})" + _remix_note(remixed))
     if kind is JobKind.UPSCALE:
         rest = f" - Upscaled ({detail.title() or 'Subtle'}) by {who} ({lane})"
     elif kind is JobKind.VARIATION:
@@ -290,7 +295,11 @@ def result_line(prompt: str, owner: str, lane: str, kind: JobKind = JobKind.GRID
         rest = f" - {escape_fitted(detail, 100) or 'Outpainted'} by {who} ({lane})"
     else:
         rest = f" - {who} ({lane})"
-    return _with_prompt(prompt, rest)
+    return _with_prompt(prompt, rest + _remix_note(remixed))
+
+
+def _remix_note(remixed: bool) -> str:
+    return f"\n{REMIXED_NOTE}" if remixed else ""
 
 
 def describe_text(owner: str, descriptions: list[tuple[str, float]]) -> str:
@@ -385,3 +394,110 @@ def audit_copy(actor: str, text: str) -> str:
 def admin_text(lines: list[str]) -> str:
     """Any multi-line admin answer, fitted to one message."""
     return fit_content("\n".join(lines))
+
+
+# -- Remix, Custom Zoom, Vary (Region) (bot/modals.py, bot/buttons.py) -------------------------------------------------
+
+LABEL_VARY_REGION = "Vary (Region)"
+"""Under an upscaled image: opens the web companion's mask editor."""
+
+LABEL_CUSTOM_ZOOM = "Custom Zoom"
+"""Under an upscaled image: a box with the prompt and ``--zoom``."""
+
+MODAL_TITLE_REMIX = "Remix"
+"""Title of the box that opens in Remix mode (at most 45 characters)."""
+
+MODAL_TITLE_CUSTOM_ZOOM = "Custom Zoom"
+"""Title of the Custom Zoom box."""
+
+MODAL_LABEL_PROMPT = "Prompt"
+"""Label of the prompt in the Remix and Custom Zoom boxes (at most 45 characters)."""
+
+MODAL_LABEL_PROMPT_CUT = "Prompt (cut to fit 4,000 characters)"
+"""Label of a prefilled prompt longer than a text box takes (at most 45 characters)."""
+
+REMIXED_NOTE = "-# Remixed"
+"""The footnote of a result whose prompt was edited in Remix mode (Discord's small text)."""
+
+LABEL_VARY_REGION_DONE = "Vary (Region)"
+"""What the result line of an inpaint job calls it."""
+
+NO_WEB_COMPANION = "Vary (Region) needs the server's web companion, which is not set up here; ask the admins."
+"""A Vary (Region) click on a server without ``WEB_BASE_URL`` and ``WEB_SECRET``."""
+
+REMIX_ON = "Remix mode is on: variation, re-roll, zoom and pan buttons first let you edit the prompt."
+"""/prefer remix turned it on."""
+
+REMIX_OFF = "Remix mode is off."
+"""/prefer remix turned it off."""
+
+STEALTH_ON = "Stealth mode: your new results stay out of the shared gallery, and none of your results show there now."
+"""/stealth."""
+
+PUBLIC_ON = "Public mode: your new results appear in the server's shared gallery (those made in stealth never do)."
+"""/public."""
+
+
+def region_link(url: str, ttl_s: int) -> str:
+    """The private answer to a Vary (Region) click: the editor's link and how long it works."""
+    return f"Paint the region to repaint in the editor: <{url}> (only for you, valid {kept_for(ttl_s)})."
+
+
+def remix_prompt_cut(kept: int) -> str:
+    """A note that a prefilled prompt was cut to the text box's ``kept`` characters."""
+    return f"the prompt was cut to {kept} characters to fit the box"
+
+
+# -- the web companion (web/) ------------------------------------------------------------------------------------------
+
+MASK_NOT_PNG = "The mask must be a PNG image painted in the editor."
+"""A region submit whose mask is not a readable PNG."""
+
+MASK_EMPTY = "Nothing was painted: paint the region to repaint, then submit."
+"""A region submit with an empty mask."""
+
+
+def mask_wrong_size(size: tuple[int, int], expected: tuple[int, int]) -> str:
+    """A region submit whose mask is not the image's size."""
+    return f"The mask is {size[0]}x{size[1]} pixels; it must be the image's {expected[0]}x{expected[1]}."
+
+
+def mask_too_large(limit: int) -> str:
+    """A region submit whose mask is over the size limit."""
+    return f"The mask is larger than {limit // (1024 * 1024)} MB."
+
+
+LINK_FORGED = "This link is not valid: it was changed or was not made by this server."
+"""A tampered or forged signed link (or session)."""
+
+LINK_EXPIRED = "This link has expired: click Vary (Region) under the image again for a new one."
+"""A region link past its lifetime."""
+
+LINK_NOT_YOURS = "This link was made for another member: click Vary (Region) yourself to get your own."
+"""A region link opened by a member it was not made for."""
+
+LINK_USED = "This link was already used: click Vary (Region) under the image again to repaint another region."
+"""A region link submitted a second time."""
+
+LOGIN_FAILED = "Logging in with Discord did not work; please try again."
+"""The OAuth2 callback with a wrong state, a refused code, or Discord unreachable."""
+
+CSRF_FAILED = "This form has expired or did not come from this site; reload the page and try again."
+"""A POST without the session's CSRF token."""
+
+JOB_NOT_VISIBLE = "There is no such job, or its member keeps it private."
+"""A job page of a job the viewer may not see (the same words for both, so private jobs cannot be probed)."""
+
+WEB_NOT_ADMIN = "Only the server's admins (Manage Server, or a configured admin role or user) can see the queue."
+"""The admin page for a member without admin rights."""
+
+NO_IMAGES = "No images yet: make some with /imagine in Discord."
+"""An empty "My images" page."""
+
+NO_MATCHES = "No images match that search."
+"""A search with no results."""
+
+
+def region_submitted(job_id: str) -> str:
+    """The page after a region submit: the job is queued and where its result goes."""
+    return f"Job {job_id} is queued: the repainted images appear in Discord and on this site when they are done."

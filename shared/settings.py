@@ -146,6 +146,28 @@ class Settings(BaseSettings):
         default=defaults.REDIS_REPLICA_WAIT_MS, ge=0, description="With Sentinel: ms an enqueue waits for a replica."
     )
 
+    # The web companion (web/) and the links the bot gives to it (Vary (Region)).
+    web_base_url: str = Field(
+        default="", description="Public URL of the web companion (e.g. https://imagine.example.org); empty: none."
+    )
+    web_host: str = Field(default="127.0.0.1", description="Address the web companion listens on.")
+    web_port: int = Field(default=defaults.WEB_PORT, ge=0, le=65535, description="Port the web companion listens on.")
+    web_secret: SecretStr = Field(
+        default=SecretStr(""), description="Signs web sessions and Vary (Region) links; the bot and web share it."
+    )
+    web_link_ttl_s: int = Field(default=defaults.WEB_LINK_TTL_S, gt=0, description="Seconds a region link is valid.")
+    web_session_ttl_s: int = Field(default=defaults.WEB_SESSION_TTL_S, gt=0, description="Seconds a login lasts.")
+    web_guild_id: str = Field(
+        default="", description="Guild whose roles decide web admins; empty: the first of DISCORD_GUILD_IDS."
+    )
+    discord_client_id: str = Field(default="", description="OAuth2 client id of the Discord application.")
+    discord_client_secret: SecretStr = Field(default=SecretStr(""), description="OAuth2 client secret.")
+    discord_oauth_authorize_url: str = Field(
+        default=defaults.DISCORD_OAUTH_AUTHORIZE_URL,
+        description="Discord's authorize page as members' browsers reach it (apart from DISCORD_API_BASE).",
+    )
+    discord_web_url: str = Field(default=defaults.DISCORD_WEB_URL, description="Discord's web client, for links.")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -260,6 +282,14 @@ class Settings(BaseSettings):
         """Whether a job recorded for ``model`` ("" = the default, from records older than the model field) may run
         on a worker with this configuration."""
         return not model or self.resolve_model(model) in self.served_models()
+
+    @property
+    def web_guild(self) -> str:
+        """The guild whose member roles the web companion reads: ``WEB_GUILD_ID``, else the first guild id."""
+        if self.web_guild_id.strip():
+            return self.web_guild_id.strip()
+        ids = self.guild_ids
+        return str(ids[0]) if ids else ""
 
     @property
     def guild_ids(self) -> list[int]:

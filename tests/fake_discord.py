@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import itertools
 import json
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +50,12 @@ INVALID_FORM_BODY = 50035
 
 CONTENT_MAX = 2000
 """Longest message content Discord accepts from a bot."""
+
+MODAL_TITLE_MAX = 45
+"""Longest modal title and text input label."""
+
+TEXT_INPUT_MAX = 4000
+"""Largest max_length (and so prefilled value) of a modal's text input."""
 
 
 @dataclass
@@ -147,6 +155,21 @@ class FakeDiscord:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._started = threading.Event()
+        # OAuth2 (the web companion's login) and guild lookups
+        self.client_id = str(application_id)
+        self.client_secret = "fake-client-secret"
+        self.oauth_user: int | None = None
+        """The member logged in to "Discord" in the browser: who the authorize page grants (None: refuses)."""
+        self.oauth_codes: dict[str, dict[str, Any]] = {}
+        """Authorization code -> {user_id, redirect_uri, used}."""
+        self.oauth_tokens: dict[str, int] = {}
+        """Access token -> user id."""
+        self.member_roles: dict[int, list[str]] = {}
+        """User id -> role ids in the guild (interactions and the guild member endpoint)."""
+        self.roles: dict[str, int] = {}
+        """Role id -> permission bits, besides @everyone."""
+        self.everyone_permissions = "2251799813685247"
+        """Permission bits of @everyone on the roles endpoint (the web companion's admin check reads them)."""
 
     # --- life cycle -------------------------------------------------------------------------------------------
 
@@ -201,6 +224,8 @@ class FakeDiscord:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        app.router.add_get("/oauth2/authorize", self._authorize_page)
+        app.router.add_post("/oauth2/authorize", self._authorize)
         self._runner = web.AppRunner(app, access_log=None)
         loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -275,7 +300,7 @@ class FakeDiscord:
     def _member(self, user_id: int) -> dict[str, Any]:
         return {
             "user": self.user(user_id),
-            "roles": [],
+            "roles": list(self.member_roles.get(user_id, [])),
             "joined_at": _iso(),
             "deaf": False,
             "mute": False,
@@ -611,8 +636,17 @@ class FakeDiscord:
             if data is None:
                 return _json({"message": "404: Not Found", "code": 0}, 404)
             return web.Response(body=data, content_type="image/png" if parts[2].endswith(".png") else "image/jpeg")
+        if parts == ["oauth2", "token"] and method == "POST":
+            return self._token(call)
+        if parts == ["users", "@me"] and method == "GET" and call.auth.startswith("Bearer "):
+            user_id = self.oauth_tokens.get(call.auth.removeprefix("Bearer "))
+            if user_id is None:
+                return _json({"message": "401: Unauthorized", "code": 0}, 401)
+            return _json(self.user(user_id))
         if call.auth != f"Bot {self.token}":
             return _json({"message": "401: Unauthorized", "code": 0}, 401)
+        if parts[:2] == ["guilds", str(self.guild_id)] and method == "GET":
+            return self._guild_route(parts[2:])
         if parts == ["users", "@me"] and method == "GET":
             return _json(self.user(self.bot_user_id, "imagine"))
         if parts == ["users", "@me", "channels"] and method == "POST":
@@ -727,6 +761,8 @@ class FakeDiscord:
         response_type = int(payload.get("type", 0))
         data = payload.get("data") or {}
         refused = self._form_refusal(data) if response_type in (4, 7) else None
+        if response_type == 9:
+            refused = self._modal_refusal(data)
         if refused is not None:
             return refused
         resource: dict[str, Any] = {"type": response_type}
@@ -860,6 +896,118 @@ class FakeDiscord:
             self.message_history[int(message["id"])].append(dict(message))
         return message
 
+    def _modal_refusal(self, data: dict[str, Any]) -> web.Response | None:
+        """Discord's 400 / 50035 for a modal over its limits: title and labels at most 45 characters, a custom_id at
+        most 100, a prefilled value at most the input's max_length (itself at most 4,000)."""
+        errors: dict[str, Any] = {}
+        if not 1 <= len(str(data.get("title", ""))) <= MODAL_TITLE_MAX:
+            errors["title"] = {"_errors": [{"code": "BASE_TYPE_BAD_LENGTH"}]}
+        if not 1 <= len(str(data.get("custom_id", ""))) <= 100:
+            errors["custom_id"] = {"_errors": [{"code": "BASE_TYPE_BAD_LENGTH"}]}
+        for r, item in enumerate(_modal_inputs(data)):
+            limit = int(item.get("max_length") or TEXT_INPUT_MAX)
+            if limit > TEXT_INPUT_MAX or len(str(item.get("value") or "")) > limit:
+                errors[f"components.{r}.value"] = {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH"}]}
+            if len(str(item.get("label") or "")) > MODAL_TITLE_MAX:
+                errors[f"components.{r}.label"] = {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH"}]}
+        if not errors:
+            return None
+        with self._lock:
+            self.refused_bodies.append(data)
+        return _json({"message": "Invalid Form Body", "code": INVALID_FORM_BODY, "errors": errors}, 400)
+
+    def submit_modal(self, opened: InteractionRecord, values: dict[str, str], *, user_id: int) -> InteractionRecord:
+        """Submit the modal that the answer to ``opened`` showed, with ``values`` by input custom_id (inputs not
+        given keep their prefilled value, as Discord's client sends them)."""
+        modal = opened.response["data"]
+        rows = [
+            {
+                "type": 1,
+                "components": [
+                    {
+                        "type": 4,
+                        "custom_id": item["custom_id"],
+                        "value": values.get(item["custom_id"], item.get("value") or ""),
+                    }
+                ],
+            }
+            for item in _modal_inputs(modal)
+        ]
+        data = {"custom_id": modal["custom_id"], "components": rows}
+        return self._send_interaction(self._interaction(5, data, user_id))
+
+    # --- OAuth2 and the guild, for the web companion ------------------------------------------------------------
+
+    async def _authorize_page(self, request: web.Request) -> web.Response:
+        """Discord's authorize page: the application asks for ``identify``; "Authorize" posts back here."""
+        query = request.query
+        if query.get("client_id") != self.client_id or query.get("response_type") != "code":
+            return web.Response(status=400, text="invalid client_id or response_type")
+        fields = "".join(
+            f'<input type="hidden" name="{name}" value="{html.escape(query.get(name, ""))}">'
+            for name in ("redirect_uri", "state", "client_id", "scope")
+        )
+        body = (
+            "<!doctype html><html><head><title>Discord - Authorize</title></head><body style='font-family:sans-serif;"
+            "background:#313338;color:#fff;padding:3em'><h1>imagine wants to access your account</h1>"
+            f"<p>Scopes: {html.escape(query.get('scope', ''))}</p>"
+            f"<form method='post' action='/oauth2/authorize'>{fields}<button id='authorize'>Authorize</button></form>"
+            "</body></html>"
+        )
+        return web.Response(text=body, content_type="text/html")
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        redirect_uri = str(form.get("redirect_uri", ""))
+        if self.oauth_user is None or not redirect_uri:
+            return web.Response(status=400, text="nobody is logged in to the fake Discord")
+        code = f"code-{self.snowflake()}"
+        with self._lock:
+            self.oauth_codes[code] = {"user_id": self.oauth_user, "redirect_uri": redirect_uri, "used": False}
+        query = urllib.parse.urlencode({"code": code, "state": str(form.get("state", ""))})
+        raise web.HTTPFound(f"{redirect_uri}?{query}")
+
+    def _token(self, call: Call) -> web.Response:
+        """The code exchange (form-encoded): a code works once, for the redirect_uri it was issued to."""
+        form = {k: v[0] for k, v in urllib.parse.parse_qs(str(call.json or "")).items()}
+        if form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
+            return _json({"error": "invalid_client"}, 401)
+        with self._lock:
+            grant = self.oauth_codes.get(form.get("code", ""))
+            if (
+                form.get("grant_type") != "authorization_code"
+                or grant is None
+                or grant["used"]
+                or grant["redirect_uri"] != form.get("redirect_uri")
+            ):
+                return _json({"error": "invalid_grant", "error_description": 'Invalid "code" in request.'}, 400)
+            grant["used"] = True
+            token = f"access-{self.snowflake()}"
+            self.oauth_tokens[token] = int(grant["user_id"])
+        return _json(
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": 604800,
+                "refresh_token": "r",
+                "scope": "identify",
+            }
+        )
+
+    def _guild_route(self, rest: list[str]) -> web.Response:
+        if not rest:
+            return _json(self._guild())
+        if rest == ["roles"]:
+            everyone = {**self._guild()["roles"][0], "permissions": self.everyone_permissions}
+            others = [
+                {**everyone, "id": role_id, "name": f"role{role_id}", "permissions": str(bits), "position": 1}
+                for role_id, bits in self.roles.items()
+            ]
+            return _json([everyone, *others])
+        if len(rest) == 2 and rest[0] == "members" and rest[1].isdigit():
+            return _json(self._member(int(rest[1])))
+        return _json({"message": "404: Not Found", "code": 0}, 404)
+
     # --- queries for tests --------------------------------------------------------------------------------------
 
     def buttons(self, message_id: int) -> list[dict[str, Any]]:
@@ -882,6 +1030,15 @@ class FakeDiscord:
         with self._lock:
             attachment = self.messages[message_id]["attachments"][index]
             return self.files[int(attachment["id"])]
+
+
+def _modal_inputs(modal: dict[str, Any]) -> list[dict[str, Any]]:
+    """The text inputs of a modal's payload (in action rows, or in labels)."""
+    found = []
+    for row in modal.get("components") or []:
+        children = row.get("components") or ([row["component"]] if isinstance(row.get("component"), dict) else [])
+        found += [child for child in children if child.get("type") == 4]
+    return found
 
 
 def _option(name: str, value: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "ARCHITECTURE.md"
-MAPPED = ("bot", "cli", "shared", "worker", "training")
+MAPPED = ("bot", "cli", "shared", "worker", "training", "web")
 """Packages whose modules the map lists (package ``__init__`` files only where they hold code)."""
 ROW = re.compile(r"^\| `([\w/]+\.py)` \|", re.MULTILINE)
 

@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("bot", "cli", "shared", "worker", "training", "bench")
+PACKAGES = ("bot", "cli", "shared", "worker", "training", "bench", "web")
 """The project's own top-level packages."""
 
 FORBIDDEN: dict[str, set[str]] = {
-    "shared": {"bot", "cli", "worker", "training", "discord", "torch", "diffusers", "transformers"},
-    "bot": {"cli", "worker", "training", "torch", "diffusers", "transformers"},
+    "shared": {"bot", "cli", "worker", "training", "web", "discord", "torch", "diffusers", "transformers"},
+    "bot": {"cli", "web", "worker", "training", "torch", "diffusers", "transformers"},
     "cli": {"bot", "worker", "training", "torch", "diffusers", "transformers", "discord"},
+    "web": {"bot", "cli", "worker", "training", "torch", "diffusers", "transformers", "discord"},
     "worker": {"bot", "cli", "training"},
     "training": {"bot", "cli"},
 }
@@ -140,11 +141,13 @@ def test_shared_loads_neither_discord_nor_torch() -> None:
     assert not loaded & {"torch", "diffusers", "transformers", "discord", "worker", "bot", "cli", "training"}
 
 
-@pytest.mark.parametrize("front_end", ["bot", "cli"])
+@pytest.mark.parametrize("front_end", ["bot", "cli", "web"])
 def test_front_ends_load_no_torch_and_no_worker(front_end: str) -> None:
     loaded = loaded_after_import(modules_of(front_end))
     assert front_end in loaded
     assert not loaded & {"torch", "diffusers", "transformers", "worker", "training"}
+    if front_end == "web":
+        assert "discord" not in loaded  # the companion talks to Discord over plain HTTP
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))

@@ -87,8 +87,9 @@ def test_imagine_buttons_restart_and_bad_prompt(  # noqa: PLR0917 - pytest fixtu
     # U2 -> the second image alone, upscaled, with its four buttons; owned by the clicker.
     up_id, up_message = click_and_get_result(fake, redis_conn, settings, int(grid_message["id"]), "U2", user_id=OTHER)
     up_labels = [b.get("label") or b["emoji"]["name"] for b in fake.buttons(int(up_message["id"]))]
-    upscale_row = ["Upscale (Subtle)", "Upscale (Creative)", "Vary (Subtle)", "Vary (Strong)"]
-    assert up_labels == [*upscale_row, "Zoom Out 2x", "Zoom Out 1.5x", "\u2b05", "\u27a1", "\u2b06", "\u2b07"]
+    upscale_row = ["Upscale (Subtle)", "Upscale (Creative)", "Vary (Subtle)", "Vary (Strong)", "Vary (Region)"]
+    zoom_row = ["Zoom Out 2x", "Zoom Out 1.5x", "Custom Zoom"]
+    assert up_labels == [*upscale_row, *zoom_row, "\u2b05", "\u27a1", "\u2b06", "\u2b07"]
     assert f"<@{OTHER}>" in up_message["content"]
     up_size = png_size(fake.attachment_bytes(int(up_message["id"])))
     assert up_size[0] > width and up_size[1] > height

@@ -142,8 +142,8 @@ def test_an_upscale_gets_its_buttons_and_make_square_only_when_not_square(
     rows = fake.messages[message_id]["components"]
     labels = [[b.get("label") or b["emoji"]["name"] for b in row["components"]] for row in rows]
     assert labels == [
-        ["Upscale (Subtle)", "Upscale (Creative)", "Vary (Subtle)", "Vary (Strong)"],
-        ["Zoom Out 2x", "Zoom Out 1.5x"],
+        ["Upscale (Subtle)", "Upscale (Creative)", "Vary (Subtle)", "Vary (Strong)", "Vary (Region)"],
+        ["Zoom Out 2x", "Zoom Out 1.5x", "Custom Zoom"],
         ["\u2b05", "\u27a1", "\u2b06", "\u2b07"],
     ]
     assert "Upscaled (Subtle) by <@42>" in fake.messages[message_id]["content"]

@@ -50,6 +50,10 @@ class ButtonAction(StrEnum):
     """The down arrow."""
     DESCRIBE_PICK = "d"
     """Button <n> under a /describe result: imagine candidate prompt n."""
+    CUSTOM_ZOOM = "cz"
+    """"Custom Zoom" on an upscaled image: a box with the prompt and ``--zoom`` (1-2), then a zoom out."""
+    VARY_REGION = "vr"
+    """"Vary (Region)" on an upscaled image: a private link to the web companion's mask editor."""
 
 
 PAN_BUTTONS: dict[ButtonAction, tuple[str, str]] = {
@@ -67,7 +71,7 @@ ZOOM_BUTTONS: dict[ButtonAction, tuple[float, str]] = {
 """Each zoom button's factor and label."""
 
 CUSTOM_ID_TEMPLATE = (
-    r"imagine:(?P<action>us|uc|vs|vx|z2|z1|sq|pl|pr|pu|pd|u|v|r|d):(?P<job_id>[0-9A-Za-z_-]{1,64}):(?P<n>[0-9])"
+    r"imagine:(?P<action>us|uc|vs|vx|vr|z2|z1|cz|sq|pl|pr|pu|pd|u|v|r|d):(?P<job_id>[0-9A-Za-z_-]{1,64}):(?P<n>[0-9])"
 )
 """Regex of every result button's ``custom_id``: ``imagine:<action>:<job_id>:<n>`` (n is 1-based; 0 for re-roll)."""
 
@@ -134,9 +138,11 @@ def grid_components(job_id: str) -> list[dict[str, Any]]:
 
 
 def upscale_components(job_id: str, square: bool = False) -> list[dict[str, Any]]:
-    """Three rows under an upscaled image: Upscale (Subtle), Upscale (Creative), Vary (Subtle), Vary (Strong); Zoom Out
-    2x, Zoom Out 1.5x and, unless the image is ``square`` already, Make Square; the four pan arrows."""
+    """Three rows under an upscaled image: Upscale (Subtle), Upscale (Creative), Vary (Subtle), Vary (Strong), Vary
+    (Region); Zoom Out 2x, Zoom Out 1.5x, Custom Zoom and, unless the image is ``square`` already, Make Square; the
+    four pan arrows."""
     zooms = [_button(label, custom_id(action, job_id, 1)) for action, (_, label) in ZOOM_BUTTONS.items()]
+    zooms.append(_button(messages.LABEL_CUSTOM_ZOOM, custom_id(ButtonAction.CUSTOM_ZOOM, job_id, 1)))
     if not square:
         zooms.append(_button(messages.LABEL_MAKE_SQUARE, custom_id(ButtonAction.MAKE_SQUARE, job_id, 1)))
     pans = [_button("", custom_id(action, job_id, 1), emoji=emoji) for action, (_, emoji) in PAN_BUTTONS.items()]
@@ -147,6 +153,7 @@ def upscale_components(job_id: str, square: bool = False) -> list[dict[str, Any]
                 _button(messages.LABEL_UPSCALE_CREATIVE, custom_id(ButtonAction.UPSCALE_CREATIVE, job_id, 1)),
                 _button(messages.LABEL_VARY_SUBTLE, custom_id(ButtonAction.VARY_SUBTLE, job_id, 1)),
                 _button(messages.LABEL_VARY_STRONG, custom_id(ButtonAction.VARY_STRONG, job_id, 1)),
+                _button(messages.LABEL_VARY_REGION, custom_id(ButtonAction.VARY_REGION, job_id, 1)),
             ]
         ),
         _row(zooms),
@@ -180,3 +187,30 @@ def attachment_name(job_id: str, kind: JobKind) -> str:
     """File name of a result's attachment (names the job, so a saved file can be traced to its record)."""
     prefix = {JobKind.UPSCALE: "upscale", JobKind.DESCRIBE: "describe"}.get(kind, "grid")
     return f"{prefix}_{job_id}.png"
+
+
+MODAL_ID_TEMPLATE = (
+    r"imagine:m:(?P<action>us|uc|vs|vx|vr|z2|z1|cz|sq|pl|pr|pu|pd|u|v|r|d):(?P<job_id>[0-9A-Za-z_-]{1,64}):"
+    r"(?P<n>[0-9]):(?P<nonce>[0-9a-f]{8})"
+)
+"""Regex of the Remix and Custom Zoom boxes' ``custom_id``: ``imagine:m:<action>:<job_id>:<n>:<nonce>``. It carries
+everything a submit needs (so a submit after a bot restart still works), and the random nonce makes each open box's
+id its own (discord.py keeps open modals by ``custom_id``: a shared id would let one member's box replace another's)."""
+
+_MODAL_ID = re.compile(MODAL_ID_TEMPLATE)
+
+
+def modal_custom_id(ref: ButtonRef, nonce: str) -> str:
+    """The ``custom_id`` of a box opened by the button ``ref`` (``nonce``: 8 hex digits, new for every box)."""
+    value = f"imagine:m:{ref.action.value}:{ref.job_id}:{ref.n}:{nonce}"
+    if len(value) > defaults.DISCORD_CUSTOM_ID_MAX or not _MODAL_ID.fullmatch(value):
+        raise ValueError(f"cannot build a modal custom_id from {ref!r} and nonce {nonce!r}")
+    return value
+
+
+def parse_modal_custom_id(value: str) -> ButtonRef | None:
+    """The button a box's ``custom_id`` was opened from, or None if it is not one of ours."""
+    match = _MODAL_ID.fullmatch(value)
+    if match is None:
+        return None
+    return ButtonRef(ButtonAction(match["action"]), match["job_id"], int(match["n"]))

@@ -33,5 +33,6 @@ def result_message(
         return messages.describe_text(spec.owner, descriptions), buttons.describe_components(
             spec.job_id, len(descriptions)
         )
-    line = messages.result_line(spec.prompt, spec.owner, spec.lane, spec.kind, result_detail(spec))
+    remixed = bool(spec.extra.get("remixed", False))
+    line = messages.result_line(spec.prompt, spec.owner, spec.lane, spec.kind, result_detail(spec), remixed=remixed)
     return line, buttons.components_for(spec.kind, spec.job_id, size)

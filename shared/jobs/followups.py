@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import time
 from fractions import Fraction
 from typing import Any
 
 from shared import defaults, messages
-from shared.errors import CannotFollowUp
+from shared.errors import CannotFollowUp, PromptError
 from shared.jobs.record import JobRecord
 from shared.jobs.spec import Delivery, JobKind, JobSpec, SourceImage, derive_seeds, new_job_id
 from shared.prompt.resolve import image_size
@@ -46,8 +47,13 @@ def _common(
         "delivery": delivery if delivery is not None else Delivery(kind=spec.delivery.kind),
         "lane": lane or spec.lane,
         "created_at": time.time(),
-        "extra": {**spec.extra, "parent_job_id": spec.job_id, "seed": seeds[0]},
+        # a follow-up of a remixed job is not itself remixed (its own Remix sets the flag again)
+        "extra": {**_without(spec.extra, "remixed"), "parent_job_id": spec.job_id, "seed": seeds[0]},
     }
+
+
+def _without(extra: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {key: value for key, value in extra.items() if key not in names}
 
 
 def upscale_spec(
@@ -76,6 +82,7 @@ def upscale_spec(
         source_box=None,
         upscale_mode=mode,
         strength=defaults.UPSCALE_CREATIVE_STRENGTH if mode == "creative" else 1.0,
+        mask="",
     )
 
 
@@ -107,6 +114,7 @@ def variation_spec(
         source_box=None,
         strength=strength,
         upscale_mode="",
+        mask="",
     )
 
 
@@ -253,7 +261,91 @@ def _outpaint(  # noqa: PLR0917 - one private builder for the three public ones
         tile=False,
         upscale_mode="",
         image_urls=(),
+        mask="",
     )
+
+
+def inpaint_spec(
+    record: JobRecord,
+    index: int,
+    owner: str,
+    mask: str,
+    *,
+    delivery: Delivery | None = None,
+    lane: str | None = None,
+    rng: random.Random | None = None,
+) -> JobSpec:
+    """Vary (Region): four images that keep image ``index`` of the recorded job outside ``mask`` and repaint inside
+    it from the prompt. ``mask`` is a ``shared.jobs.mask`` PNG at ``region_size(record)``; on an upscale the source
+    is the grid image it was made from (as for Vary and Zoom Out)."""
+    if not mask:
+        raise ValueError("an inpaint job needs a mask, got an empty one")
+    spec, source = _outpaint_source(record, index)
+    common = _common(spec, owner, delivery, lane, _new_seeds(rng))
+    return spec.replace(
+        **common,
+        kind=JobKind.INPAINT,
+        source=source,
+        source_box=None,
+        mask=mask,
+        strength=defaults.INPAINT_STRENGTH,
+        stop=100,
+        tile=False,
+        upscale_mode="",
+        image_urls=(),
+    )
+
+
+def region_size(record: JobRecord) -> tuple[int, int]:
+    """(width, height) of the image an inpaint of ``record`` repaints: the job's own size (an upscale's spec keeps its
+    grid's size), which is the size of the mask it carries."""
+    return record.spec.width, record.spec.height
+
+
+_ZOOM = re.compile(r"(?<!\S)(?:--|[–—―])zoom(?:\s+(?P<value>\S+))?(?=\s|$)", re.IGNORECASE)
+"""``--zoom <value>`` anywhere in a Custom Zoom text."""
+
+
+def split_zoom(text: str, default: float = defaults.CUSTOM_ZOOM_DEFAULT) -> tuple[str, float]:
+    """Custom Zoom's text without its ``--zoom``, and the factor (``default`` without one); ``PromptError`` naming
+    the value if it is not a number in ``CUSTOM_ZOOM_RANGE`` or is given twice."""
+    found = list(_ZOOM.finditer(text))
+    low, high = defaults.CUSTOM_ZOOM_RANGE
+    if len(found) > 1:
+        raise PromptError("--zoom is given more than once; give it once")
+    if not found:
+        return text.strip(), default
+    raw = found[0]["value"] or ""
+    try:
+        factor = float(raw)
+    except ValueError:
+        factor = math.nan
+    if not low <= factor <= high:
+        raise PromptError(f"--zoom must be a number from {low:g} to {high:g}, got {raw or 'nothing'!r}")
+    rest = text[: found[0].start()] + text[found[0].end() :]
+    return " ".join(rest.split()), factor
+
+
+def custom_zoom_spec(
+    record: JobRecord,
+    index: int,
+    owner: str,
+    factor: float,
+    *,
+    delivery: Delivery | None = None,
+    lane: str | None = None,
+    rng: random.Random | None = None,
+) -> JobSpec:
+    """Custom Zoom: a zoom out by ``factor`` (the field of view grows ``factor`` times, the source in the middle);
+    ``--zoom 1`` keeps the framing and re-renders it as a strong variation."""
+    low, high = defaults.CUSTOM_ZOOM_RANGE
+    if not low <= factor <= high:
+        raise ValueError(f"custom zoom factor must be from {low:g} to {high:g}, got {factor!r}")
+    if factor == 1.0:
+        return variation_spec(
+            record, index, owner, defaults.VARY_STRONG_STRENGTH, delivery=delivery, lane=lane, rng=rng
+        )
+    return zoom_out_spec(record, index, owner, factor, delivery=delivery, lane=lane, rng=rng)
 
 
 def described_prompt(record: JobRecord, index: int) -> str:

@@ -28,6 +28,8 @@ class JobKind(StrEnum):
     """Four images that keep one image of an earlier job and paint beyond its edges (Zoom Out, pans, Make Square)."""
     DESCRIBE = "describe"
     """Four candidate prompts for a member's image (``image_urls[0]``) from the model's alignment scorer (/describe)."""
+    INPAINT = "inpaint"
+    """Four images that keep one image of an earlier job outside ``mask`` and repaint inside it (Vary (Region))."""
 
 
 class JobStatus(StrEnum):
@@ -102,6 +104,9 @@ class JobSpec:
     image_urls: tuple[str, ...] = ()
     upscale_mode: str = ""
     """``subtle`` or ``creative`` for upscale jobs."""
+    mask: str = ""
+    """Inpaint jobs: the region to repaint as a base64 PNG at ``width`` x ``height``, white inside
+    (``shared.jobs.mask``); empty for every other kind."""
     delivery: Delivery = field(default_factory=Delivery)
     created_at: float = field(default_factory=time.time)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -19,6 +19,7 @@ from shared import defaults
 from shared.jobs.record import JobRecord
 from shared.keys import keys_for
 from shared.settings import Settings
+from shared.stores import gallery
 from shared.stores.pointers import open_result_store
 from shared.stores.results import ResultStore
 
@@ -62,8 +63,13 @@ def image_url(connection: redis.Redis, settings: Settings, job_id: str, index: i
 
 
 def put_record(connection: redis.Redis, settings: Settings, record: JobRecord) -> None:
-    """Store a finished job's record (spec, seeds, model, timings) beside its images."""
+    """Store a finished job's record (spec, seeds, model, timings) beside its images, and index it for the web
+    companion's gallery (``shared.stores.gallery``; an index that cannot be written is logged, never fatal)."""
     result_store(connection, settings).put_record(record.job_id, record.to_dict())
+    try:
+        gallery.index_job(connection, settings, record)
+    except redis.RedisError:
+        log.warning("could not index job %s for the gallery", record.job_id, exc_info=True)
 
 
 def get_record(connection: redis.Redis, settings: Settings, job_id: str) -> JobRecord:

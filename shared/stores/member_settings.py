@@ -1,5 +1,6 @@
 """Per-member defaults (/settings, /prefer): stylize preset, lane, aspect ratio, a prompt suffix and named parameter
-bundles (``--name`` in a prompt stands for a saved value, like Midjourney's /prefer option), as JSON in Redis."""
+bundles (``--name`` in a prompt stands for a saved value, like Midjourney's /prefer option), Remix mode (/prefer
+remix) and visibility (/stealth, /public), as JSON in Redis."""
 
 from __future__ import annotations
 
@@ -39,6 +40,11 @@ class MemberSettings:
     """Text (words and/or parameters) added to every prompt."""
     options: tuple[tuple[str, str], ...] = ()
     """Named bundles, sorted by name: ``--name`` in a prompt stands for the value (words and/or parameters)."""
+    remix: bool = False
+    """Remix mode: variation, re-roll, zoom and pan buttons first open a box with the prompt to edit."""
+    stealth: bool = False
+    """Stealth mode: results stored while it is on never appear in the shared gallery, and while it is on none of the
+    member's results do (``shared.stores.gallery``)."""
 
     def validate(self, settings: Settings) -> MemberSettings:
         """``self`` if every field is allowed; else a ``SettingRefused`` naming the field, its value and what is
@@ -117,8 +123,22 @@ class MemberSettings:
         options = data.get("options") or {}
         if not isinstance(options, dict):
             raise ValueError(f"options must be a JSON object, got {type(options).__name__}")
-        fields = {k: str(v) for k, v in data.items() if k in names and k != "options"}
+        flags = {f.name for f in dataclasses.fields(cls) if f.type in ("bool", bool)}
+        fields: dict[str, Any] = {
+            k: (_flag(k, v) if k in flags else str(v)) for k, v in data.items() if k in names and k != "options"
+        }
         return cls(**fields, options=tuple(sorted((str(k), str(v)) for k, v in options.items())))
+
+
+def _flag(name: str, value: Any) -> bool:
+    """A stored on/off setting (JSON true/false; "true"/"false" from older hand edits)."""
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in ("true", "1", "on", "yes"):
+        return True
+    if str(value).strip().lower() in ("false", "0", "off", "no", ""):
+        return False
+    raise ValueError(f"member setting {name} must be true or false, got {value!r}")
 
 
 def _add_suffix(text: str, suffix: str) -> str:

@@ -31,6 +31,7 @@ from worker.engine.device import prepare_for_device
 from worker.engine.family import BatchRecipe, family_for
 from worker.engine.generation import Generation, JobCanceled, ProgressCallback
 from worker.engine.hooks import stop_step, tiling, x0_recorder
+from worker.engine.inpaint import Region, prepare_region, restore_unmasked
 from worker.engine.outpaint import KeptRegion, keep_source, prepare_canvas
 from worker.layout_attention import LayoutBias, RowLayout, install, prompt_layout
 from worker.model_loader import LoadedPipelines, choose_device, choose_dtype, describe, load_pipelines
@@ -185,6 +186,20 @@ class Engine:
             dtype=self.pipes.dtype,
         )
 
+    def prepare_inpaint(self, spec: JobSpec, source: Image.Image) -> Region:
+        """The start of an inpaint (``worker.engine.inpaint``): the source at the job's size, its latents, the keep
+        mask outside the member's mask (1, 1, h, w), and that mask."""
+        _, latent_h, latent_w = self.latent_shape(spec.width, spec.height)
+        return prepare_region(
+            self.family,
+            self.pipes.text2img,
+            spec,
+            source,
+            latent_size=(latent_h, latent_w),
+            device=self.pipes.device,
+            dtype=self.pipes.dtype,
+        )
+
     # -- jobs ---------------------------------------------------------------------------------------------------
 
     def generate(
@@ -201,7 +216,7 @@ class Engine:
             if source is None or upscaler is None:
                 raise ValueError("an upscale job needs its source image and an upscaler")
             return self._upscale(spec, source, upscaler, on_progress, should_cancel)
-        if spec.kind in (JobKind.VARIATION, JobKind.OUTPAINT, JobKind.DESCRIBE) and source is None:
+        if spec.kind in (JobKind.VARIATION, JobKind.OUTPAINT, JobKind.INPAINT, JobKind.DESCRIBE) and source is None:
             raise ValueError(f"a {spec.kind.value} job needs its source image")
         if spec.kind is JobKind.DESCRIBE and source is not None:
             started = time.perf_counter()
@@ -256,6 +271,7 @@ class Engine:
             **self.layout_kwargs(spec, [row] * count),
         }
         outpaint: KeptRegion | None = None
+        region: Region | None = None
         if source is None:
             pipe = self.pipes.text2img
             call.update(height=spec.height, width=spec.width, latents=self.prepare_latents(spec, generators))
@@ -266,6 +282,12 @@ class Engine:
                 image, known, keep = self.prepare_outpaint(spec, source)
                 # the kept region's noise: each image's own, from fresh generators of its seed
                 outpaint = KeptRegion(known, keep, self.prepare_latents(spec, self.generators(spec.seeds)))
+            elif spec.kind is JobKind.INPAINT:  # worker.engine.inpaint: the same kept latents, outside the mask
+                region = self.prepare_inpaint(spec, source)
+                image = region.image
+                outpaint = KeptRegion(
+                    region.known, region.keep, self.prepare_latents(spec, self.generators(spec.seeds))
+                )
             call.update(image=image, strength=spec.strength)
             if pipe is self.pipes.text2img:  # our pixel-space pipeline takes height/width for img2img too
                 call.update(height=spec.height, width=spec.width)
@@ -310,6 +332,9 @@ class Engine:
             notes["steps_run"] = len(step_times)
         timings["generate_s"] = finished - started
         images = [image.convert("RGB") for image in output.images]
+        if region is not None:
+            images = restore_unmasked(images, region)
+            notes["inpaint"] = {"mask_coverage": round(region.coverage, 4)}
         generation = Generation(images=images, seeds=spec.seeds, timings=timings, notes=notes)
         self.score(generation, spec)
         return generation
