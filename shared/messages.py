@@ -455,6 +455,246 @@ def admin_text(lines: list[str]) -> str:
     return fit_content("\n".join(lines))
 
 
+# -- server rules (shared/rules.py) ------------------------------------------------------------------------------------
+
+
+def rule_refused(rule: str, what: str, allowed: str) -> str:
+    """A prompt or follow-up that a server rule does not allow: the rule's name, what was asked, what is allowed."""
+    return fit_content(
+        tr(
+            'Not allowed by the rule "{rule}": {what}. Allowed: {allowed}.',
+            rule=escape_fitted(rule, 100),
+            what=what,
+            allowed=allowed,
+        )
+    )
+
+
+def rule_model(model: str) -> str:
+    """What was asked: a model (a ``--v`` alias, or ``default``)."""
+    return tr("model `{model}`", model=escape_fitted(model, 40))
+
+
+def rule_models(models: tuple[str, ...]) -> str:
+    """What is allowed: these models."""
+    return tr("models {models}", models=", ".join(f"`{escape_fitted(m, 40)}`" for m in models))
+
+
+def rule_lane(lane: str) -> str:
+    """What was asked: a lane."""
+    return tr("the {lane} lane", lane=escape_fitted(lane, 40))
+
+
+def rule_lanes(lanes: tuple[str, ...]) -> str:
+    """What is allowed: these lanes."""
+    return tr("lanes {lanes}", lanes=", ".join(escape_fitted(lane, 40) for lane in lanes))
+
+
+def rule_quality(quality: float) -> str:
+    """What was asked: a ``--quality``."""
+    return tr("--quality {value}", value=f"{quality:g}")
+
+
+def rule_max_quality(quality: float) -> str:
+    """What is allowed: ``--quality`` up to a value."""
+    return tr("--quality up to {value}", value=f"{quality:g}")
+
+
+def rule_repeat(repeat: int) -> str:
+    """What was asked: a ``--repeat``."""
+    return tr("--repeat {value}", value=repeat)
+
+
+def rule_max_repeat(repeat: int) -> str:
+    """What is allowed: ``--repeat`` up to a value."""
+    return tr("--repeat up to {value}", value=repeat)
+
+
+def rule_size(width: int, height: int) -> str:
+    """What was asked: images of a size."""
+    return tr("{width}x{height} images", width=width, height=height)
+
+
+def rule_max_pixels(pixels: int) -> str:
+    """What is allowed: images of at most so many pixels."""
+    return tr("images of at most {pixels} pixels", pixels=pixels)
+
+
+NO_RULES = N_("No rules: everyone may use every model, lane, quality and size, everywhere.")
+"""/rules show without any rule."""
+
+
+def rule_line(scope: str, rule: dict[str, Any]) -> str:
+    """One rule of /rules show, or the answer to /rules set: its scope (a mention) and its fields."""
+    shown = ", ".join(f"{key}: `{escape_fitted(str(value), 200)}`" for key, value in rule.items()) or tr("no limits")
+    return tr("{scope} - {fields}", scope=scope, fields=shown)
+
+
+def rule_cleared(scope: str, removed: bool) -> str:
+    """/rules clear."""
+    if removed:
+        return tr("Rule of {scope} removed.", scope=scope)
+    return tr("{scope} had no rule.", scope=scope)
+
+
+EVERYONE = N_("everyone")
+"""The ``default`` scope, as admin answers name it."""
+
+
+# -- allowances (shared/allowances.py, /quota) -------------------------------------------------------------------------
+
+
+def reset_time(reset_at: float) -> str:
+    """When an allowance resets, as Discord shows it in each reader's own time zone: "at 00:00 (in 5 hours)"."""
+    stamp = int(reset_at)
+    return f"<t:{stamp}:t> (<t:{stamp}:R>)"
+
+
+def allowance_spent(used: str, reset_at: float, relax_lane: str = "") -> str:
+    """/imagine refused at zero: what is used up, when it resets, and the relax lane when its jobs do not count."""
+    text = tr("You have used today's allowance ({used}); it resets {when}.", used=used, when=reset_time(reset_at))
+    if relax_lane:
+        text += " " + tr("Jobs in the {lane} lane don't count: add --{lane} to your prompt.", lane=relax_lane)
+    return fit_content(text)
+
+
+def allowance_jobs(used: int, allowed: int) -> str:
+    """Jobs used of the daily allowance: "10 of 10 jobs"."""
+    return tr("{used} of {allowed} jobs", used=used, allowed=allowed)
+
+
+def allowance_gpu(used: float, allowed: float) -> str:
+    """GPU time used of the daily allowance: "612 of 600 GPU-seconds"."""
+    return tr("{used} of {allowed} GPU-seconds", used=f"{used:.0f}", allowed=f"{allowed:.0f}")
+
+
+def quota(
+    owner: str,
+    *,
+    jobs: tuple[int, int] | None,
+    gpu: tuple[float, float] | None,
+    reset_at: float,
+    exempt_lanes: tuple[str, ...],
+) -> str:
+    """/quota: what is left of a member's daily allowance and when it resets (``jobs``/``gpu``: used and allowed,
+    None where no cap applies)."""
+    lines = [tr("**Daily allowance of {who}**", who=mention(owner))]
+    if jobs is None and gpu is None:
+        lines.append(tr("No daily allowance applies: the queue limits are the only ones."))
+    if jobs is not None:
+        used, allowed = jobs
+        lines.append(
+            tr("Jobs: {left} left ({used} of {allowed} used)", left=max(0, allowed - used), used=used, allowed=allowed)
+        )
+    if gpu is not None:
+        used_s, allowed_s = gpu
+        lines.append(
+            tr(
+                "GPU time: {left} s left ({used} of {allowed} s used)",
+                left=f"{max(0.0, allowed_s - used_s):.0f}",
+                used=f"{used_s:.0f}",
+                allowed=f"{allowed_s:.0f}",
+            )
+        )
+    lines.append(tr("Resets {when}", when=reset_time(reset_at)))
+    if exempt_lanes and (jobs is not None or gpu is not None):
+        lines.append(tr("Jobs in these lanes don't count: {lanes}", lanes=", ".join(exempt_lanes)))
+    return fit_content("\n".join(lines))
+
+
+def quota_reset(owner: str) -> str:
+    """/quota reset."""
+    return tr("Allowance of {who} reset: today's counts start again from zero.", who=mention(owner))
+
+
+NOT_YOUR_QUOTA = N_("Only admins can see or reset another member's allowance.")
+"""/quota for someone else by a member who is not an admin."""
+
+
+# -- the review queue (shared/review.py) -------------------------------------------------------------------------------
+
+HELD_FOR_REVIEW = N_("held for review by the server's moderators")
+"""The waiting message's last words while a result waits for a moderator."""
+
+REJECTED = N_("rejected by the server's moderators")
+"""The waiting message's last words when a moderator rejects the result."""
+
+NOT_MODERATOR = N_("Only the server's moderators can approve or reject results.")
+"""Approve/Reject clicked by someone else."""
+
+LABEL_APPROVE = N_("Approve")
+"""Button under a result held for review."""
+
+LABEL_REJECT = N_("Reject")
+"""Button under a result held for review."""
+
+
+def review_post(job_id: str, owner: str, channel_id: str, reason: str) -> str:
+    """The staff channel's message about a result held for review."""
+    where = f"<#{channel_id}>" if channel_id.isdigit() else "-"
+    return fit_content(
+        tr(
+            "Held for review: job `{job_id}` by {who} for {where} ({reason}). Approve delivers it to the member.",
+            job_id=job_id,
+            who=mention(owner),
+            where=where,
+            reason=escape_fitted(reason, 300),
+        )
+    )
+
+
+def review_reason_flagged(score: float) -> str:
+    """Why a result was held: image moderation flagged it."""
+    return tr("image moderation score {score}", score=f"{score:.2f}")
+
+
+REVIEW_REASON_NEW_MEMBER = N_("results of new members are reviewed")
+"""Why a result was held: its member joined recently."""
+
+
+def review_decided(job_id: str, moderator: str, approved: bool) -> str:
+    """The staff message once a moderator decided."""
+    if approved:
+        return tr("Job `{job_id}` approved by {who} and delivered.", job_id=job_id, who=mention(moderator))
+    return tr("Job `{job_id}` rejected by {who}; the member was told.", job_id=job_id, who=mention(moderator))
+
+
+def review_already(job_id: str, state: str) -> str:
+    """A click on a result that was decided already (or is being delivered)."""
+    if state == "approved":
+        return tr("Job `{job_id}` was approved and delivered already.", job_id=job_id)
+    if state == "rejected":
+        return tr("Job `{job_id}` was rejected already.", job_id=job_id)
+    if state == "delivering":
+        return tr("Job `{job_id}` is being delivered right now.", job_id=job_id)
+    return tr("Job `{job_id}` is not waiting for review.", job_id=job_id)
+
+
+# -- provenance (shared/provenance.py) ---------------------------------------------------------------------------------
+
+
+def verify_line(provenance: dict[str, Any]) -> str:
+    """How a member can prove an image's origin: what the PNG carries, the C2PA signer if any, and the hash."""
+    parts = [
+        tr(
+            "Verify: the PNG carries this record (text chunk `imagine:record`) "
+            "and the IPTC source type trainedAlgorithmicMedia"
+        )
+    ]
+    signer = provenance.get("c2pa_signer")
+    if signer:
+        parts.append(
+            tr(
+                "a C2PA manifest signed by {signer} (check it with any C2PA verifier)",
+                signer=escape_fitted(str(signer), 100),
+            )
+        )
+    digest = provenance.get("sha256")
+    if digest:
+        parts.append(tr("sha256 of image 1: `{digest}`", digest=str(digest)[:64]))
+    return "; ".join(parts) + "."
+
+
 _WORDS = (N_("Subtle"), N_("Strong"), N_("Creative"), N_("Left"), N_("Right"), N_("Up"), N_("Down"))
 """Words that reach templates as values (upscale and variation modes, pan directions), listed for the catalogue."""
 
