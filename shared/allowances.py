@@ -206,7 +206,7 @@ def acquire(
     keys = keys_for(settings)
     period = _period(start)
     keep = int(end - start) + defaults.ALLOWANCE_KEEP_S
-    state, used = connection.eval(  # type: ignore[misc]
+    state, used = connection.eval(
         _ACQUIRE,
         3,
         keys.allowance_jobs(period),
@@ -219,7 +219,7 @@ def acquire(
         period,
     )
     if int(state) < 0:
-        gpu = float(connection.hget(keys.allowance_gpu(period), spec.owner) or 0.0)  # type: ignore[arg-type]
+        gpu = float(connection.hget(keys.allowance_gpu(period), spec.owner) or 0.0)
         raise AllowanceSpent(_spent(settings, allowance, int(used), gpu, end))
     return int(state) == 1
 
