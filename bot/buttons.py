@@ -15,10 +15,11 @@ import redis
 
 from bot.state import BotState, state_of
 from bot.submission import delivery_for, requester_of, submit
-from shared import defaults, messages
+from shared import defaults, messages, rules
 from shared.discord_wire import buttons as wire_buttons
 from shared.discord_wire.buttons import ButtonAction, ButtonRef
-from shared.errors import MemberFacingError, PromptError, ResultExpired
+from shared.errors import MemberFacingError, PromptError, ResultExpired, RuleRefused
+from shared.i18n import set_locale
 from shared.jobs.followups import (
     described_prompt,
     make_square_spec,
@@ -52,16 +53,25 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=wire_bu
             raise TypeError(f"result buttons must be buttons, got {type(item).__name__}")
         return cls(item, wire_buttons.parse_custom_id(match.string))
 
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        set_locale(str(interaction.locale))  # answers and the new job's lines in the clicker's language
+        return True
+
     async def callback(self, interaction: discord.Interaction) -> None:
         state = state_of(interaction)
         try:
             spec = follow_up(state, interaction, self.ref)
+            # The server's rules for the clicker, here (this channel, their roles); the worker checks them again.
+            rules.check_spec(state.connection, state.settings, spec)
         except redis.RedisError:
             log.exception("queue unavailable for click %s", self.custom_id)
             await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
             return
         except ResultExpired as exc:
             await interaction.response.send_message(messages.expired(str(exc)), ephemeral=True)
+            return
+        except RuleRefused as exc:  # a server rule: its own sentence names the rule and what is allowed
+            await interaction.response.send_message(str(exc), ephemeral=True)
             return
         except PromptError as exc:  # text a button carries (a /describe pick) refused by the intake
             await interaction.response.send_message(messages.prompt_error(str(exc)), ephemeral=True)

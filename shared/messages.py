@@ -267,8 +267,18 @@ def info(lines: list[str], totals: dict[str, int]) -> str:
 def record(data: dict[str, Any]) -> str:
     """A job's reproducibility record as a JSON code block, cut to fit one message. Backticks are written as JSON
     escapes, so a prompt cannot close the code block."""
+    return _record_block(data, defaults.DISCORD_CONTENT_MAX)
+
+
+def record_verified(data: dict[str, Any], verify: str) -> str:
+    """``record`` followed by the verify line (``verify_line``), the record cut so that both fit one message."""
+    verify = fit_content(verify, defaults.DISCORD_CONTENT_MAX // 2)
+    return _record_block(data, defaults.DISCORD_CONTENT_MAX - len(verify) - 1) + "\n" + verify
+
+
+def _record_block(data: dict[str, Any], limit: int) -> str:
     text = json.dumps(data, indent=1, sort_keys=True, default=str).replace("`", "\\u0060")
-    room = defaults.DISCORD_CONTENT_MAX - len("```json\n\n```") - len("\n... (cut)")
+    room = limit - len("```json\n\n```") - len("\n... (cut)")
     if len(text) > room:
         text = text[:room] + "\n... (cut)"
     return f"```json\n{text}\n```"
@@ -691,7 +701,7 @@ def verify_line(provenance: dict[str, Any]) -> str:
         )
     digest = provenance.get("sha256")
     if digest:
-        parts.append(tr("sha256 of image 1: `{digest}`", digest=str(digest)[:64]))
+        parts.append(tr("sha256 of the posted image: `{digest}`", digest=str(digest)[:64]))
     return "; ".join(parts) + "."
 
 
