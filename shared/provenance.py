@@ -164,8 +164,8 @@ def _signer(settings: Settings) -> tuple[Any, Any]:
         if ident not in _signers:
             info = c2pa.C2paSignerInfo(
                 settings.c2pa_alg,
-                _pem(settings.c2pa_cert, "C2PA_CERT").decode(),
-                _pem(key, "C2PA_SIGNING_KEY").decode(),
+                _pem(settings.c2pa_cert, "C2PA_CERT"),
+                _pem(key, "C2PA_SIGNING_KEY"),
                 settings.c2pa_tsa_url or None,
             )
             # No thumbnail in the manifest: it costs about 140 ms per image and the image is its own thumbnail.
