@@ -91,8 +91,9 @@ async def submit(
         first_eta = eta.eta_for(desk.connection, desk.settings, specs[0].lane, specs[0].model, ahead_by_lane)
         # Queue control: banned or over the queued limit -> a private answer, nothing posted or queued.
         refusal = limits.refusal(desk.connection, desk.settings, specs[0].owner, len(specs), requester.roles)
-        # The daily allowance at zero: refused with the next reset (and the relax lane, when its jobs are free).
-        refusal = refusal or allowances.refusal(desk.connection, desk.settings, specs[0].owner, specs, requester.roles)
+        # The daily allowance: every job is counted now, all or none (atomic in Redis), so a member at zero is
+        # refused before any waiting message, with the next reset (and the relax lane, when its jobs are free).
+        refusal = refusal or allowances.take_all(desk.connection, desk.settings, specs, requester.roles)
         paused = admin.is_paused(desk.connection, desk.settings)
     except redis.RedisError:
         log.exception("queue unavailable while answering interaction %s", interaction.id)
@@ -103,7 +104,12 @@ async def submit(
         return []
     first = specs[0]
     lines = [messages.waiting_line(first.prompt, first.owner, ahead + 1, first_eta)]
-    callback = await interaction.response.send_message(lines[0], allowed_mentions=mentions_for(first.owner))
+    try:
+        callback = await interaction.response.send_message(lines[0], allowed_mentions=mentions_for(first.owner))
+    except discord.HTTPException:
+        for spec in specs:  # no waiting message, no jobs: the allowance taken above goes back
+            allowances.refund(desk.connection, desk.settings, spec)
+        raise
     message_id = callback.message_id if callback is not None else None
     if message_id is None:
         message_id = (await interaction.original_response()).id

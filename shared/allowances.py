@@ -224,6 +224,24 @@ def acquire(
     return int(state) == 1
 
 
+def take_all(
+    connection: redis.Redis, settings: Settings, specs: Sequence[JobSpec], roles: Sequence[str] = ()
+) -> str:
+    """Count every job of one request now, all or none (a front end does this before it answers, so a member at
+    zero is refused at once, however many requests arrive together); returns the member-facing refusal ("" when all
+    were counted). ``acquire`` at enqueue then finds them counted already."""
+    taken: list[JobSpec] = []
+    try:
+        for spec in specs:
+            acquire(connection, settings, spec, roles)
+            taken.append(spec)
+    except AllowanceSpent as exc:
+        for spec in taken:
+            refund(connection, settings, spec)
+        return str(exc)
+    return ""
+
+
 def refund(connection: redis.Redis, settings: Settings, spec: JobSpec) -> bool:
     """Give back the job ``spec`` took (its enqueue failed after ``acquire``); whether one was given back."""
     keys = keys_for(settings)

@@ -151,12 +151,13 @@ def ntr(singular: str, plural: str, count: int, /, **params: Any) -> str:
     english = singular if count == 1 else plural
     locale = current_locale()
     forms = catalogue(locale).get(singular)
-    text = english
     if isinstance(forms, tuple) and forms:
         index = _plural_index(locale, count)
         candidate = forms[min(index, len(forms) - 1)]
-        if _fields(candidate) <= _fields(singular) | _fields(plural):
-            text = candidate
+        text = candidate if _fields(candidate) <= _fields(singular) | _fields(plural) else english
+    else:
+        # Both forms marked on their own (N_): each is an entry, and a language without plurals translates both alike.
+        text = translate(english)
     try:
         return text.format(**params)
     except (KeyError, IndexError, ValueError):

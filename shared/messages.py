@@ -77,7 +77,7 @@ def prompt_error(message: str, options: tuple[tuple[str, str], ...] = ()) -> str
     """A bad prompt: the parser's message as it is (it names the parameter and what is allowed); an unknown parameter
     also lists the member's own /prefer ``options``, the other names a prompt may use."""
     text = tr("Sorry, I can't read that prompt: {message}", message=message)
-    if options and ("unknown parameter" in message or translate("unknown parameter") in message):
+    if options and ("unknown parameter" in message or translate(N_("unknown parameter")) in message):
         text += " " + tr("Your options: {names}.", names=", ".join("--" + name for name, _ in options))
     return fit_content(text)
 
