@@ -224,9 +224,7 @@ def acquire(
     return int(state) == 1
 
 
-def take_all(
-    connection: redis.Redis, settings: Settings, specs: Sequence[JobSpec], roles: Sequence[str] = ()
-) -> str:
+def take_all(connection: redis.Redis, settings: Settings, specs: Sequence[JobSpec], roles: Sequence[str] = ()) -> str:
     """Count every job of one request now, all or none (a front end does this before it answers, so a member at
     zero is refused at once, however many requests arrive together); returns the member-facing refusal ("" when all
     were counted). ``acquire`` at enqueue then finds them counted already."""
