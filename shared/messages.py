@@ -536,7 +536,11 @@ NO_RULES = N_("No rules: everyone may use every model, lane, quality and size, e
 
 def rule_line(scope: str, rule: dict[str, Any]) -> str:
     """One rule of /rules show, or the answer to /rules set: its scope (a mention) and its fields."""
-    shown = ", ".join(f"{key}: `{escape_fitted(str(value), 200)}`" for key, value in rule.items()) or tr("no limits")
+
+    def text(value: Any) -> str:
+        return ", ".join(str(item) for item in value) if isinstance(value, list | tuple) else str(value)
+
+    shown = ", ".join(f"{key}: `{escape_fitted(text(value), 200)}`" for key, value in rule.items()) or tr("no limits")
     return tr("{scope} - {fields}", scope=scope, fields=shown)
 
 

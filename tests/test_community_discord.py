@@ -120,7 +120,12 @@ def test_rules_review_queue_adult_channels_and_provenance(  # noqa: PLR0917 - on
     wait_finished(redis_conn, adult_job, timeout=240)
     delivered = messages_in(fake, ADULT_CHANNEL, adult_job)
     assert len(delivered) == 1 and "SPOILER_" not in delivered[0]["attachments"][0]["filename"]
-    check_png(fake.attachment_bytes(int(delivered[0]["id"])), adult_job, certificates)
+    posted_png = fake.attachment_bytes(int(delivered[0]["id"]))
+    check_png(posted_png, adult_job, certificates)
+    # /record ends with the verify line: the signer, and the hash of exactly the bytes the member can download.
+    record = answered(fake, fake.slash("record", {"job_id": adult_job}, user_id=MEMBER))
+    assert record.ephemeral and "a C2PA manifest signed by imagine test, imagine signer" in record.content
+    assert f"sha256 of the posted image: `{provenance.digest(posted_png)}`" in record.content
 
     # In a normal channel the same kind of result goes to the staff channel; the member's message says it is held.
     held = answered(fake, fake.slash("imagine", {"prompt": "a red circle --seed 2"}, user_id=MEMBER))

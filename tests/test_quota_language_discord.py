@@ -23,6 +23,8 @@ pytestmark = pytest.mark.slow
 
 MEMBER = 4242
 CHINESE = 8686
+OTHER = 5151
+ADMIN = 1001
 
 
 @pytest.fixture
@@ -80,3 +82,13 @@ def test_allowance_quota_and_a_chinese_speaking_member(
     assert waiting.content.startswith(f"**一只猫 --seed 5** - <@{CHINESE}>（等待开始）"), waiting.content
     chinese_quota = answered(fake, fake.slash("quota", user_id=CHINESE, locale="zh-CN"))
     assert "任务：剩余 9 个（已用 1 / 10）" in chinese_quota.content
+
+    # An admin sets the rule of everyone with /rules set; /rules show lists it, and it refuses by its name.
+    set_rule = answered(fake, fake.slash("rules set", {"name": "members", "models": "default"}, user_id=ADMIN))
+    assert set_rule.ephemeral and "everyone - name: `members`, models: `default`" in set_rule.content
+    shown = answered(fake, fake.slash("rules show", user_id=ADMIN))
+    assert "everyone - name: `members`" in shown.content
+    refused = answered(fake, fake.slash("imagine", {"prompt": "a cat --v 6"}, user_id=OTHER))
+    assert refused.ephemeral and refused.content.startswith('Not allowed by the rule "members": model `6`.')
+    cleared = answered(fake, fake.slash("rules clear", user_id=ADMIN))
+    assert cleared.content == "Rule of everyone removed."
