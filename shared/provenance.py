@@ -97,7 +97,15 @@ def stamp(image: Image.Image, record: JobRecord, settings: Settings) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG", pnginfo=png_info(record))
     data = out.getvalue()
-    return sign_c2pa(data, record, settings) if signing_configured(settings) else data
+    if not signing_configured(settings):
+        return data
+    try:
+        return sign_c2pa(data, record, settings)
+    except ImportError:
+        # A process without the c2pa package (the slim bot image) posts the image with its chunks, unsigned; the
+        # workers, which make and store every image, have it (the ``worker`` extra).
+        log.error("C2PA signing is configured but the c2pa-python package is not installed here; posting unsigned")
+        return data
 
 
 def stamp_preview(image: Image.Image, job_id: str) -> bytes:
