@@ -16,10 +16,11 @@ import redis
 from bot.modals import PromptModal
 from bot.state import BotState, state_of
 from bot.submission import delivery_for, requester_of, submit
-from shared import defaults, messages
+from shared import defaults, messages, rules
 from shared.discord_wire import buttons as wire_buttons
 from shared.discord_wire.buttons import ButtonAction, ButtonRef
-from shared.errors import MemberFacingError, PromptError, ResultExpired
+from shared.errors import MemberFacingError, PromptError, ResultExpired, RuleRefused
+from shared.i18n import set_locale
 from shared.jobs.followups import (
     custom_zoom_spec,
     described_prompt,
@@ -56,6 +57,10 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=wire_bu
             raise TypeError(f"result buttons must be buttons, got {type(item).__name__}")
         return cls(item, wire_buttons.parse_custom_id(match.string))
 
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        set_locale(str(interaction.locale))  # answers and the new job's lines in the clicker's language
+        return True
+
     async def callback(self, interaction: discord.Interaction) -> None:
         state = state_of(interaction)
         ref = self.ref
@@ -64,6 +69,8 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=wire_bu
             return
         try:
             spec = follow_up(state, interaction, ref)
+            # The server's rules for the clicker, here (this channel, their roles); the worker checks them again.
+            rules.check_spec(state.connection, state.settings, spec)
             boxed = ref.action is ButtonAction.CUSTOM_ZOOM or (
                 ref.action in REMIXABLE and state.intake.member(requester_of(interaction)).remix
             )
@@ -105,6 +112,8 @@ async def answer_refusal(interaction: discord.Interaction, exc: BaseException, w
         await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
     elif isinstance(exc, ResultExpired):
         await interaction.response.send_message(messages.expired(str(exc)), ephemeral=True)
+    elif isinstance(exc, RuleRefused):  # a server rule: its own sentence names the rule and what is allowed
+        await interaction.response.send_message(str(exc), ephemeral=True)
     elif isinstance(exc, PromptError):  # text refused by the intake (a /describe pick, a Remix edit)
         await interaction.response.send_message(messages.prompt_error(str(exc)), ephemeral=True)
     else:  # the record cannot give this job (e.g. Make Square of a square image)

@@ -16,9 +16,14 @@ from bot.buttons import JobButton
 from bot.commands import all_commands
 from bot.jobs import JobDesk
 from bot.queue_updates import QueueUpdater
+from bot.review import ReviewButton
+from bot.rules_commands import community_commands
 from bot.state import BotState
+from bot.translator import CatalogueTranslator
 from shared import messages
+from shared.i18n import set_locale
 from shared.intake import Intake
+from shared.rules import IntakeRules
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -26,6 +31,11 @@ log = logging.getLogger(__name__)
 
 class ImagineTree(app_commands.CommandTree["ImagineClient"]):
     """The command tree; an unexpected error gets a short ephemeral answer, the details go to the log."""
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        # Every answer to this command (and the job's lines, through its Delivery) in the member's own language.
+        set_locale(str(interaction.locale))
+        return True
 
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         log.error("command %r failed", interaction.command and interaction.command.name, exc_info=error)
@@ -45,7 +55,9 @@ class ImagineClient(discord.Client):
         # reactions: a cross cancels, an envelope sends the job to the member's DMs (not a privileged intent)
         options.setdefault("intents", discord.Intents(guilds=True, guild_reactions=True))
         super().__init__(**options)
-        self.state = BotState(settings, connection, JobDesk(connection, settings), Intake(connection, settings))
+        # The server's rules run in the intake (shared.rules), after moderation and the member's defaults.
+        intake = Intake(connection, settings, rules=[IntakeRules(connection, settings)])
+        self.state = BotState(settings, connection, JobDesk(connection, settings), intake)
         self.queue_updates = QueueUpdater(self, self.state.desk)
         self.tree = ImagineTree(self)
         for command in all_commands(settings):
@@ -53,6 +65,8 @@ class ImagineClient(discord.Client):
         admin_commands.install(
             self.tree, self.state
         )  # queue control: admin commands (checked in code) and the bot's /metrics
+        for extra in community_commands(settings):  # /rules and /quota
+            self.tree.add_command(extra)
         gateway_guard.guard(self)
 
     @property
@@ -68,7 +82,8 @@ class ImagineClient(discord.Client):
         return self.state.desk
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(JobButton)
+        self.add_dynamic_items(JobButton, ReviewButton)
+        await self.tree.set_translator(CatalogueTranslator())  # command descriptions in the members' languages
         loop = asyncio.get_running_loop()
         try:
             loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(self.close()))

@@ -19,9 +19,10 @@ from PIL import Image
 
 from bot.state import BotState, state_of
 from bot.submission import delivery_for, mentions_for, requester_of, submit
-from shared import defaults, messages
+from shared import defaults, messages, provenance
 from shared.discord_wire import buttons, results
-from shared.errors import MemberFacingError, ResultExpired, SettingRefused
+from shared.errors import MemberFacingError, ResultExpired, RuleRefused, SettingRefused
+from shared.i18n import use_locale
 from shared.jobs.record import JobRecord
 from shared.jobs.spec import JobKind, JobSpec, JobStatus
 from shared.queue.client import request_cancel
@@ -46,6 +47,9 @@ async def imagine(interaction: discord.Interaction, prompt: str) -> None:
     except redis.RedisError:
         log.exception("queue unavailable for /imagine by %s", requester.member_id)
         await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
+        return
+    except RuleRefused as exc:  # a server rule: its sentence names the rule and what is allowed here
+        await interaction.response.send_message(str(exc), ephemeral=True)
         return
     except MemberFacingError as exc:
         await interaction.response.send_message(messages.prompt_error(str(exc), member.options), ephemeral=True)
@@ -157,6 +161,7 @@ _COMMAND_NAME = re.compile(r"[a-z0-9_-]{1,32}")
 """What Discord accepts as a slash command name (lowercase)."""
 _RESERVED_NAMES = frozenset(
     {"imagine", "describe", "settings", "prefer", "info", "cancel", "show", "record", "stealth", "public"}
+    | {"rules", "quota"}
     | {"queue", "ban", "unban", "limits", "workers"}
 )
 """Command names the bot already uses: a lane with one of these names gets no shortcut."""
@@ -290,9 +295,12 @@ async def cancel_command(interaction: discord.Interaction, job_id: str | None = 
         await mark_canceled(interaction.client, job.spec)
 
 
-async def mark_canceled(client: discord.Client, spec: JobSpec, reason: str = messages.CANCELED) -> None:
-    """A job canceled while queued never reaches a worker, so the bot updates its waiting message itself."""
+async def mark_canceled(client: discord.Client, spec: JobSpec, reason: str = "") -> None:
+    """A job canceled while queued never reaches a worker, so the bot updates its waiting message itself (``reason``:
+    member-facing; default ``messages.CANCELED`` in the member's language)."""
     delivery = spec.delivery
+    with use_locale(delivery.locale):
+        reason = reason or messages.CANCELED
     if delivery.kind != "discord" or not (delivery.channel_id and delivery.waiting_message_id):
         return
     try:
@@ -342,7 +350,12 @@ async def stored_result(state: BotState, job_id: str) -> tuple[JobRecord, JobKin
         await asyncio.to_thread(image_store.get_image, state.connection, state.settings, job_id, index)
         for index in range(count)
     ]
-    picture = pngs[0] if count == 1 else await asyncio.to_thread(_grid_png, pngs)
+    if count == 1:
+        return record, kind, pngs[0]
+    grid = await asyncio.to_thread(_grid_png, pngs)
+    # The composed grid carries the same provenance as the worker's images (record, source type, C2PA if set).
+    image = await asyncio.to_thread(lambda: Image.open(io.BytesIO(grid)).convert("RGB"))
+    picture = await asyncio.to_thread(provenance.stamp, image, record, state.settings)
     return record, kind, picture
 
 
@@ -384,7 +397,13 @@ async def send_record(interaction: discord.Interaction, job_id: str) -> None:
     except ResultExpired as exc:
         await interaction.response.send_message(messages.expired(str(exc)), ephemeral=True)
         return
-    await interaction.response.send_message(messages.record(record.to_dict()), ephemeral=True)
+    await interaction.response.send_message(record_text(record), ephemeral=True)
+
+
+def record_text(record: JobRecord) -> str:
+    """A job's record as /record and the envelope show it: the JSON, then the line that says how to verify it."""
+    verify = messages.verify_line(dict(record.notes.get("provenance") or {}))
+    return messages.record_verified(record.to_dict(), verify)
 
 
 @app_commands.command(name="record", description="The reproducibility record of a job")

@@ -24,6 +24,7 @@ from rq.utils import as_text
 from bot.jobs import JobDesk
 from bot.submission import mentions_for
 from shared import defaults, messages
+from shared.i18n import use_locale
 from shared.jobs.spec import JobStatus
 from shared.keys import Keys
 from shared.queue.client import get_queue, job_state
@@ -95,7 +96,8 @@ class QueueUpdater:
                 if position is None or position < 1:
                     continue
                 owner = state.spec.owner
-                line = messages.waiting_line(state.spec.prompt, owner, position, eta_s)
+                with use_locale(state.spec.delivery.locale):  # the line stays in the member's language
+                    line = messages.waiting_line(state.spec.prompt, owner, position, eta_s)
                 found.append(Waiting(job_id, int(channel), int(message), owner, position, line))
         return found
 

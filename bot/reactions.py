@@ -18,7 +18,7 @@ import logging
 import discord
 import redis
 
-from bot.commands import mark_canceled, stored_result
+from bot.commands import mark_canceled, record_text, stored_result
 from bot.state import BotState
 from shared import defaults, messages
 from shared.discord_wire import buttons
@@ -120,7 +120,7 @@ async def _send_to_direct_messages(client: discord.Client, state: BotState, user
         log.exception("unreadable record of job %s", job_id)
         return
     else:
-        content = messages.record(record.to_dict())
+        content = record_text(record)
         file = discord.File(io.BytesIO(picture), filename=buttons.attachment_name(job_id, kind))
     try:
         channel = await client.create_dm(discord.Object(user_id))

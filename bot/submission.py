@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 
 import discord
 import redis
 
 from bot.jobs import JobDesk
-from shared import messages
+from bot.state import BotState
+from shared import allowances, messages
 from shared.errors import MemberFacingError
 from shared.intake import Requester
 from shared.jobs.spec import Delivery, JobSpec
@@ -25,22 +27,43 @@ log = logging.getLogger(__name__)
 
 
 def delivery_for(interaction: discord.Interaction) -> Delivery:
-    """Where a job made from ``interaction`` is delivered: the interaction's channel (and guild)."""
+    """Where a job made from ``interaction`` is delivered: the interaction's channel (and guild), with what the worker
+    needs to deliver it as the server's rules say (the channel's age restriction, the member's roles and locale, and
+    whether a new member's results are reviewed)."""
+    requester = requester_of(interaction)
+    state = getattr(interaction.client, "state", None)
+    review_days = state.settings.review_new_members_days if isinstance(state, BotState) else 0.0
+    review = bool(review_days and requester.joined_at and time.time() - requester.joined_at < review_days * 86400)
     return Delivery(
         kind="discord",
         channel_id=str(interaction.channel_id or ""),
         guild_id=str(interaction.guild_id or ""),
+        locale=requester.locale,
+        nsfw=requester.channel_nsfw,
+        roles=requester.roles,
+        review=review,
     )
 
 
+def channel_is_nsfw(interaction: discord.Interaction) -> bool:
+    """Whether the interaction's channel is age-restricted (Discord's ``nsfw`` flag; a thread takes its parent's)."""
+    channel = interaction.channel
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
 def requester_of(interaction: discord.Interaction) -> Requester:
-    """Who asks, as ``shared.intake`` knows them: the member, their roles, the channel and their locale."""
+    """Who asks, as ``shared.intake`` knows them: the member, their roles, the channel (and whether it is
+    age-restricted), their locale and when they joined."""
     roles = tuple(str(role.id) for role in getattr(interaction.user, "roles", []))
+    joined = getattr(interaction.user, "joined_at", None)
     return Requester(
         member_id=str(interaction.user.id),
         roles=roles,
         channel_id=str(interaction.channel_id or ""),
         locale=str(interaction.locale),
+        channel_nsfw=channel_is_nsfw(interaction),
+        joined_at=joined.timestamp() if joined is not None else 0.0,
     )
 
 
@@ -68,6 +91,9 @@ async def submit(
         first_eta = eta.eta_for(desk.connection, desk.settings, specs[0].lane, specs[0].model, ahead_by_lane)
         # Queue control: banned or over the queued limit -> a private answer, nothing posted or queued.
         refusal = limits.refusal(desk.connection, desk.settings, specs[0].owner, len(specs), requester.roles)
+        # The daily allowance: every job is counted now, all or none (atomic in Redis), so a member at zero is
+        # refused before any waiting message, with the next reset (and the relax lane, when its jobs are free).
+        refusal = refusal or allowances.take_all(desk.connection, desk.settings, specs, requester.roles)
         paused = admin.is_paused(desk.connection, desk.settings)
     except redis.RedisError:
         log.exception("queue unavailable while answering interaction %s", interaction.id)
@@ -78,7 +104,12 @@ async def submit(
         return []
     first = specs[0]
     lines = [messages.waiting_line(first.prompt, first.owner, ahead + 1, first_eta)]
-    callback = await interaction.response.send_message(lines[0], allowed_mentions=mentions_for(first.owner))
+    try:
+        callback = await interaction.response.send_message(lines[0], allowed_mentions=mentions_for(first.owner))
+    except discord.HTTPException:
+        for spec in specs:  # no waiting message, no jobs: the allowance taken above goes back
+            allowances.refund(desk.connection, desk.settings, spec)
+        raise
     message_id = callback.message_id if callback is not None else None
     if message_id is None:
         message_id = (await interaction.original_response()).id

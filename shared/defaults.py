@@ -504,3 +504,35 @@ DISCORD_PERMISSION_ADMINISTRATOR: int = 1 << 3
 
 DISCORD_PERMISSION_MANAGE_GUILD: int = 1 << 5
 """Discord's MANAGE_GUILD ("Manage Server") permission bit."""
+
+# --- Running it for a community: rules, allowances, review, provenance (shared/rules.py, shared/allowances.py, ...) ---
+
+RULES_CACHE_S: float = 5.0
+"""Seconds a process keeps the rules it read from Redis (a change by /rules is seen by every shard within this)."""
+
+DEFAULT_MODEL_NAME: str = "default"
+"""How rules name the configured ``MODEL`` (a prompt without ``--v``/``--niji``) beside the ``--v`` aliases."""
+
+ADULT_ACTIONS: tuple[str, ...] = ("spoiler", "withhold", "review")
+"""What happens to a flagged (adult-rated) result in a channel that may not receive one."""
+
+ALLOWANCE_RESET_TIME: str = "00:00"
+"""Time of day (HH:MM, in ``ALLOWANCE_TIMEZONE``) when daily allowances start again."""
+
+ALLOWANCE_TIMEZONE: str = "UTC"
+"""IANA time zone of the allowance reset time."""
+
+ALLOWANCE_EXEMPT_LANES: tuple[str, ...] = ("relax",)
+"""Lanes whose jobs do not count against allowances (Midjourney's relax mode)."""
+
+ALLOWANCE_KEEP_S: int = 3 * 24 * 3600
+"""Seconds a period's allowance counters are kept after it starts (past periods are only read by admins)."""
+
+REVIEW_DELIVERING_LEASE_S: float = 60.0
+"""Seconds an Approve that is delivering holds the result; a bot that died mid-delivery is taken over after this."""
+
+C2PA_ALGORITHMS: tuple[str, ...] = ("es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519")
+"""Signing algorithms of the C2PA manifest (the key's type decides which one fits)."""
+
+DIGITAL_SOURCE_TYPE: str = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+"""IPTC digital source type of every image the workers make: created by a trained generative model."""

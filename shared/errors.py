@@ -57,5 +57,14 @@ class ModelUnavailable(MemberFacingError):
     """A model the configuration names that this worker could not load (the cause is in the worker's log)."""
 
 
+class RuleRefused(PromptError):
+    """A prompt or follow-up that the server's rules (``shared.rules``) do not allow here or for this member; names
+    the rule and what is allowed."""
+
+
+class AllowanceSpent(MemberFacingError):
+    """A member whose daily allowance (``shared.allowances``) is used up; says when it resets."""
+
+
 class Unsupported(MemberFacingError):
     """A feature the job's model cannot do (the member is told which and why, instead of a failing job)."""

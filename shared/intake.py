@@ -48,6 +48,12 @@ class Requester:
     """Where the request was made ("" outside Discord)."""
     locale: str = ""
     """The member's Discord locale (``en-US``, ``zh-CN``, ...); "" when unknown."""
+    channel_nsfw: bool = False
+    """Whether the channel is age-restricted (Discord's ``nsfw`` flag): adult-rated results may go there."""
+    lane: str = ""
+    """The member's saved default lane ("" = the system's): filled in by the intake before the rules run."""
+    joined_at: float = 0.0
+    """When the member joined the guild (Unix seconds; 0 when unknown): new members' results can be reviewed."""
 
 
 Rule = Callable[[Prompt, Requester], None]
@@ -73,6 +79,8 @@ class Intake:
         expanded = member.expand_options(member.apply_text(text))
         checked = moderation.check_and_audit(expanded, self.settings, self.connection, owner=requester.member_id)
         prompts = [member.apply_prompt(prompt) for prompt in checked]
+        if self.rules and member.lane and not requester.lane:
+            requester = dataclasses.replace(requester, lane=member.lane)  # the lane rules see the member's default
         for prompt in prompts:
             for rule in self.rules:
                 rule(prompt, requester)

@@ -277,6 +277,39 @@ class Keys:
         """Flag: the Vary (Region) link whose token has this SHA-256 digest was submitted (a link queues one job)."""
         return f"{self.prefix}:web:region-used:{token_digest}"
 
+    # -- server rules, allowances, the review queue ------------------------------------------------------------------
+
+    @property
+    def rules(self) -> str:
+        """Hash scope (``default``, ``role:<id>``, ``channel:<id>``) -> the server rule of that scope (JSON)."""
+        return f"{self.prefix}:rules"
+
+    @property
+    def rules_seeded(self) -> str:
+        """Flag: the rules were filled from the ``[rules]`` section of the configuration once (it is the start)."""
+        return f"{self.prefix}:rules:seeded"
+
+    def allowance_jobs(self, period: str) -> str:
+        """Hash member -> jobs counted against their allowance in the period that starts at ``period``."""
+        return f"{self.prefix}:allowance:{period}:jobs"
+
+    def allowance_gpu(self, period: str) -> str:
+        """Hash member -> GPU-seconds counted against their allowance in the period that starts at ``period``."""
+        return f"{self.prefix}:allowance:{period}:gpu"
+
+    def allowance_charged(self, job_id: str) -> str:
+        """Which allowance period job ``job_id`` was counted in (so a refund or a GPU charge finds it)."""
+        return f"{self.prefix}:allowance:job:{job_id}"
+
+    def review(self, job_id: str) -> str:
+        """Hash of one result held for review (state, record, staff message, decision)."""
+        return f"{self.prefix}:review:{job_id}"
+
+    @property
+    def reviews_pending(self) -> str:
+        """Sorted set job id -> when it was held, of results waiting for a moderator."""
+        return f"{self.prefix}:reviews:pending"
+
 
 @lru_cache(maxsize=16)
 def keys_of_prefix(prefix: str) -> Keys:

@@ -168,6 +168,32 @@ class Settings(BaseSettings):
     )
     discord_web_url: str = Field(default=defaults.DISCORD_WEB_URL, description="Discord's web client, for links.")
 
+    # Running it for a community: rules, allowances, the review queue, provenance (docs/admin-guide.md).
+    rules: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="[rules]: the server rules Redis starts from; scope (default, role:<id>, channel:<id>) -> rule.",
+    )
+    allowances: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description='[allowances]: scope (default, role:<id>) -> {"jobs": N, "gpu_seconds": S} per day; none: no cap.',
+    )
+    allowance_reset_time: str = Field(
+        default=defaults.ALLOWANCE_RESET_TIME, description="HH:MM when daily allowances start again."
+    )
+    allowance_timezone: str = Field(default=defaults.ALLOWANCE_TIMEZONE, description="Time zone of the reset time.")
+    allowance_exempt_lanes: tuple[str, ...] = Field(
+        default=defaults.ALLOWANCE_EXEMPT_LANES, description="Lanes whose jobs do not count against allowances."
+    )
+    review_channel_id: str = Field(default="", description="Staff channel where results held for review are posted.")
+    moderator_role_ids: str = Field(default="", description="Comma-separated role ids that may approve or reject.")
+    review_new_members_days: float = Field(
+        default=0, ge=0, description="Results of members who joined less than this many days ago are reviewed; 0: off."
+    )
+    c2pa_signing_key: SecretStr = Field(default=SecretStr(""), description="C2PA signing key: a PEM file or PEM text.")
+    c2pa_cert: str = Field(default="", description="C2PA certificate chain: a PEM file or PEM text (signer first).")
+    c2pa_alg: str = Field(default="es256", description="C2PA signing algorithm (must fit the key).")
+    c2pa_tsa_url: str = Field(default="", description="RFC 3161 time-stamp authority for C2PA; empty: none.")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -185,12 +211,40 @@ class Settings(BaseSettings):
     def _resolve_path(cls, value: Path) -> Path:
         return value if value.is_absolute() else defaults.PROJECT_ROOT / value
 
-    @field_validator("lanes", "image_fetch_allowed_hosts", "moderation_banned", mode="before")
+    @field_validator("lanes", "image_fetch_allowed_hosts", "moderation_banned", "allowance_exempt_lanes", mode="before")
     @classmethod
     def _split_lanes(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("allowance_reset_time")
+    @classmethod
+    def _check_reset_time(cls, value: str) -> str:
+        hours, sep, minutes = value.partition(":")
+        if not (sep and hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60):
+            raise ValueError(f"ALLOWANCE_RESET_TIME must be HH:MM (00:00 to 23:59), got {value!r}")
+        return f"{int(hours):02d}:{int(minutes):02d}"
+
+    @field_validator("allowance_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"ALLOWANCE_TIMEZONE must be an IANA time zone such as UTC or Europe/Paris, got {value!r}"
+            ) from exc
+        return value
+
+    @field_validator("c2pa_alg")
+    @classmethod
+    def _check_c2pa_alg(cls, value: str) -> str:
+        if value.lower() not in defaults.C2PA_ALGORITHMS:
+            raise ValueError(f"C2PA_ALG must be one of {', '.join(defaults.C2PA_ALGORITHMS)}, got {value!r}")
+        return value.lower()
 
     @field_validator("result_dir")
     @classmethod
@@ -290,6 +344,11 @@ class Settings(BaseSettings):
             return self.web_guild_id.strip()
         ids = self.guild_ids
         return str(ids[0]) if ids else ""
+
+    @property
+    def moderator_roles(self) -> frozenset[str]:
+        """``moderator_role_ids`` as a set of role ids."""
+        return frozenset(item.strip() for item in self.moderator_role_ids.split(",") if item.strip())
 
     @property
     def guild_ids(self) -> list[int]:

@@ -91,6 +91,8 @@ class InteractionRecord:
     response: Any = None
     response_message_id: int | None = None
     expired: bool = False
+    channel_id: int = 0
+    """The channel the interaction came from (0: the fake's default channel)."""
 
     @property
     def ack_latency_s(self) -> float | None:
@@ -143,6 +145,8 @@ class FakeDiscord:
         self.commands: dict[str, dict[str, Any]] = {}
         """Synced application commands by name (guild or global)."""
         self.identifies = 0
+        self.roles: dict[int, str] = {}
+        """Extra guild roles (id -> name) in GUILD_CREATE, so members' roles resolve; set them before connecting."""
         self.gateway_errors: list[str] = []
         self.fail_next: list[tuple[str, int, float]] = []
         """Queued faults for channel-message routes: (method or "*", status, retry_after for 429)."""
@@ -334,6 +338,20 @@ class FakeDiscord:
             "icon": None,
             "owner_id": "1",
             "roles": [
+                *(
+                    {
+                        "id": str(role_id),
+                        "name": name,
+                        "permissions": "0",
+                        "position": 1,
+                        "color": 0,
+                        "hoist": False,
+                        "managed": False,
+                        "mentionable": False,
+                        "flags": 0,
+                    }
+                    for role_id, name in self.roles.items()
+                ),
                 {
                     "id": str(self.guild_id),
                     "name": "@everyone",
@@ -344,7 +362,7 @@ class FakeDiscord:
                     "managed": False,
                     "mentionable": False,
                     "flags": 0,
-                }
+                },
             ],
             "emojis": [],
             "stickers": [],
@@ -447,24 +465,48 @@ class FakeDiscord:
 
     # --- interactions -------------------------------------------------------------------------------------------
 
-    def _interaction(self, kind: int, data: dict[str, Any], user_id: int, **extra: Any) -> dict[str, Any]:
+    def channel_payload(self, channel_id: int, *, nsfw: bool = False) -> dict[str, Any]:
+        """A text channel of the guild as interactions carry it (``nsfw``: age-restricted)."""
+        return {**self._channel(), "id": str(channel_id), "name": f"channel-{channel_id % 10000}", "nsfw": nsfw}
+
+    def _interaction(
+        self,
+        kind: int,
+        data: dict[str, Any],
+        user_id: int,
+        *,
+        locale: str = "en-US",
+        roles: tuple[int, ...] = (),
+        channel_id: int | None = None,
+        nsfw: bool = False,
+        permissions: str | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
         interaction_id = self.snowflake()
         token = f"itoken-{interaction_id}"
+        channel = channel_id or self.channel_id
         with self._lock:
-            self.interactions[interaction_id] = InteractionRecord(interaction_id, token, kind, user_id)
+            self.interactions[interaction_id] = InteractionRecord(
+                interaction_id, token, kind, user_id, channel_id=channel
+            )
+        member = self._member(user_id)
+        member["roles"] = [str(role) for role in roles]
+        if permissions is not None:
+            member["permissions"] = permissions
+        channel_data = self._channel() if channel == self.channel_id else self.channel_payload(channel, nsfw=nsfw)
         return {
             "id": str(interaction_id),
             "application_id": str(self.application_id),
             "type": kind,
             "data": data,
             "guild_id": str(self.guild_id),
-            "channel_id": str(self.channel_id),
-            "channel": self._channel(),
-            "member": self._member(user_id),
+            "channel_id": str(channel),
+            "channel": channel_data,
+            "member": member,
             "token": token,
             "version": 1,
             "app_permissions": "2251799813685247",
-            "locale": "en-US",
+            "locale": locale,
             "guild_locale": "en-US",
             "entitlements": [],
             "authorizing_integration_owners": {"0": str(self.guild_id)},
@@ -484,11 +526,16 @@ class FakeDiscord:
         self._run(send())
         return record
 
-    def slash(self, name: str, options: dict[str, Any] | None = None, *, user_id: int = 42) -> InteractionRecord:
-        """Dispatch a slash command as member ``user_id``; returns the interaction's record (filled in as answered)."""
-        return self._send_interaction(self.slash_payload(name, options, user_id=user_id))
+    def slash(
+        self, name: str, options: dict[str, Any] | None = None, *, user_id: int = 42, **where: Any
+    ) -> InteractionRecord:
+        """Dispatch a slash command as member ``user_id``; returns the interaction's record (filled in as answered).
+        ``where``: ``locale``, ``roles`` (role ids), ``channel_id`` and ``nsfw`` of the interaction."""
+        return self._send_interaction(self.slash_payload(name, options, user_id=user_id, **where))
 
-    def slash_payload(self, name: str, options: dict[str, Any] | None = None, *, user_id: int = 42) -> dict[str, Any]:
+    def slash_payload(
+        self, name: str, options: dict[str, Any] | None = None, *, user_id: int = 42, **where: Any
+    ) -> dict[str, Any]:
         """The INTERACTION_CREATE payload of a slash command (for ``dispatch_many`` and malformed-payload tests).
 
         ``name`` may name a subcommand: ``"prefer option set"`` is command ``prefer``, group ``option``, subcommand
@@ -510,7 +557,7 @@ class FakeDiscord:
         }
         if uploads:
             data["resolved"] = {"attachments": uploads}
-        return self._interaction(2, data, user_id)
+        return self._interaction(2, data, user_id, **where)
 
     def dispatch_many(self, payloads: list[dict[str, Any]], interval_s: float = 0.0) -> list[InteractionRecord]:
         """Dispatch many interactions back to back (``interval_s`` apart; 0: as fast as the socket takes them)."""
@@ -528,13 +575,15 @@ class FakeDiscord:
         asyncio.run_coroutine_threadsafe(send_all(), self._loop).result(30 + interval_s * len(payloads))
         return [self.interactions[int(p["id"])] for p in payloads]
 
-    def click(self, message_id: int, custom_id: str, *, user_id: int = 42) -> InteractionRecord:
-        """Click the button ``custom_id`` on message ``message_id`` (the message as this fake stores it)."""
+    def click(self, message_id: int, custom_id: str, *, user_id: int = 42, **where: Any) -> InteractionRecord:
+        """Click the button ``custom_id`` on message ``message_id`` (the message as this fake stores it), in the
+        message's channel; ``where``: ``locale``, ``roles``, ``nsfw`` of the interaction."""
         with self._lock:
             message = dict(self.messages[message_id])
         message.pop("deleted", None)
         data = {"custom_id": custom_id, "component_type": 2}
-        return self._send_interaction(self._interaction(3, data, user_id, message=message))
+        where.setdefault("channel_id", int(message["channel_id"]))
+        return self._send_interaction(self._interaction(3, data, user_id, message=message, **where))
 
     def message_command(self, name: str, message_id: int, *, user_id: int = 42) -> InteractionRecord:
         """Use the message (context menu) command ``name`` on message ``message_id``."""
@@ -771,7 +820,10 @@ class FakeDiscord:
             content = data if response_type == 4 else {"content": "", "flags": data.get("flags", 0)}
             fake_call = Call("POST", call.path, {}, content, call.files if response_type == 4 else {}, "")
             message = self._new_message(
-                self.channel_id, fake_call, author=self.user(self.bot_user_id, "imagine"), webhook=True
+                record.channel_id or self.channel_id,
+                fake_call,
+                author=self.user(self.bot_user_id, "imagine"),
+                webhook=True,
             )
             message["interaction_token"] = token
             message_id = int(message["id"])
@@ -806,7 +858,8 @@ class FakeDiscord:
             if refused is not None:
                 return refused
         if len(parts) == 3 and call.method == "POST":
-            created = self._new_message(self.channel_id, call, author=self.user(self.bot_user_id), webhook=True)
+            channel = record.channel_id or self.channel_id
+            created = self._new_message(channel, call, author=self.user(self.bot_user_id), webhook=True)
             created["interaction_token"] = token
             return _json(created)
         if len(parts) == 5 and parts[3] == "messages":

@@ -120,7 +120,9 @@ def test_flagged_results_are_spoilered_or_withheld_and_audited(
 
 def test_moderation_is_off_by_default_and_bad_settings_are_named(settings: Settings) -> None:
     assert image_moderation.moderate([Image.new("RGB", (4, 4), (255, 0, 0))], settings).flagged is False
-    with pytest.raises(ValueError, match="IMAGE_MODERATION_ACTION must be one of spoiler, withhold, got 'hide'"):
+    with pytest.raises(
+        ValueError, match="IMAGE_MODERATION_ACTION must be one of spoiler, withhold, review, got 'hide'"
+    ):
         image_moderation.check_settings(settings.model_copy(update={"image_moderation_action": "hide"}))
     with pytest.raises(ValueError, match="IMAGE_MODERATION must be 'off'"):
         image_moderation.check_settings(settings.model_copy(update={"image_moderation": "nonsense"}))

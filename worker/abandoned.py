@@ -12,6 +12,7 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
 from shared import messages
+from shared.i18n import use_locale
 from shared.jobs.spec import Delivery
 from shared.queue import meta
 from shared.settings import Settings
@@ -47,7 +48,8 @@ def make_abandoned_handler(settings: Settings, publisher_for: Callable[[Delivery
             log.warning("could not record the failure of job %s", job.id, exc_info=True)
         if spec is not None:
             try:
-                publisher_for(spec.delivery).failed(spec, messages.ABANDONED)
+                with use_locale(spec.delivery.locale):
+                    publisher_for(spec.delivery).failed(spec, messages.ABANDONED)
             except Exception:
                 log.exception("could not tell the member that job %s failed", job.id)
         return True

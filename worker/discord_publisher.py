@@ -22,8 +22,9 @@ from typing import Any
 import redis
 from PIL import Image
 
-from shared import defaults, messages
+from shared import defaults, messages, provenance
 from shared.discord_wire import buttons, results
+from shared.i18n import use_locale
 from shared.jobs.spec import JobSpec
 from shared.keys import keys_for
 from shared.settings import Settings
@@ -182,6 +183,10 @@ class DiscordPublisher:
 
     def progress(self, spec: JobSpec, fraction: float, preview: Image.Image | None) -> None:
         """Edit the waiting message: "**prompt** - <@user> (42%) (fast)" and the preview; best effort, throttled."""
+        with use_locale(spec.delivery.locale):
+            self._progress(spec, fraction, preview)
+
+    def _progress(self, spec: JobSpec, fraction: float, preview: Image.Image | None) -> None:
         delivery = spec.delivery
         if not (delivery.channel_id and delivery.waiting_message_id) or spec.job_id in self._gone:
             return
@@ -197,7 +202,7 @@ class DiscordPublisher:
         files: list[tuple[str, bytes]] = []
         if preview is not None:
             payload["attachments"] = [{"id": 0, "filename": "preview.png"}]
-            files.append(("preview.png", _png(preview, defaults.DISCORD_PREVIEW_MAX_SIDE)))
+            files.append(("preview.png", provenance.stamp_preview(_small(preview), spec.job_id)))
         try:
             self.rest.request(
                 "PATCH",
@@ -216,6 +221,10 @@ class DiscordPublisher:
 
     def publish(self, result: JobResult) -> dict[str, Any]:
         """Post the result with its buttons, then remove the waiting message; a job is posted at most once."""
+        with use_locale(result.spec.delivery.locale):
+            return self._publish(result)
+
+    def _publish(self, result: JobResult) -> dict[str, Any]:
         spec = result.spec
         channel = spec.delivery.channel_id
         if not channel:
@@ -244,7 +253,7 @@ class DiscordPublisher:
             "POST",
             f"/channels/{channel}/messages",
             payload=payload,
-            files=[(name, _png(picture))],
+            files=[(name, result_png(result, picture))],
             bucket=f"channel:{channel}",
         )
         message_id = str(message["id"])
@@ -262,6 +271,10 @@ class DiscordPublisher:
 
     def failed(self, spec: JobSpec, message: str) -> None:
         """Turn the waiting message into the failure line (or post it when that message is gone)."""
+        with use_locale(spec.delivery.locale):
+            self._failed(spec, message)
+
+    def _failed(self, spec: JobSpec, message: str) -> None:
         channel = spec.delivery.channel_id
         if not channel:
             log.warning("job %s failed without a Discord channel to tell: %s", spec.job_id, message)
@@ -309,12 +322,22 @@ def _mentions(owner: str) -> dict[str, Any]:
     return {"parse": [], "users": [owner] if owner.isdigit() else []}
 
 
-def _png(image: Image.Image, max_side: int = 0) -> bytes:
-    if max_side and max(image.size) > max_side:
-        scale = max_side / max(image.size)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+def _small(image: Image.Image, max_side: int = defaults.DISCORD_PREVIEW_MAX_SIDE) -> Image.Image:
+    """``image`` with its long side at most ``max_side`` (progress previews)."""
+    if max(image.size) <= max_side:
+        return image
+    scale = max_side / max(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+
+
+def result_png(result: JobResult, picture: Image.Image) -> bytes:
+    """The PNG bytes of the result's posted ``picture``: the stamped ones the worker made (``shared.provenance``),
+    or, for a result built without them, the picture encoded plainly."""
+    main = result.grid if result.grid is not None else result.images[0]
+    if result.picture_png is not None and picture is main:
+        return result.picture_png
     out = io.BytesIO()
-    image.save(out, format="PNG")
+    picture.save(out, format="PNG")
     return out.getvalue()
 
 

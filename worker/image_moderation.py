@@ -7,9 +7,11 @@
 - ``classifier:<folder>``: a local ``transformers`` image-classification model (an NSFW classifier); the score is the
   summed probability of its labels that name unsafe content (``nsfw``, ``porn``, ``hentai``, ``sexy``, ``unsafe``).
 
-A result with any image scoring at least ``image_moderation_threshold`` is flagged: with
-``image_moderation_action = spoiler`` it is posted behind a spoiler; with ``withhold`` it is not posted, the member is
-told why, and the audit log records it either way.
+A result with any image scoring at least ``image_moderation_threshold`` is flagged (adult-rated). Where the server's
+rules let the channel receive adult-rated results (``shared.rules``: the channel's rule, else Discord's age-restricted
+flag) it is delivered as it is; elsewhere ``image_moderation_action`` decides: ``spoiler`` posts it behind a spoiler,
+``withhold`` does not post it and tells the member why, ``review`` holds it for the moderators (``shared.review``).
+The audit log records every flag.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from PIL import Image
 
+from shared import defaults
 from shared.settings import Settings
 from shared.stores import audit_log
 
@@ -31,7 +34,7 @@ log = logging.getLogger(__name__)
 Hook = Callable[[Image.Image], float]
 """Scores one image: 0 = fine, 1 = certainly objectionable."""
 
-ACTIONS = ("spoiler", "withhold")
+ACTIONS = defaults.ADULT_ACTIONS
 UNSAFE_LABELS = ("nsfw", "porn", "hentai", "sexy", "unsafe", "explicit")
 
 

@@ -33,6 +33,10 @@ class JobResult:
     """The reproducibility record: resolved parameters, seeds, model, timings, alignment scores."""
     spoiler: bool = False
     """Post the images behind a spoiler (image moderation flagged them; see worker/image_moderation.py)."""
+    pngs: list[bytes] | None = None
+    """The images as PNG bytes carrying their provenance (``shared.provenance.stamp``), as stored; None: encode."""
+    picture_png: bytes | None = None
+    """The posted picture (the grid, or the single image) as PNG bytes with its provenance; None: encode."""
 
 
 class Publisher(Protocol):
@@ -65,11 +69,17 @@ class LocalPublisher:
         paths: dict[str, Any] = {"folder": str(folder), "images": []}
         for index, image in enumerate(result.images):
             path = folder / f"image_{index + 1}.png"
-            image.save(path)
+            if result.pngs is not None:
+                path.write_bytes(result.pngs[index])
+            else:
+                image.save(path)
             paths["images"].append(str(path))
         if result.grid is not None:
             grid_path = folder / "grid.png"
-            result.grid.save(grid_path)
+            if result.picture_png is not None:
+                grid_path.write_bytes(result.picture_png)
+            else:
+                result.grid.save(grid_path)
             paths["grid"] = str(grid_path)
         record = result.record.to_dict()
         record["files"] = paths

@@ -21,8 +21,9 @@ from PIL import Image
 from rq import get_current_job
 from rq.job import Job
 
-from shared import defaults, messages
+from shared import allowances, defaults, messages, provenance, rules
 from shared.errors import MemberFacingError
+from shared.i18n import use_locale
 from shared.jobs.record import JobRecord
 from shared.jobs.spec import JobKind, JobSpec
 from shared.queue import meta
@@ -31,7 +32,7 @@ from shared.settings import Settings
 from shared.stores.images import get_image, put_images, put_record
 from worker import faults, image_prompt, memory
 from worker.delivery import deliver
-from worker.engine import Engine, Generation, JobCanceled, png_bytes
+from worker.engine import Engine, Generation, JobCanceled
 from worker.grid import compose_grid
 from worker.progress import ProgressReporter
 from worker.publisher import JobResult, Publisher
@@ -50,7 +51,13 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
 
 def run_one(runtime: WorkerRuntime, spec: JobSpec, job: Job | None) -> dict[str, Any]:
     """Generate, compose, store and publish one job; returns its record as a dict (``{"canceled": True}`` when the
-    member cancelled it). A failure tells the member (``member_message``) and is raised for RQ to record."""
+    member cancelled it). A failure tells the member (``member_message``, in the member's language) and is raised for
+    RQ to record."""
+    with use_locale(spec.delivery.locale):
+        return _run_one(runtime, spec, job)
+
+
+def _run_one(runtime: WorkerRuntime, spec: JobSpec, job: Job | None) -> dict[str, Any]:
     settings = runtime.settings
     connection = job.connection if job is not None else None
     publisher = runtime.publisher_for(spec.delivery)
@@ -58,6 +65,10 @@ def run_one(runtime: WorkerRuntime, spec: JobSpec, job: Job | None) -> dict[str,
     started = time.perf_counter()
     try:
         reporter.phase("loading")
+        if connection is not None:
+            # The server's rules again, for the job's channel and requester (a follow-up clicked in another channel,
+            # or rules changed while it waited): a refused job tells the member which rule, like the bot does.
+            rules.check_spec(connection, settings, spec)
         engine = runtime.engine_for(spec.model)
         faults.inject_fault(settings, spec)
         source = (
@@ -100,7 +111,7 @@ def run_batch(runtime: WorkerRuntime, members: Sequence[tuple[JobSpec, Job | Non
     generations: list[Generation | JobCanceled] | None = None
     try:
         engine = runtime.engine_for(members[0][0].model)
-        if engine.batch_recipe is not None:
+        if engine.batch_recipe is not None and _all_allowed(members, settings):
             for reporter in reporters:
                 reporter.phase("generating")
             generations = engine.generate_batch(
@@ -120,19 +131,54 @@ def run_batch(runtime: WorkerRuntime, members: Sequence[tuple[JobSpec, Job | Non
             if generations is None:
                 outcomes.append(run_one(runtime, spec, job))
                 continue
-            generation = generations[index]
-            if isinstance(generation, JobCanceled):
-                outcomes.append(_canceled(spec, job, publisher, generation))
-                continue
-            record = _finish(
-                spec, job, settings, publisher=publisher, engine=engine, generation=generation, started=started
-            )
-            outcomes.append(record.to_dict())
+            with use_locale(spec.delivery.locale):
+                outcomes.append(
+                    _finish_member(
+                        spec,
+                        job,
+                        settings,
+                        publisher=publisher,
+                        engine=engine,
+                        generation=generations[index],
+                        started=started,
+                    )
+                )
         except Exception as exc:
             if generations is not None:
-                _failed(spec, job, publisher, exc)
+                with use_locale(spec.delivery.locale):
+                    _failed(spec, job, publisher, exc)
             outcomes.append(exc)
     return outcomes
+
+
+def _all_allowed(members: Sequence[tuple[JobSpec, Job | None]], settings: Settings) -> bool:
+    """Whether the server's rules allow every job of a batch (one that they refuse makes every job run alone, where
+    the refused one is told why)."""
+    for spec, job in members:
+        if job is None:
+            continue
+        try:
+            rules.check_spec(job.connection, settings, spec)
+        except MemberFacingError:
+            return False
+    return True
+
+
+def _finish_member(
+    spec: JobSpec,
+    job: Job | None,
+    settings: Settings,
+    *,
+    publisher: Publisher,
+    engine: Engine,
+    generation: Generation | JobCanceled,
+    started: float,
+) -> Outcome:
+    """One job of a batched pass: its cancellation, or its images composed, stored and published."""
+    if isinstance(generation, JobCanceled):
+        return _canceled(spec, job, publisher, generation)
+    record = _finish(spec, job, settings, publisher=publisher, engine=engine, generation=generation, started=started)
+    return record.to_dict()
 
 
 def _cancel_check(connection: redis.Redis | None, settings: Settings, job_id: str) -> Callable[[], bool] | None:
@@ -173,19 +219,38 @@ def _finish(
         meta.set_phase(job, "publishing")
     record = build_record(spec, engine, generation)
     grid = compose_grid(generation.images) if len(generation.images) == defaults.IMAGES_PER_GRID else None
+    # Every PNG stored and posted carries the record and the AI source type (and a C2PA manifest when configured).
+    pngs = [provenance.stamp(image, record, settings) for image in generation.images]
+    picture_png = provenance.stamp(grid, record, settings) if grid is not None else pngs[0]
+    record.notes["provenance"] = provenance.note(record, picture_png, settings)
     if connection is not None:
-        put_images(connection, settings, spec.job_id, [png_bytes(image) for image in generation.images])
+        put_images(connection, settings, spec.job_id, pngs)
         # Stored before delivery, so a button clicked the instant the result appears finds its source job's record.
         put_record(connection, settings, record)
-    record.files = deliver(
-        connection, settings, publisher, JobResult(spec=spec, images=generation.images, grid=grid, record=record)
+        _charge_gpu(connection, settings, spec, generation)
+    result = JobResult(
+        spec=spec, images=generation.images, grid=grid, record=record, pngs=pngs, picture_png=picture_png
     )
+    record.files = deliver(connection, settings, publisher, result)
     record.timings["job_s"] = time.perf_counter() - started
     if connection is not None:
         put_record(connection, settings, record)
     if job is not None:
         meta.set_done(job)
     return record
+
+
+def _charge_gpu(connection: redis.Redis, settings: Settings, spec: JobSpec, generation: Generation) -> None:
+    """Add the job's measured generation time to its owner's daily GPU allowance (a batched pass's time is shared
+    equally by its jobs); never fails the job."""
+    seconds = float(generation.timings.get("generate_s", 0.0))
+    batch = generation.notes.get("batch")
+    if isinstance(batch, dict) and int(batch.get("jobs", 1)) > 1:
+        seconds /= int(batch["jobs"])
+    try:
+        allowances.charge_gpu(connection, settings, spec, seconds)
+    except redis.RedisError:
+        log.exception("could not charge %.2f GPU-seconds of job %s", seconds, spec.job_id)
 
 
 def build_record(spec: JobSpec, engine: Engine, generation: Generation) -> JobRecord:

@@ -17,6 +17,7 @@ from typing import Any
 
 from shared import defaults, messages
 from shared.errors import CannotFollowUp, PromptError
+from shared.i18n import tr
 from shared.jobs.record import JobRecord
 from shared.jobs.spec import Delivery, JobKind, JobSpec, SourceImage, derive_seeds, new_job_id
 from shared.prompt.resolve import image_size
@@ -26,10 +27,20 @@ log = logging.getLogger(__name__)
 
 def _check_index(spec: JobSpec, index: int) -> None:
     if spec.kind is JobKind.DESCRIBE:
-        raise CannotFollowUp(f"job {spec.job_id} is a /describe result: its buttons imagine its prompts")
+        raise CannotFollowUp(
+            tr("job {job_id} is a /describe result: its buttons imagine its prompts", job_id=spec.job_id)
+        )
     count = 1 if spec.kind is JobKind.UPSCALE else len(spec.seeds)
     if not 0 <= index < count:
-        raise CannotFollowUp(f"image index must be 0-{count - 1} for {spec.kind.value} job {spec.job_id}, got {index}")
+        raise CannotFollowUp(
+            tr(
+                "image index must be 0-{number} for {value} job {job_id}, got {index}",
+                number=count - 1,
+                value=spec.kind.value,
+                job_id=spec.job_id,
+                index=index,
+            )
+        )
 
 
 def _new_seeds(rng: random.Random | None) -> tuple[int, ...]:
@@ -130,7 +141,13 @@ def reroll_spec(
     spec = record.spec
     if spec.kind in (JobKind.UPSCALE, JobKind.DESCRIBE):
         kind = spec.kind.value
-        raise CannotFollowUp(f"re-roll needs a grid, variation or outpaint job, job {spec.job_id} is a {kind}")
+        raise CannotFollowUp(
+            tr(
+                "re-roll needs a grid, variation or outpaint job, job {job_id} is a {kind}",
+                job_id=spec.job_id,
+                kind=kind,
+            )
+        )
     return spec.replace(**_common(spec, owner, delivery, lane, _new_seeds(rng)))
 
 
@@ -175,7 +192,15 @@ def make_square_spec(
     spec, source = _outpaint_source(record, index)
     w, h = spec.width, spec.height
     if w == h:
-        raise CannotFollowUp(f"image {index + 1} of job {spec.job_id} is already square ({w}x{h})")
+        raise CannotFollowUp(
+            tr(
+                "image {number} of job {job_id} is already square ({w}x{h})",
+                number=index + 1,
+                job_id=spec.job_id,
+                w=w,
+                h=h,
+            )
+        )
     side, _ = image_size((1, 1), native, multiple)
     if w > h:
         band = (1 - h / w) / 2
@@ -212,8 +237,12 @@ def pan_spec(
     longest = max(ratio) / min(ratio)
     if longest > defaults.OUTPAINT_MAX_ASPECT:
         raise CannotFollowUp(
-            f"panning {direction} would make the image {longest:.2f}:1; the longest allowed is "
-            f"{defaults.OUTPAINT_MAX_ASPECT:g}:1"
+            tr(
+                "panning {direction} would make the image {longest:.2f}:1; the longest allowed is {top:g}:1",
+                direction=direction,
+                longest=longest,
+                top=defaults.OUTPAINT_MAX_ASPECT,
+            )
         )
     g = math.gcd(*ratio)
     width, height = image_size((ratio[0] // g, ratio[1] // g), native, multiple)
@@ -352,8 +381,17 @@ def described_prompt(record: JobRecord, index: int) -> str:
     """Prompt ``index`` (0-based) offered by a /describe job's record."""
     spec = record.spec
     if spec.kind is not JobKind.DESCRIBE:
-        raise CannotFollowUp(f"job {spec.job_id} is a {spec.kind.value} job, not a /describe result")
+        raise CannotFollowUp(
+            tr("job {job_id} is a {value} job, not a /describe result", job_id=spec.job_id, value=spec.kind.value)
+        )
     descriptions = record.notes.get("descriptions", [])
     if not 0 <= index < len(descriptions):
-        raise CannotFollowUp(f"prompt number must be 1-{len(descriptions)} for job {spec.job_id}, got {index + 1}")
+        raise CannotFollowUp(
+            tr(
+                "prompt number must be 1-{descriptions} for job {job_id}, got {number}",
+                descriptions=len(descriptions),
+                job_id=spec.job_id,
+                number=index + 1,
+            )
+        )
     return str(descriptions[index][0])

@@ -63,6 +63,15 @@ class Delivery:
     guild_id: str = ""
     waiting_message_id: str = ""
     """The "(Waiting to start)" message that progress edits go to and that is removed when the result is posted."""
+    locale: str = ""
+    """The member's Discord locale (``zh-CN``, ...): the worker's lines about this job are in that language."""
+    nsfw: bool = False
+    """Whether the channel is age-restricted (Discord's ``nsfw`` flag as the interaction carried it): with the
+    server's rules (``shared.rules``) it decides whether an adult-rated result may be delivered there."""
+    roles: tuple[str, ...] = ()
+    """The requester's role ids in the guild: the worker checks the server's rules for this job again."""
+    review: bool = False
+    """The result goes to the moderators' review queue whatever image moderation says (a new member's job)."""
 
 
 @dataclass(frozen=True)
@@ -177,7 +186,10 @@ class JobSpec:
             if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
                 raise ValueError(f"source_box must be x0 < x1 and y0 < y1 within [0, 1], got {values['source_box']}")
             values["source_box"] = (x0, y0, x1, y1)
-        values["delivery"] = Delivery(**values.get("delivery", {}))
+        delivery = dict(values.get("delivery", {}))
+        if "roles" in delivery:
+            delivery["roles"] = tuple(str(role) for role in delivery["roles"])
+        values["delivery"] = Delivery(**delivery)
         return cls(**values)
 
     def replace(self, **changes: Any) -> JobSpec:

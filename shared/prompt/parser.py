@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 from shared import defaults
 from shared.errors import PromptError
+from shared.i18n import tr
 
 log = logging.getLogger(__name__)
 
@@ -153,44 +154,76 @@ class Prompt:
         if not self.parts:
             object.__setattr__(self, "parts", ((self.text, 1.0),))
         if not self.text.strip():
-            raise PromptError("the prompt has no text (only parameters or image URLs); describe the image")
+            raise PromptError(tr("the prompt has no text (only parameters or image URLs); describe the image"))
         joined = " ".join(t for t, _ in self.parts)
         if joined != self.text:
-            raise PromptError(f"Prompt.text {self.text!r} must be the parts' texts joined by spaces, {joined!r}")
+            raise PromptError(
+                tr(
+                    "Prompt.text {text!r} must be the parts' texts joined by spaces, {joined!r}",
+                    text=self.text,
+                    joined=joined,
+                )
+            )
         weights = [w for _, w in self.parts]
         if not sum(weights) > 0:
             shown = " ".join(f"{t}::{_fmt_num(w)}" for t, w in self.parts)
             raise PromptError(
-                f"multi-prompt weights must add up to more than 0, got {_fmt_num(sum(weights))} ({shown})"
+                tr(
+                    "multi-prompt weights must add up to more than 0, got {sum} ({shown})",
+                    sum=_fmt_num(sum(weights)),
+                    shown=shown,
+                )
             )
         w, h = self.aspect_ratio
         ar = f"{w}:{h}"
         if not (1 <= w <= defaults.MAX_ASPECT_TERM and 1 <= h <= defaults.MAX_ASPECT_TERM):
             raise PromptError(
-                f"--ar must be two whole numbers from 1 to {defaults.MAX_ASPECT_TERM} as W:H (e.g. 16:9), got {ar}"
+                tr(
+                    "--ar must be two whole numbers from 1 to {max_aspect_term} as W:H (e.g. 16:9), got {ar}",
+                    max_aspect_term=defaults.MAX_ASPECT_TERM,
+                    ar=ar,
+                )
             )
         if max(w, h) > defaults.MAX_ASPECT_RATIO * min(w, h):
             m = defaults.MAX_ASPECT_RATIO
-            raise PromptError(f"--ar can be at most {m}:1 or 1:{m}, got {ar}")
+            raise PromptError(tr("--ar can be at most {m}:1 or 1:{m}, got {ar}", m=m, ar=ar))
         _check_range("--chaos", self.chaos, 0, defaults.CHAOS_MAX)
         if self.quality not in defaults.QUALITY_VALUES:
-            raise PromptError(f"--quality must be one of {_quality_list()}, got {_fmt_num(self.quality)}")
+            raise PromptError(
+                tr(
+                    "--quality must be one of {quality_list}, got {quality}",
+                    quality_list=_quality_list(),
+                    quality=_fmt_num(self.quality),
+                )
+            )
         if self.seed is not None:
             _check_range("--seed", self.seed, 0, defaults.MAX_SEED)
         _check_range("--stop", self.stop, defaults.STOP_MIN, 100)
         _check_range("--stylize", self.stylize, 0, defaults.STYLIZE_MAX)
         if self.style is not None and self.style not in defaults.STYLES:
-            raise PromptError(f"--style must be one of {', '.join(defaults.STYLES)}, got {self.style}")
+            raise PromptError(
+                tr("--style must be one of {styles}, got {style}", styles=", ".join(defaults.STYLES), style=self.style)
+            )
         _check_range("--weird", self.weird, 0, defaults.WEIRD_MAX)
         if not 0 <= self.image_weight <= defaults.IMAGE_WEIGHT_MAX:
             raise PromptError(
-                f"--iw must be a number from 0 to {_fmt_num(defaults.IMAGE_WEIGHT_MAX)}, "
-                f"got {_fmt_num(self.image_weight)}"
+                tr(
+                    "--iw must be a number from 0 to {image_weight_max}, got {image_weight}",
+                    image_weight_max=_fmt_num(defaults.IMAGE_WEIGHT_MAX),
+                    image_weight=_fmt_num(self.image_weight),
+                )
             )
         if self.image_weight != 1.0 and not self.image_urls:
-            raise PromptError(f"--iw {_fmt_num(self.image_weight)} needs an image URL at the start of the prompt")
+            raise PromptError(
+                tr(
+                    "--iw {image_weight} needs an image URL at the start of the prompt",
+                    image_weight=_fmt_num(self.image_weight),
+                )
+            )
         if self.speed is not None and self.speed not in SPEEDS:
-            raise PromptError(f"speed must be one of {', '.join(SPEEDS)}, got {self.speed}")
+            raise PromptError(
+                tr("speed must be one of {speeds}, got {speed}", speeds=", ".join(SPEEDS), speed=self.speed)
+            )
         _check_range("--repeat", self.repeat, 1, defaults.REPEAT_MAX)
 
     @property
@@ -242,7 +275,9 @@ class Prompt:
 
 def _check_range(name: str, value: int, lo: int, hi: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise PromptError(f"{name} must be an integer from {lo} to {hi}, got {value}")
+        raise PromptError(
+            tr("{name} must be an integer from {lo} to {hi}, got {value}", name=name, lo=lo, hi=hi, value=value)
+        )
 
 
 def _quality_list() -> str:
@@ -271,7 +306,11 @@ def _parse_braces(text: str) -> _Seq:
         if ch == "{":
             if len(stack) >= defaults.MAX_PERMUTATION_DEPTH:
                 raise PromptError(
-                    f"permutations nest at most {defaults.MAX_PERMUTATION_DEPTH} deep, got deeper at character {i + 1}"
+                    tr(
+                        "permutations nest at most {max_permutation_depth} deep, got deeper at character {number}",
+                        max_permutation_depth=defaults.MAX_PERMUTATION_DEPTH,
+                        number=i + 1,
+                    )
                 )
             seq.append("".join(buf))
             buf = []
@@ -286,7 +325,9 @@ def _parse_braces(text: str) -> _Seq:
             seq = option
         elif ch == "}":
             if not stack:
-                raise PromptError(f"unmatched '}}' at character {i + 1}; permutations look like {{a, b}}")
+                raise PromptError(
+                    tr("unmatched '}}' at character {number}; permutations look like {{a, b}}", number=i + 1)
+                )
             seq.append("".join(buf))
             buf = []
             outer, group, _ = stack.pop()
@@ -296,7 +337,9 @@ def _parse_braces(text: str) -> _Seq:
             buf.append(ch)
         i += 1
     if stack:
-        raise PromptError(f"unclosed '{{' at character {stack[-1][2] + 1}; permutations look like {{a, b}}")
+        raise PromptError(
+            tr("unclosed '{{' at character {number}; permutations look like {{a, b}}", number=stack[-1][2] + 1)
+        )
     seq.append("".join(buf))
     return root
 
@@ -320,7 +363,7 @@ def _expand_seq(seq: _Seq) -> list[str]:
 
 
 def _describe_count(count: int) -> str:
-    return f"{count:,}" if count < 10**15 else f"about 10^{len(str(count)) - 1}"
+    return f"{count:,}" if count < 10**15 else tr("about 10^{power}", power=len(str(count)) - 1)
 
 
 # --- one expanded prompt --------------------------------------------------------------------------------------------
@@ -341,27 +384,48 @@ def _unknown(name: str) -> PromptError:
     for known in sorted(_ALIASES, key=len, reverse=True):
         rest = name[len(known) :]
         if name.startswith(known) and rest and rest[0] in "0123456789.:":
-            return PromptError(f"unknown parameter --{_show(name)}; write --{known} {_show(rest)} with a space")
+            return PromptError(
+                tr(
+                    "unknown parameter --{name}; write --{known} {rest} with a space",
+                    name=_show(name),
+                    known=known,
+                    rest=_show(rest),
+                )
+            )
     close = difflib.get_close_matches(name, list(_ALIASES), n=1, cutoff=0.6)
     if close:
-        return PromptError(f"unknown parameter --{_show(name)}; did you mean --{close[0]}?")
+        return PromptError(tr("unknown parameter --{name}; did you mean --{close}?", name=_show(name), close=close[0]))
     known_list = ", ".join("--" + k for k in _ALIASES)
-    return PromptError(f"unknown parameter --{_show(name)}; known parameters: {known_list}")
+    return PromptError(
+        tr("unknown parameter --{name}; known parameters: {known_list}", name=_show(name), known_list=known_list)
+    )
 
 
 def _int_value(name: str, value: str, lo: int, hi: int) -> int:
     if not _INT.fullmatch(value) or len(value) > _INT_DIGITS_MAX or not lo <= int(value) <= hi:
-        raise PromptError(f"--{name} must be an integer from {lo} to {hi}, got {_show(value)}")
+        raise PromptError(
+            tr(
+                "--{name} must be an integer from {lo} to {hi}, got {value}",
+                name=name,
+                lo=lo,
+                hi=hi,
+                value=_show(value),
+            )
+        )
     return int(value)
 
 
 def _single(name: str, values: list[str], allowed: str) -> str:
     if not values:
-        raise PromptError(f"--{name} needs a value: {allowed}")
+        raise PromptError(tr("--{name} needs a value: {allowed}", name=name, allowed=allowed))
     if len(values) > 1:
         raise PromptError(
-            f"--{name} takes one value ({allowed}), got {_show(' '.join(values))!r}; "
-            "parameters go at the end of the prompt"
+            tr(
+                "--{name} takes one value ({allowed}), got {values!r}; parameters go at the end of the prompt",
+                name=name,
+                allowed=allowed,
+                values=_show(" ".join(values)),
+            )
         )
     return values[0]
 
@@ -379,7 +443,10 @@ def _parse_body(body: str) -> tuple[tuple[str, float], ...]:
             continue
         if length > 2:
             raise PromptError(
-                f"'{run.group()}' in the prompt is ambiguous; multi-prompts separate parts with '::' (e.g. cat::2 dog)"
+                tr(
+                    "'{group}' in the prompt is ambiguous; multi-prompts separate parts with '::' (e.g. cat::2 dog)",
+                    group=run.group(),
+                )
             )
         text = " ".join(body[start : run.start()].split())
         weight = 1.0
@@ -390,12 +457,18 @@ def _parse_body(body: str) -> tuple[tuple[str, float], ...]:
             pos = match.end()
             if not abs(weight) <= defaults.MAX_MULTIPROMPT_WEIGHT:
                 raise PromptError(
-                    f"multi-prompt weight ::{_show(match.group())} must be from "
-                    f"-{_fmt_num(defaults.MAX_MULTIPROMPT_WEIGHT)} to {_fmt_num(defaults.MAX_MULTIPROMPT_WEIGHT)}"
+                    tr(
+                        "multi-prompt weight ::{weight} must be from -{top} to {top}",
+                        weight=_show(match.group()),
+                        top=_fmt_num(defaults.MAX_MULTIPROMPT_WEIGHT),
+                    )
                 )
         if not text:
             raise PromptError(
-                f"multi-prompt part {len(parts) + 1} is empty; write text before each '::' (e.g. cat::2 dog::1)"
+                tr(
+                    "multi-prompt part {number} is empty; write text before each '::' (e.g. cat::2 dog::1)",
+                    number=len(parts) + 1,
+                )
             )
         parts.append((text, weight))
         start = pos
@@ -410,7 +483,7 @@ def _parse_body(body: str) -> tuple[tuple[str, float], ...]:
 def _parse_one(text: str) -> Prompt:
     words = text.split()
     if not words:
-        raise PromptError("the prompt is empty; describe the image, e.g. 'a red fox in snow --ar 3:2'")
+        raise PromptError(tr("the prompt is empty; describe the image, e.g. 'a red fox in snow --ar 3:2'"))
     urls: list[str] = []
     i = 0
     while i < len(words) and _URL_WORD.match(words[i]):
@@ -420,7 +493,9 @@ def _parse_one(text: str) -> Prompt:
         except ValueError:
             host = None
         if not host:
-            raise PromptError(f"image URL {_show(url)!r} has no host; image URLs look like https://example.com/a.png")
+            raise PromptError(
+                tr("image URL {url!r} has no host; image URLs look like https://example.com/a.png", url=_show(url))
+            )
         urls.append(url)
         i += 1
     rest: list[str] = []
@@ -436,7 +511,7 @@ def _parse_one(text: str) -> Prompt:
         # Only words starting with a dash or h/H can be parameters or URLs; the regexes run for those alone.
         special = word[0] in _SPECIAL_FIRST
         if special and _URL_WORD.match(word):
-            raise PromptError(f"image URL {_show(word)!r} must come first in the prompt, before any text")
+            raise PromptError(tr("image URL {word!r} must come first in the prompt, before any text", word=_show(word)))
         name = _param_name(word) if special else None
         if name is not None:
             if name not in _ALIASES:
@@ -456,92 +531,137 @@ def _parse_one(text: str) -> Prompt:
             items = [" ".join(item.split()) for item in " ".join(values).split(",")]
             items = [item for item in items if item]
             if not items:
-                raise PromptError("--no needs what to leave out, e.g. --no text, people")
+                raise PromptError(tr("--no needs what to leave out, e.g. --no text, people"))
             negative.extend(items)
             continue
         key = _FIELD_OF.get(canon, canon)
         if key in given:
             first = given[key]
             if first == name:
-                raise PromptError(f"--{name} is given twice; give it once")
-            raise PromptError(f"--{first} and --{name} are both given; give one of them once")
+                raise PromptError(tr("--{name} is given twice; give it once", name=name))
+            raise PromptError(
+                tr("--{first} and --{name} are both given; give one of them once", first=first, name=name)
+            )
         given[key] = name
         if canon in _FLAGS and values:
             raise PromptError(
-                f"--{name} takes no value, got {_show(' '.join(values))!r}; parameters go at the end of the prompt"
+                tr(
+                    "--{name} takes no value, got {values!r}; parameters go at the end of the prompt",
+                    name=name,
+                    values=_show(" ".join(values)),
+                )
             )
         if canon == "ar":
             value = "".join(values)
             if not values:
-                raise PromptError("--ar needs a value: W:H in whole numbers, e.g. 16:9")
+                raise PromptError(tr("--ar needs a value: W:H in whole numbers, e.g. 16:9"))
             match = _ASPECT.fullmatch(value)
             if match is None or max(len(match.group(1)), len(match.group(2))) > _INT_DIGITS_MAX:
                 if re.fullmatch(r"[0-9.]+:[0-9.]+", value):
-                    raise PromptError(f"--ar takes whole numbers only (e.g. 3:2 rather than 1.5:1), got {_show(value)}")
-                raise PromptError(f"--ar must be W:H in whole numbers (e.g. 16:9), got {_show(' '.join(values))!r}")
+                    raise PromptError(
+                        tr(
+                            "--ar takes whole numbers only (e.g. 3:2 rather than 1.5:1), got {value}",
+                            value=_show(value),
+                        )
+                    )
+                raise PromptError(
+                    tr("--ar must be W:H in whole numbers (e.g. 16:9), got {values!r}", values=_show(" ".join(values)))
+                )
             fields["aspect_ratio"] = (int(match.group(1)), int(match.group(2)))
         elif canon == "chaos":
-            allowed = f"an integer from 0 to {defaults.CHAOS_MAX}"
+            allowed = tr("an integer from {lo} to {hi}", lo=0, hi=defaults.CHAOS_MAX)
             fields["chaos"] = _int_value(name, _single(name, values, allowed), 0, defaults.CHAOS_MAX)
         elif canon == "quality":
-            value = _single(name, values, f"one of {_quality_list()}")
+            value = _single(name, values, tr("one of {values}", values=_quality_list()))
             quality = float(value) if _DECIMAL.fullmatch(value) and len(value) <= 20 else None
             if quality not in defaults.QUALITY_VALUES:
-                raise PromptError(f"--{name} must be one of {_quality_list()}, got {_show(value)}")
+                raise PromptError(
+                    tr(
+                        "--{name} must be one of {quality_list}, got {value}",
+                        name=name,
+                        quality_list=_quality_list(),
+                        value=_show(value),
+                    )
+                )
             fields["quality"] = quality
         elif canon == "seed":
-            allowed = f"an integer from 0 to {defaults.MAX_SEED}"
+            allowed = tr("an integer from {lo} to {hi}", lo=0, hi=defaults.MAX_SEED)
             fields["seed"] = _int_value(name, _single(name, values, allowed), 0, defaults.MAX_SEED)
         elif canon == "stop":
             fields["stop"] = _int_value(
-                name, _single(name, values, "an integer from 10 to 100"), defaults.STOP_MIN, 100
+                name,
+                _single(name, values, tr("an integer from {lo} to {hi}", lo=defaults.STOP_MIN, hi=100)),
+                defaults.STOP_MIN,
+                100,
             )
         elif canon == "stylize":
-            allowed = f"an integer from 0 to {defaults.STYLIZE_MAX}"
+            allowed = tr("an integer from {lo} to {hi}", lo=0, hi=defaults.STYLIZE_MAX)
             fields["stylize"] = _int_value(name, _single(name, values, allowed), 0, defaults.STYLIZE_MAX)
         elif canon == "style":
-            value = _single(name, values, "one of " + ", ".join(defaults.STYLES)).lower()
+            value = _single(name, values, tr("one of {values}", values=", ".join(defaults.STYLES))).lower()
             if value not in defaults.STYLES:
-                raise PromptError(f"--{name} must be one of {', '.join(defaults.STYLES)}, got {_show(value)}")
+                raise PromptError(
+                    tr(
+                        "--{name} must be one of {styles}, got {value}",
+                        name=name,
+                        styles=", ".join(defaults.STYLES),
+                        value=_show(value),
+                    )
+                )
             fields["style"] = value
         elif canon == "tile":
             fields["tile"] = True
         elif canon == "weird":
-            allowed = f"an integer from 0 to {defaults.WEIRD_MAX}"
+            allowed = tr("an integer from {lo} to {hi}", lo=0, hi=defaults.WEIRD_MAX)
             fields["weird"] = _int_value(name, _single(name, values, allowed), 0, defaults.WEIRD_MAX)
         elif canon == "iw":
             top = _fmt_num(defaults.IMAGE_WEIGHT_MAX)
-            value = _single(name, values, f"a number from 0 to {top}")
+            value = _single(name, values, tr("a number from 0 to {top}", top=top))
             if not _DECIMAL.fullmatch(value) or len(value) > 20 or not 0 <= float(value) <= defaults.IMAGE_WEIGHT_MAX:
-                raise PromptError(f"--{name} must be a number from 0 to {top}, got {_show(value)}")
+                raise PromptError(
+                    tr("--{name} must be a number from 0 to {top}, got {value}", name=name, top=top, value=_show(value))
+                )
             if not urls:
-                raise PromptError(f"--{name} {value} needs an image URL at the start of the prompt")
+                raise PromptError(
+                    tr("--{name} {value} needs an image URL at the start of the prompt", name=name, value=value)
+                )
             fields["image_weight"] = float(value)
         elif canon == "version":
-            value = _single(name, values, "a model version such as 6").lower()
+            value = _single(name, values, tr("a model version such as 6")).lower()
             if not _VERSION.fullmatch(value):
-                raise PromptError(f"--{name} must be a model version such as 6 or 5.2, got {_show(value)!r}")
+                raise PromptError(
+                    tr(
+                        "--{name} must be a model version such as 6 or 5.2, got {value!r}",
+                        name=name,
+                        value=_show(value),
+                    )
+                )
             fields["version"] = value
         elif canon == "niji":
             if len(values) > 1:
                 raise PromptError(
-                    f"--niji takes at most one value (a version such as 6), got {_show(' '.join(values))!r}; "
-                    "parameters go at the end of the prompt"
+                    tr(
+                        "--niji takes at most one value (a version such as 6), got {values!r}; "
+                        "parameters go at the end of the prompt",
+                        values=_show(" ".join(values)),
+                    )
                 )
             value = values[0].lower() if values else ""
             if value and not _VERSION.fullmatch(value):
-                raise PromptError(f"--niji must be followed by nothing or a version such as 6, got {_show(value)!r}")
+                raise PromptError(
+                    tr("--niji must be followed by nothing or a version such as 6, got {value!r}", value=_show(value))
+                )
             fields["version"] = f"niji {value}" if value else "niji"
         elif canon == "speed":
             fields["speed"] = name
         elif canon == "repeat":
-            allowed = f"an integer from 1 to {defaults.REPEAT_MAX}"
+            allowed = tr("an integer from {lo} to {hi}", lo=1, hi=defaults.REPEAT_MAX)
             fields["repeat"] = _int_value(name, _single(name, values, allowed), 1, defaults.REPEAT_MAX)
 
     parts = _parse_body(" ".join(body))
     text_joined = " ".join(t for t, _ in parts)
     if not text_joined:
-        raise PromptError("the prompt has no text (only parameters or image URLs); describe the image")
+        raise PromptError(tr("the prompt has no text (only parameters or image URLs); describe the image"))
     prompt = Prompt(
         text=text_joined,
         parts=parts,
@@ -552,7 +672,11 @@ def _parse_one(text: str) -> Prompt:
     length = len(prompt.to_text())
     if length > defaults.MAX_PROMPT_CHARS:
         raise PromptError(
-            f"the prompt is {length} characters long in canonical form; at most {defaults.MAX_PROMPT_CHARS} are allowed"
+            tr(
+                "the prompt is {length} characters long in canonical form; at most {max_prompt_chars} are allowed",
+                length=length,
+                max_prompt_chars=defaults.MAX_PROMPT_CHARS,
+            )
         )
     return prompt
 
@@ -563,7 +687,11 @@ def normalise(text: str) -> str:
     bad = _CONTROL.search(text)
     if bad is not None:
         raise PromptError(
-            f"the prompt contains the control character U+{ord(bad.group()):04X} at character {bad.start() + 1}"
+            tr(
+                "the prompt contains the control character U+{group:04X} at character {number}",
+                group=ord(bad.group()),
+                number=bad.start() + 1,
+            )
         )
     return text
 
@@ -574,7 +702,11 @@ def expand(text: str, *, max_expansions: int = defaults.MAX_PERMUTATIONS) -> lis
     count = _count_seq(tree)
     if count > max_expansions:
         raise PromptError(
-            f"the prompt expands to {_describe_count(count)} permutations; at most {max_expansions} are allowed"
+            tr(
+                "the prompt expands to {count} permutations; at most {max_expansions} are allowed",
+                count=_describe_count(count),
+                max_expansions=max_expansions,
+            )
         )
     return _expand_seq(tree)
 
@@ -582,15 +714,19 @@ def expand(text: str, *, max_expansions: int = defaults.MAX_PERMUTATIONS) -> lis
 def parse(text: str, *, max_expansions: int = defaults.MAX_PERMUTATIONS) -> list[Prompt]:
     """One ``Prompt`` per permutation of ``text``; raises ``PromptError`` naming the problem on bad input."""
     if not isinstance(text, str):
-        raise PromptError(f"a prompt must be a string, got {type(text).__name__}")
+        raise PromptError(tr("a prompt must be a string, got {kind}", kind=type(text).__name__))
     if max_expansions < 1:
         raise ValueError(f"max_expansions must be at least 1, got {max_expansions}")
     if len(text) > defaults.MAX_PROMPT_INPUT_CHARS:
         raise PromptError(
-            f"the prompt is {len(text)} characters long; at most {defaults.MAX_PROMPT_INPUT_CHARS} are accepted"
+            tr(
+                "the prompt is {length} characters long; at most {max_prompt_input_chars} are accepted",
+                length=len(text),
+                max_prompt_input_chars=defaults.MAX_PROMPT_INPUT_CHARS,
+            )
         )
     if not text.strip():
-        raise PromptError("the prompt is empty; describe the image, e.g. 'a red fox in snow --ar 3:2'")
+        raise PromptError(tr("the prompt is empty; describe the image, e.g. 'a red fox in snow --ar 3:2'"))
     prompts = [_parse_one(variant) for variant in expand(normalise(text), max_expansions=max_expansions)]
     log.debug("parsed %d prompt(s) from %d characters", len(prompts), len(text))
     return prompts

@@ -12,6 +12,7 @@ import random
 from collections.abc import Sequence
 
 from shared import defaults, messages
+from shared.i18n import tr
 from shared.jobs.spec import Delivery, JobKind, JobSpec, derive_seeds, new_job_id
 from shared.model_info import native_resolution, size_multiple
 from shared.prompt.parser import Prompt, PromptError
@@ -91,7 +92,14 @@ def _model_for(prompt: Prompt, settings: Settings) -> str:
     if prompt.version not in settings.model_aliases:
         flag = "--niji" if prompt.version.startswith("niji") else "--v"
         known = ", ".join(sorted(settings.model_aliases)) or "none are configured"
-        raise PromptError(f"{flag}: unknown model version {prompt.version!r}; known versions: {known}")
+        raise PromptError(
+            tr(
+                "{flag}: unknown model version {version!r}; known versions: {known}",
+                flag=flag,
+                version=prompt.version,
+                known=known,
+            )
+        )
     return settings.model_aliases[prompt.version]
 
 
@@ -108,7 +116,9 @@ def _lane_for(prompt: Prompt, settings: Settings, lane: str | None) -> str:
     served = ", ".join(settings.lanes)
     if prompt.speed is not None:
         if prompt.speed not in settings.lanes:
-            raise PromptError(f"--{prompt.speed} is not available here; lanes served: {served}")
+            raise PromptError(
+                tr("--{speed} is not available here; lanes served: {served}", speed=prompt.speed, served=served)
+            )
         return prompt.speed
     return _served_lane(settings, lane)
 
@@ -118,7 +128,13 @@ def _served_lane(settings: Settings, lane: str | None) -> str:
     chosen = lane or settings.default_lane
     if chosen not in settings.lanes:
         served = ", ".join(settings.lanes)
-        raise PromptError(f"lane {chosen!r} (your default) is not served here; lanes served: {served}")
+        raise PromptError(
+            tr(
+                "lane {chosen!r} (your default) is not served here; lanes served: {served}",
+                chosen=chosen,
+                served=served,
+            )
+        )
     return chosen
 
 
@@ -140,8 +156,12 @@ def build_jobs(
     total = sum(p.repeat for p in prompts)
     if total > defaults.MAX_JOBS_PER_PROMPT:
         raise PromptError(
-            f"this prompt makes {total} jobs ({len(prompts)} permutation(s) with --repeat); "
-            f"at most {defaults.MAX_JOBS_PER_PROMPT} are allowed"
+            tr(
+                "this prompt makes {total} jobs ({prompts} permutation(s) with --repeat); at most {top} are allowed",
+                total=total,
+                prompts=len(prompts),
+                top=defaults.MAX_JOBS_PER_PROMPT,
+            )
         )
     rng = rng if rng is not None else random.Random()
     jobs: list[JobSpec] = []

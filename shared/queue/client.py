@@ -18,7 +18,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from shared import messages
+from shared import allowances, messages
 from shared.errors import MemberFacingError
 from shared.jobs.record import JobRecord
 from shared.jobs.spec import JobSpec, JobStatus
@@ -72,6 +72,17 @@ def enqueue(connection: redis.Redis, settings: Settings, spec: JobSpec, roles: S
         metrics.JOBS.labels(lane=spec.lane, status="refused").inc()
         raise
     try:
+        # The member's daily allowance (shared.allowances): taken atomically after the queue limit, given back below
+        # if the job does not reach its lane.
+        allowances.acquire(connection, settings, spec, roles)
+    except MemberFacingError:
+        limits.release(connection, settings, spec.job_id)
+        metrics.JOBS.labels(lane=spec.lane, status="refused").inc()
+        raise
+    except BaseException:
+        limits.release(connection, settings, spec.job_id)
+        raise
+    try:
         job = queue.enqueue(
             meta.TASK_PATH,
             payload,
@@ -89,6 +100,7 @@ def enqueue(connection: redis.Redis, settings: Settings, spec: JobSpec, roles: S
         )
     except BaseException:
         limits.release(connection, settings, spec.job_id)
+        allowances.refund(connection, settings, spec)
         raise
     # With Sentinel: a replica holds the job before the member is told it is queued (no-op otherwise).
     wait_for_replica(connection, settings)

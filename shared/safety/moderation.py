@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from shared.i18n import tr
 from shared.prompt.parser import Prompt, PromptError, parse
 from shared.settings import Settings
 from shared.stores import audit_log
@@ -165,15 +166,20 @@ def check_prompts(prompts: list[Prompt], settings: Settings) -> None:
         word, count = repeated_word(prompt.text, settings.max_prompt_word_repeats)
         if word:
             raise ModerationRefused(
-                f"the word {word!r} appears {count} times; "
-                f"at most {settings.max_prompt_word_repeats} repeats of a word are allowed",
+                tr(
+                    "the word {word!r} appears {count} times; at most {cap} repeats of a word are allowed",
+                    word=word,
+                    count=count,
+                    cap=settings.max_prompt_word_repeats,
+                ),
                 rule="repeat",
             )
         entry = banned_match(prompt.text, banned)
         if entry:
-            shown = "a blocked pattern" if entry.startswith(REGEX_PREFIX) else repr(entry)
+            shown = tr("a blocked pattern") if entry.startswith(REGEX_PREFIX) else repr(entry)
             raise ModerationRefused(
-                f"the prompt contains {shown}, which this server does not allow; please rephrase it", rule=entry
+                tr("the prompt contains {shown}, which this server does not allow; please rephrase it", shown=shown),
+                rule=entry,
             )
 
 
