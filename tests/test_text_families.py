@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoPipelineForImage2Image, DiffusionPipeline
+from diffusers import AutoPipelineForImage2Image, DiffusionPipeline, StableDiffusionPipeline
 from transformers import Qwen3ForCausalLM, T5Config, T5EncoderModel
 
 from tests.tiny_families import FAMILIES, t5_tokenizer
+from tests.tiny_models import build_tiny_sdxl
 from worker.text import SUPPORTED, Conditioning, TextEncoding
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,17 @@ def family_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def get(pipes: dict[str, Any], family_folder: Path) -> Any:
-    return lambda name: load(pipes, family_folder, name)
+def get(pipes: dict[str, Any], family_folder: Path, tiny_model: Path) -> Any:
+    """The tiny pipeline of a family by name; ``sd`` and ``sdxl`` are tests/tiny_models.py's UNet pipelines."""
+
+    def pipe(name: str) -> Any:
+        if name == "sd" and name not in pipes:
+            pipes[name] = StableDiffusionPipeline.from_pretrained(tiny_model)
+        elif name == "sdxl" and name not in pipes:
+            pipes[name] = DiffusionPipeline.from_pretrained(build_tiny_sdxl(family_folder / "sdxl"))
+        return load(pipes, family_folder, name)
+
+    return pipe
 
 
 def max_diff(ours: torch.Tensor, theirs: torch.Tensor) -> float:
@@ -466,7 +476,7 @@ def test_token_map_of_joined_parts_points_at_each_parts_states(get: Any, name: s
 # --- the encoding cache -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(FAMILIES))
+@pytest.mark.parametrize("name", ["sd", "sdxl", *FAMILIES])
 def test_a_reroll_skips_every_text_encoder(get: Any, name: str) -> None:
     pipe = get(name)
     text = TextEncoding.from_pipeline(pipe, model_key=name)
