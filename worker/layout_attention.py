@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from worker.layout import Box, Layout, parse_layout
-from worker.text_encoding import TextEncoding
+from worker.text import TextEncoding
 
 log = logging.getLogger(__name__)
 
