@@ -385,3 +385,163 @@ def audit_copy(actor: str, text: str) -> str:
 def admin_text(lines: list[str]) -> str:
     """Any multi-line admin answer, fitted to one message."""
     return fit_content("\n".join(lines))
+
+
+# -- LoRAs, references, --draft, personalization, /blend, /shorten (issue 17) -----------------------------------------
+
+
+def unknown_lora(name: str, known: list[str]) -> str:
+    """``--lora`` with a name the configuration does not list."""
+    listed = ", ".join(known[:20]) if known else "none are configured here"
+    return f"--lora: unknown LoRA {escape_fitted(name, 64)!r}; LoRAs here: {listed} (see /loras)"
+
+
+def lora_wrong_family(name: str, families: tuple[str, ...], model: str, family: str) -> str:
+    """``--lora`` with a LoRA made for another family than the job's model."""
+    return (
+        f"--lora {name} fits {', '.join(families)} models; model {escape_fitted(model, 100)} is "
+        f"{family or 'of a family that cannot be told'} (see /loras for the ones that fit)"
+    )
+
+
+def lora_weight_out_of_range(name: str, weight: float) -> str:
+    """``--lora name:weight`` outside the allowed range."""
+    return (
+        f"--lora {name}:{weight:g}: the weight must be from {defaults.LORA_WEIGHT_MIN:g} to "
+        f"{defaults.LORA_WEIGHT_MAX:g}"
+    )
+
+
+def too_many_loras(count: int, most: int) -> str:
+    """More ``--lora`` items than the configured count."""
+    return f"--lora: at most {most} LoRA(s) per prompt here, got {count}"
+
+
+def no_reference_adapter(what: str, model: str, family_has_loader: bool) -> str:
+    """A reference (``--sref``, ``--cref``, ``--oref``, ``--p``, /blend) on a model without an image adapter."""
+    why = (
+        "no IP-Adapter is configured for it"
+        if family_has_loader
+        else "its family has no image adapter (IP-Adapter exists for SD 1.x, SDXL, FLUX.1 and SD3.5)"
+    )
+    return f"{what} needs an image adapter, and model {escape_fitted(model, 100)} has none: {why}"
+
+
+def niji_style_needs_niji(style: str) -> str:
+    """A niji ``--style`` without ``--niji``."""
+    return f"--style {style} is a niji style: use it with --niji (or --style raw with other versions)"
+
+
+def no_profile(member_given: bool) -> str:
+    """``--p`` without a profile (the member's own, or an unknown code)."""
+    if member_given:
+        return "--p: that profile code is unknown here (ask its owner for the code /settings shows them)"
+    return "--p: you have no profile yet; react with a star (⭐) to results you like, then use --p"
+
+
+def empty_profile(code: str) -> str:
+    """``--p <code>`` whose profile has no liked images (cleared since)."""
+    return f"--p {code}: that profile has no liked images any more"
+
+
+def parser_notes(notes: list[str]) -> str:
+    """What the parser changed in a prompt (e.g. an off-list --quality rounded), told privately."""
+    return fit_content("Note: " + " ".join(escape(note) for note in notes))
+
+
+def reference_unavailable(kind: str, model: str) -> str:
+    """A worker asked for a reference its model cannot take (the configuration changed since the job was queued)."""
+    return f"model {model} has no image adapter for this {kind} reference here any more"
+
+
+def reference_image_missing(kind: str) -> str:
+    """A reference none of whose images could be read (every URL refused or gone)."""
+    return f"none of the {kind} reference images could be used"
+
+
+def profile_images_gone(count: int) -> str:
+    """A profile whose liked images have all expired from the result store before they were embedded."""
+    return f"the {count} image(s) of that profile are no longer stored; like some new results with a star"
+
+
+LABEL_ENHANCE = "Enhance"
+"""Under a --draft grid: the same seeds at full quality."""
+
+
+def profile_line(count: int, code: str) -> str:
+    """/settings: the member's personalization profile."""
+    if not count:
+        return "Profile (--p): none yet; react with a star (⭐) to results you like."
+    return f"Profile (--p): {count} liked image(s); share it as `--p {code}`."
+
+
+def profile_cleared(count: int) -> str:
+    """/settings clear_profile."""
+    return f"Your profile is cleared ({count} liked image(s) forgotten)."
+
+
+def loras_list(entries: list[tuple[str, tuple[str, ...], float, tuple[str, ...], str]], most: int) -> str:
+    """/loras: name, families, default weight, triggers and description of each configured LoRA."""
+    if not entries:
+        return "No LoRAs are configured here."
+    lines = [f"**LoRAs** (`--lora name` or `--lora name:0.8`; at most {most} per prompt)"]
+    for name, families, weight, triggers, description in entries:
+        line = f"`{name}` ({', '.join(families)}; weight {weight:g})"
+        if triggers:
+            line += f" adds: {escape_fitted(', '.join(triggers), 100)}"
+        if description:
+            line += f" - {escape_fitted(description, 120)}"
+        lines.append(line)
+    return fit_content("\n".join(lines))
+
+
+def blend_prompt(names: list[str], dimensions: str) -> str:
+    """The prompt line of a /blend job: what it blends."""
+    return f"/blend of {', '.join(names)} ({dimensions})"
+
+
+def blend_needs_images(count: int) -> str:
+    """/blend with too few or too many images."""
+    return f"/blend takes 2 to {defaults.MAX_REFERENCE_IMAGES} images, got {count}"
+
+
+def attachment_not_image(option: str, filename: str, content_type: str) -> str:
+    """An attachment option (sref, cref, oref, /blend's images) that is not an image."""
+    return f"{option} needs an image (PNG, JPEG or WebP); {filename!r} is {content_type or 'of unknown type'}."
+
+
+def attachment_too_large(option: str, filename: str, size: int, limit: int) -> str:
+    """An attachment option over the download limit."""
+    return f"{option} takes images up to {limit / 1e6:.0f} MB; {filename!r} is {size / 1e6:.1f} MB."
+
+
+def shorten_weighted() -> str:
+    """/shorten of a multi-prompt."""
+    return "/shorten takes one prompt without :: weights"
+
+
+def shorten_text(owner: str, marked: list[tuple[str, str]], options: list[str]) -> str:
+    """A /shorten result: the prompt with each word marked (``bold``, ``strike`` or ``plain``), then the shorter
+    prompts numbered as their buttons. Member text is escaped first and each part gets its share of the message."""
+    head = f"Shortened prompts for {mention(owner)} (**bold**: carries weight, ~~struck~~: filler):"
+    budget = defaults.DISCORD_CONTENT_MAX - len(head) - 2
+    mark_room = budget // 2
+    words: list[str] = []
+    used = 0
+    for word, kind in marked:
+        shown = escape(word)
+        shown = f"**{shown}**" if kind == "bold" else f"~~{shown}~~" if kind == "strike" else shown
+        if used + len(shown) + 1 > mark_room - len(" …"):
+            words.append("…")
+            break
+        words.append(shown)
+        used += len(shown) + 1
+    lines = [head, " ".join(words)]
+    room = (budget - mark_room) // max(1, len(options)) - len("\n**9** ")
+    lines += [f"**{n}** {escape_fitted(text, max(room, 8))}" for n, text in enumerate(options, start=1)]
+    return fit_content("\n".join(lines))
+
+
+def cannot_shorten(model: str) -> str:
+    """/shorten on a model whose text encoder cannot weigh words."""
+    return f"model {model} cannot weigh the words of a prompt"
