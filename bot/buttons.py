@@ -21,9 +21,11 @@ from shared.discord_wire.buttons import ButtonAction, ButtonRef
 from shared.errors import MemberFacingError, PromptError, ResultExpired
 from shared.jobs.followups import (
     described_prompt,
+    enhance_spec,
     make_square_spec,
     pan_spec,
     reroll_spec,
+    shortened_prompt,
     upscale_spec,
     variation_spec,
     zoom_out_spec,
@@ -38,7 +40,8 @@ log = logging.getLogger(__name__)
 
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=wire_buttons.CUSTOM_ID_TEMPLATE):
-    """Any result button (U<n>, V<n>, re-roll, Upscale/Vary (Subtle/Creative/Strong), Zoom Out, Make Square, pans)."""
+    """Any result button (U<n>, V<n>, re-roll, Upscale/Vary (Subtle/Creative/Strong), Zoom Out, Make Square, pans,
+    the /describe and /shorten picks, Enhance)."""
 
     def __init__(self, item: discord.ui.Button[Any], ref: ButtonRef) -> None:
         super().__init__(item)
@@ -89,11 +92,21 @@ def follow_up(state: BotState, interaction: discord.Interaction, ref: ButtonRef)
         return variation_spec(record, ref.index, owner, defaults.VARY_SUBTLE_STRENGTH, delivery=delivery)
     if ref.action in (ButtonAction.VARY, ButtonAction.VARY_STRONG):
         return variation_spec(record, ref.index, owner, defaults.VARY_STRONG_STRENGTH, delivery=delivery)
-    if ref.action is ButtonAction.DESCRIBE_PICK:
+    if ref.action in (ButtonAction.DESCRIBE_PICK, ButtonAction.SHORTEN_PICK):
         # The picked prompt is text like any other: the member's options, moderation, defaults and rules apply.
-        text = described_prompt(record, ref.index)
-        (spec, *_) = state.intake.jobs_from_text(text, requester_of(interaction), delivery)
+        pick = described_prompt if ref.action is ButtonAction.DESCRIBE_PICK else shortened_prompt
+        (spec, *_) = state.intake.jobs_from_text(pick(record, ref.index), requester_of(interaction), delivery)
         return spec
+    if ref.action is ButtonAction.ENHANCE:
+        settings = state.settings
+        return enhance_spec(
+            record,
+            owner,
+            base_steps=settings.steps,
+            base_guidance=settings.guidance,
+            draft_lora=settings.draft_lora,
+            delivery=delivery,
+        )
     if ref.action in wire_buttons.ZOOM_BUTTONS:
         factor, _ = wire_buttons.ZOOM_BUTTONS[ref.action]
         return zoom_out_spec(record, ref.index, owner, factor, delivery=delivery)

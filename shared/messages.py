@@ -475,6 +475,11 @@ def profile_line(count: int, code: str) -> str:
     return f"Profile (--p): {count} liked image(s); share it as `--p {code}`."
 
 
+def with_profile(defaults_line: str, profile: str) -> str:
+    """/settings: the defaults line (``member_defaults``) and the profile line (``profile_line``) in one message."""
+    return fit_content(f"{defaults_line}\n{profile}")
+
+
 def profile_cleared(count: int) -> str:
     """/settings clear_profile."""
     return f"Your profile is cleared ({count} liked image(s) forgotten)."

@@ -26,18 +26,19 @@ from shared.queue import meta
 
 log = logging.getLogger(__name__)
 
-BatchKey = tuple[str, int, int, int]
-"""(model, width, height, steps): jobs with equal keys can share one denoising pass."""
+BatchKey = tuple[str, int, int, int, tuple[tuple[str, float], ...]]
+"""(model, width, height, steps, LoRA set): jobs with equal keys can share one denoising pass (one LoRA set is applied
+to the whole pass, so jobs with different sets never share one)."""
 
 
 def batch_key(spec: JobSpec) -> BatchKey | None:
     """The key a job batches under, or None for jobs that always run alone (upscales, variations, image prompts,
-    ``--tile`` and ``--stop``, whose loops differ from the plain text-to-image one)."""
-    if spec.kind is not JobKind.GRID or spec.source is not None or spec.image_urls:
+    references, ``--tile`` and ``--stop``, whose loops differ from the plain text-to-image one)."""
+    if spec.kind is not JobKind.GRID or spec.source is not None or spec.image_urls or spec.references:
         return None
     if spec.tile or spec.stop < 100 or spec.strength < 1.0:
         return None
-    return (spec.model, spec.width, spec.height, spec.steps)
+    return (spec.model, spec.width, spec.height, spec.steps, spec.loras)
 
 
 @dataclass
