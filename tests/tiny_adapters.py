@@ -125,10 +125,35 @@ def ip_adapter_state_dict(unet: Any, seed: int = 0, tokens: int = 4, gain: float
     return state
 
 
+def flux_ip_adapter_state_dict(transformer: Any, seed: int = 0, tokens: int = 4) -> dict[str, torch.Tensor]:
+    """XLabs' FLUX.1 IP-Adapter layout for ``transformer`` (``ip_adapter_proj_model.*``, and for every double block
+    ``double_blocks.<i>.processor.ip_adapter_double_stream_{k,v}_proj.{weight,bias}``)."""
+    generator = torch.Generator().manual_seed(seed)
+    joint = int(transformer.config.joint_attention_dim)
+    inner = int(transformer.inner_dim)
+    state: dict[str, torch.Tensor] = {
+        "ip_adapter_proj_model.proj.weight": torch.randn(tokens * joint, IMAGE_EMBED_DIM, generator=generator) * 0.5,
+        "ip_adapter_proj_model.proj.bias": torch.zeros(tokens * joint),
+        "ip_adapter_proj_model.norm.weight": torch.ones(joint),
+        "ip_adapter_proj_model.norm.bias": torch.zeros(joint),
+    }
+    for index in range(len(transformer.transformer_blocks)):
+        for kind in ("k", "v"):
+            name = f"double_blocks.{index}.processor.ip_adapter_double_stream_{kind}_proj"
+            state[f"{name}.weight"] = torch.randn(inner, joint, generator=generator) * 3.0 / joint**0.5
+            state[f"{name}.bias"] = torch.zeros(inner)
+    return state
+
+
 def build_ip_adapter(pipe: Any, folder: Path, seed: int = 0) -> tuple[Path, Path]:
-    """A tiny IP-Adapter for ``pipe``'s UNet and its image encoder, saved under ``folder``: (weights file, encoder)."""
+    """A tiny IP-Adapter for ``pipe``'s denoiser (a UNet, or FLUX.1's transformer) and its image encoder, saved under
+    ``folder``: (weights file, encoder folder)."""
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / "ip-adapter.safetensors"
-    save_file(ip_adapter_state_dict(pipe.unet, seed, gain=3.0), str(weights))
+    if getattr(pipe, "unet", None) is not None:
+        state = ip_adapter_state_dict(pipe.unet, seed, gain=3.0)
+    else:
+        state = flux_ip_adapter_state_dict(pipe.transformer, seed)
+    save_file(state, str(weights))
     encoder = tiny_image_encoder(folder / "image_encoder", seed)
     return weights, encoder

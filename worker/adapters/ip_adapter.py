@@ -18,6 +18,7 @@ own scale, and the image encoder that embeds reference images.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,18 +61,32 @@ def _path(value: str) -> Path:
     return path if path.is_absolute() else defaults.PROJECT_ROOT / path
 
 
+_PROJ_PREFIXES = ("image_proj.", "ip_adapter_proj_model.")
+"""Key prefixes of the image projection: the original IP-Adapter's, and XLabs' FLUX.1 one."""
+_ATTN_PREFIXES = ("ip_adapter.", "double_blocks.")
+"""Key prefixes of the attention weights (XLabs' keys are renamed as diffusers' Flux loader does)."""
+
+
 def read_ip_adapter(path: Path) -> dict[str, dict[str, Tensor]]:
-    """An IP-Adapter file as diffusers' loader takes it: ``{"image_proj": {...}, "ip_adapter": {...}}``
-    (.safetensors with prefixed keys; a .bin is read with ``torch.load(weights_only=True)``)."""
+    """An IP-Adapter file as diffusers' loaders take it: ``{"image_proj": {...}, "ip_adapter": {...}}``
+    (.safetensors with the original or XLabs' FLUX.1 keys, mapped as diffusers maps them; a .bin is read with
+    ``torch.load(weights_only=True)``)."""
     if not path.is_file():
         raise FileNotFoundError(f"IP-Adapter file {str(path)!r} does not exist")
     if path.suffix == ".safetensors":
         state: dict[str, dict[str, Tensor]] = {"image_proj": {}, "ip_adapter": {}}
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             for key in handle.keys():  # noqa: SIM118 - safe_open is not a dict
-                group, _, rest = key.partition(".")
-                if group in state:
-                    state[group][rest] = handle.get_tensor(key)
+                rest = key.split(".", 1)[1] if "." in key else key
+                if key.startswith(_PROJ_PREFIXES):
+                    state["image_proj"][rest] = handle.get_tensor(key)
+                elif key.startswith(_ATTN_PREFIXES):
+                    renamed = (
+                        rest.replace("ip_adapter_double_stream_k_proj", "to_k_ip")
+                        .replace("ip_adapter_double_stream_v_proj", "to_v_ip")
+                        .replace("processor.", "")
+                    )
+                    state["ip_adapter"][renamed] = handle.get_tensor(key)
         return state
     loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     if not isinstance(loaded, dict) or "image_proj" not in loaded or "ip_adapter" not in loaded:
@@ -111,12 +126,18 @@ class IpAdapter:
             size = int(self.encoder.config.image_size)
             self.processor = CLIPImageProcessor(size=size, crop_size=size)
         state = read_ip_adapter(_path(entry.file))
-        pipe.load_ip_adapter(
-            [state] * len(SLOTS),
-            subfolder=[""] * len(SLOTS),
-            weight_name=[""] * len(SLOTS),
-            image_encoder_folder=None,
+        # The encoder is held here, not registered in the pipeline: IPAdapterMixin and FluxIPAdapterMixin name the
+        # argument that turns its loading off differently.
+        no_encoder = (
+            {"image_encoder_folder": None}
+            if "image_encoder_folder" in inspect.signature(pipe.load_ip_adapter).parameters
+            else {"image_encoder_pretrained_model_name_or_path": None}
         )
+        pipe.load_ip_adapter(
+            [state] * len(SLOTS), subfolder=[""] * len(SLOTS), weight_name=[""] * len(SLOTS), **no_encoder
+        )
+        self.transformer = getattr(pipe, "transformer", None) is not None
+        """A transformer family (FLUX.1): embeddings per prompt, the negative ones passed apart."""
         self.fingerprint = f"clip:{folder.resolve()}"
         """Identifies the image encoder (profile vectors are kept per encoder)."""
         self.dimension = int(self.encoder.config.projection_dim)
@@ -152,15 +173,24 @@ class IpAdapter:
 
     def pipeline_kwargs(self, inputs: dict[str, SlotInput], images: int, guidance: bool) -> dict[str, Any]:
         """The pipeline keyword arguments for a job of ``images`` images (``guidance``: classifier-free guidance runs
-        a negative half): ``ip_adapter_image_embeds`` with one (2*images or images, N, D) tensor per slot."""
+        a negative half). UNet families: ``ip_adapter_image_embeds``, one (2*images or images, N, D) tensor per slot,
+        negative (zeros) first. FLUX.1: one (1, N, D) tensor per slot (the pipeline repeats it per image) and
+        ``negative_ip_adapter_image_embeds`` of zeros for its true-CFG pass."""
         self.set_scales(inputs)
         device = getattr(self.pipe, "device", torch.device("cpu"))
         dtype = getattr(self.pipe, "dtype", torch.float32)
-        embeds = []
+        positives = []
         for slot in SLOTS:
             given = inputs.get(slot)
             vectors = given.vectors if given is not None else torch.zeros(1, self.dimension)
-            positive = vectors[None].expand(images, -1, -1)  # (images, N, D)
-            both = torch.cat([torch.zeros_like(positive), positive]) if guidance else positive
-            embeds.append(both.to(device=device, dtype=dtype))
+            positives.append(vectors[None].to(device=device, dtype=dtype))  # (1, N, D)
+        if self.transformer:
+            return {
+                "ip_adapter_image_embeds": positives,
+                "negative_ip_adapter_image_embeds": [torch.zeros_like(positive) for positive in positives],
+            }
+        embeds = []
+        for positive in positives:
+            repeated = positive.expand(images, -1, -1)  # (images, N, D)
+            embeds.append(torch.cat([torch.zeros_like(repeated), repeated]) if guidance else repeated)
         return {"ip_adapter_image_embeds": embeds}

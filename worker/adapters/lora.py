@@ -62,13 +62,11 @@ _METADATA_KEY = "lora_adapter_metadata"
 @dataclass(frozen=True)
 class PreparedLora:
     """A LoRA ready to load: per component (``unet``, ``text_encoder``, ...) PEFT keys -> tensors, scaling folded into
-    ``lora_B``, rank padded to ``rank``."""
+    ``lora_B`` (ranks as in the file; ``padded`` pads them to a slot's)."""
 
     name: str
     parts: dict[str, dict[str, Tensor]]
     rank: int
-    """The rank its tensors are padded to (the slot rank)."""
-    source_rank: int
     """The largest rank in the file."""
 
     @property
@@ -148,14 +146,23 @@ def _pad(tensor: Tensor, dim: int, size: int) -> Tensor:
     return torch.cat([tensor, tensor.new_zeros(shape)], dim=dim)
 
 
+def padded(part: dict[str, Tensor], rank: int) -> dict[str, Tensor]:
+    """A component's LoRA weights zero-padded to ``rank`` (``B A`` unchanged): A along dim 0, B along dim 1."""
+    out: dict[str, Tensor] = {}
+    for key, value in part.items():
+        if ".lora_A." in key and key.endswith(".weight"):
+            out[key] = _pad(value, 0, rank).contiguous()
+        elif ".lora_B." in key and key.endswith(".weight"):
+            out[key] = _pad(value, 1, rank).contiguous()
+        else:
+            out[key] = value
+    return out
+
+
 def prepare(
-    name: str,
-    state_dict: dict[str, Tensor],
-    alphas: dict[str, Tensor] | None,
-    metadata: dict[str, Any] | None,
-    rank: int | None = None,
+    name: str, state_dict: dict[str, Tensor], alphas: dict[str, Tensor] | None, metadata: dict[str, Any] | None
 ) -> PreparedLora:
-    """The prepared form of a LoRA (module doc, step 1); ``rank`` None keeps the file's largest rank."""
+    """The prepared form of a LoRA (module doc, step 1; the padding to the slot rank is ``padded``'s)."""
     grouped: dict[str, dict[str, Tensor]] = {}
     for key, value in state_dict.items():
         component, _, rest = key.partition(".")
@@ -186,29 +193,22 @@ def prepare(
                 parts[component][key] = value
             else:
                 log.warning("LoRA %s: ignoring key %s.%s (not a LoRA A/B weight)", name, component, key)
-    target = rank or source_rank
-    for part in parts.values():
-        for key in list(part):
-            if ".lora_A." in key and key.endswith(".weight"):
-                part[key] = _pad(part[key], 0, target).contiguous()
-            elif ".lora_B." in key and key.endswith(".weight"):
-                part[key] = _pad(part[key], 1, target).contiguous()
-    return PreparedLora(name, parts, target, source_rank)
+    return PreparedLora(name, parts, source_rank)
 
 
 class LoraFiles:
-    """The LRU of prepared LoRAs in CPU memory, keyed by (name, rank); files are read at most once while cached."""
+    """The LRU of prepared LoRAs in CPU memory, keyed by name; a file is read at most once while it is cached."""
 
     def __init__(self, capacity: int = defaults.LORA_CACHE_ENTRIES) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
-        self._entries: OrderedDict[tuple[str, int], PreparedLora] = OrderedDict()
+        self._entries: OrderedDict[str, PreparedLora] = OrderedDict()
         self._lock = threading.Lock()
         self.reads = 0
         """Files read so far (a cache hit reads none)."""
 
-    def get(self, key: tuple[str, int], load: Callable[[], PreparedLora]) -> PreparedLora:
+    def get(self, key: str, load: Callable[[], PreparedLora]) -> PreparedLora:
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None:
@@ -221,7 +221,7 @@ class LoraFiles:
             self._entries.move_to_end(key)
             while len(self._entries) > self.capacity:
                 evicted, _ = self._entries.popitem(last=False)
-                log.info("LoRA %s dropped from the CPU cache (capacity %d)", evicted[0], self.capacity)
+                log.info("LoRA %s dropped from the CPU cache (capacity %d)", evicted, self.capacity)
         return prepared
 
 
@@ -290,16 +290,15 @@ class LoraSlots:
         raise ValueError(f"{type(self.pipe).__name__} has no unet or transformer for LoRAs")
 
     def prepared(self, name: str) -> PreparedLora:
-        """The prepared LoRA ``name`` at the slot rank (from the LRU, read from its file on a miss)."""
+        """The prepared LoRA ``name`` (from the LRU, read from its file on a miss)."""
         if name not in self.entries:
             raise KeyError(f"LoRA {name!r} is not configured for this model; configured: {sorted(self.entries)}")
-        rank = self.rank or None
 
         def load() -> PreparedLora:
             state_dict, alphas, metadata = read_lora_file(self.pipe, self.path_of(self.entries[name]))
-            return prepare(name, state_dict, alphas, metadata, rank)
+            return prepare(name, state_dict, alphas, metadata)
 
-        return self.files.get((name, self.rank), load)
+        return self.files.get(name, load)
 
     # -- slots ---------------------------------------------------------------------------------------------------
 
@@ -307,8 +306,8 @@ class LoraSlots:
         """Enable hot-swapping and create the slots (module doc, step 2); reads every configured LoRA once."""
         if self.created:
             return
-        sources = [self.prepared(name) for name in sorted(self.entries)]  # at their own ranks (rank still 0)
-        self.rank = max([lora.source_rank for lora in sources] or [1])
+        sources = [self.prepared(name) for name in sorted(self.entries)]
+        self.rank = max([lora.rank for lora in sources] or [1])
         union: dict[str, Tensor] = {}
         for lora in sources:
             for key, value in lora.denoiser.items():
@@ -319,7 +318,8 @@ class LoraSlots:
             raise ValueError("no configured LoRA has weights for this model's denoiser")
         self._enable_hotswap()
         for slot in self.slot_names:
-            self._load(slot, union, hotswap=False)
+            # each slot its own tensors: diffusers loads with low_cpu_mem_usage, which adopts the tensors given
+            self._load(slot, {key: value.clone() for key, value in union.items()}, hotswap=False)
         self._set_weights([0.0] * self.count)
         self.created = True
         log.info("LoRA slots ready: %d slot(s) of rank %d over %d module weights", self.count, self.rank, len(union))
@@ -369,7 +369,7 @@ class LoraSlots:
             else:
                 free = [i for i, held in enumerate(self.held) if held not in wanted]
                 index = min(free, key=lambda i: self._last_used[i])
-                self._load(self.slot_names[index], self.prepared(name).denoiser, hotswap=True)
+                self._load(self.slot_names[index], padded(self.prepared(name).denoiser, self.rank), hotswap=True)
                 self.held[index] = name
                 applied.swapped.append(name)
             self._last_used[index] = self._clock
