@@ -207,9 +207,9 @@ def test_niji_styles_add_their_words_with_niji_and_are_refused_without(lora_sett
 
 
 def test_references_need_an_adapter_and_map_weights_to_scales(lora_settings: Settings) -> None:
-    with pytest.raises(PromptError, match="--sref needs an image adapter, and model .* has none: no IP-Adapter"):
+    with pytest.raises(PromptError, match=r"--sref needs an image adapter, and model .* has none: no IP-Adapter"):
         jobs(f"a fox --sref {URL}", lora_settings)
-    with pytest.raises(PromptError, match="--p needs an image adapter"):
+    with pytest.raises(PromptError, match=r"--p needs an image adapter"):
         jobs("a fox --p", lora_settings)
     assert adapter_family(str(SHIPPED_MODEL)) == "shapes"
     assert reference_method(lora_settings, "shapes") == "captions"
