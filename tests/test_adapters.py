@@ -270,3 +270,45 @@ def test_flux_takes_loras_and_an_ip_adapter_through_its_loaders(tmp_path: Path) 
     with_reference = image(pipe, **ip.pipeline_kwargs({"style": SlotInput(vector * 10, 1.0)}, 1, False))
     without = image(pipe, **ip.pipeline_kwargs({"style": SlotInput(vector * 10, 0.0)}, 1, False))
     assert np.abs(with_reference - base).max() > 0 and np.array_equal(without, base)
+
+
+def test_sdxl_takes_loras_and_an_ip_adapter_with_style_blocks(
+    settings: Settings,
+    tmp_path: Path,
+    server: LocalServer,  # noqa: F811
+) -> None:
+    from diffusers import StableDiffusionXLPipeline
+
+    from tests.tiny_models import build_tiny_sdxl
+
+    folder = build_tiny_sdxl(tmp_path / "sdxl")
+    pipe = StableDiffusionXLPipeline.from_pretrained(folder)
+    weights, encoder = build_ip_adapter(pipe, tmp_path / "ip")
+    lora = build_lora(pipe, tmp_path / "xl.safetensors", seed=4, text_encoder=True)
+    server.routes["/red.png"] = lambda handler: send(handler, reference_png((220, 30, 30)))
+    config = settings.model_copy(
+        update={
+            "model": str(folder),
+            "unsafe_test_only_allow_http_loopback": True,
+            "loras": Settings(loras={"xl": {"file": str(lora), "families": ["sdxl"]}}).loras,
+            "ip_adapters": Settings(
+                ip_adapters={
+                    str(folder): {
+                        "file": str(weights),
+                        "image_encoder": str(encoder),
+                        "style_blocks": {"up": {"block_0": [0.0, 1.0]}},
+                    }
+                }
+            ).ip_adapters,
+        }
+    )
+    engine = Engine.load(str(folder), "cpu", "float32")
+    adapters = adapters_of(engine, config)
+    base, _ = run(engine, adapters, spec())
+    with_lora, notes = run(engine, adapters, spec(loras=(("xl", 1.0),)))
+    assert np.abs(with_lora - base).max() > 5 and notes["text_encoder_loras"] == ["xl"]
+    red = server.url("/red.png")
+    style, notes = run(engine, adapters, spec(references=(Reference("style", (red,), 0.8, "", "style"),)))
+    assert np.abs(style - base).max() > 5 and notes["ip_adapter_scales"] == {"style": 0.8}
+    off, _ = run(engine, adapters, spec(references=(Reference("style", (red,), 0.0, "", "style"),)))
+    assert np.array_equal(off, base)

@@ -110,6 +110,7 @@ def test_an_off_list_quality_is_rounded_to_the_nearest_allowed_value_with_a_note
         (f"a fox --sref random {URL}", "--sref random stands alone"),
         (f"a fox --oref {URL} {URL2}", "--oref takes at most 1 value(s), got 2"),
         ("a fox --cref 123", "--cref takes an image URL, got '123'"),
+        (f"a fox --sref {URL}::2", "--sref: per-image weights (url::2) are not offered here"),
         (f"a fox --sref {URL} --sw 1001", "--sw must be an integer from 0 to 1000, got 1001"),
         (f"a fox --oref {URL} --ow 0", "--ow must be an integer from 1 to 1000, got 0"),
         (f"a fox --sref {URL} --sv 7", "--sv must be an integer from 1 to 6, got 7"),

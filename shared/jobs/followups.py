@@ -297,7 +297,7 @@ def enhance_spec(
     if spec.kind is not JobKind.GRID or not spec.draft:
         raise CannotFollowUp(f"Enhance needs a --draft grid, job {spec.job_id} is not one")
     (prompt,) = parse(spec.prompt)
-    text = dataclasses.replace(prompt, draft=False).to_text()
+    text = dataclasses.replace(prompt, draft=False, repeat=1).to_text()
     steps, guidance = exp_adjusted(
         steps_for(prompt.quality, base_steps),
         guidance_for(prompt.stylize, prompt.style, base_guidance),

@@ -388,7 +388,11 @@ def _check_count(name: str, values: tuple[object, ...], most: int) -> None:
 
 
 def _check_url(name: str, value: str, allowed: str) -> None:
-    """A ``PromptError`` unless ``value`` is an http(s) URL with a host."""
+    """A ``PromptError`` unless ``value`` is an http(s) URL with a host (and no ``::`` weight, not offered here)."""
+    if _URL_WORD.match(value) and "::" in value:
+        raise PromptError(
+            f"{name}: per-image weights (url::2) are not offered here; weigh references with --sw/--cw/--ow"
+        )
     if _URL_WORD.match(value):
         try:
             host = urlsplit(value).hostname

@@ -131,7 +131,8 @@ class EngineAdapters:
         self._check_loras(spec.loras)
         if self.loras is not None:
             prepared.notes.update(self.loras.apply(spec.loras).notes())
-        if spec.references:
+        subtle = spec.kind is JobKind.UPSCALE and spec.upscale_mode != "creative"  # no denoising: no references
+        if spec.references and not subtle:
             self._references(spec, connection, prepared)
         elif self.ip_adapter is not None:  # the IP-Adapter's UNet needs embeddings: zeros at scale 0
             prepared.call_kwargs.update(self._ip_kwargs(spec, {}))
