@@ -5,8 +5,9 @@ is enqueued.
 
 How a model takes references (``reference_method``):
 
-* ``ip_adapter``: an IP-Adapter is configured for the model (``IP_ADAPTERS``) and its family has diffusers' loader
-  (SD 1.x, SDXL: ``IPAdapterMixin``; FLUX.1: ``FluxIPAdapterMixin``; SD3.5: ``SD3IPAdapterMixin``).
+* ``ip_adapter``: an IP-Adapter is configured for the model (``IP_ADAPTERS``) and its family's diffusers loader is
+  wired here (SD 1.x, SDXL: ``IPAdapterMixin``; FLUX.1: ``FluxIPAdapterMixin``). SD3.5's ``SD3IPAdapterMixin`` (a
+  SigLIP encoder and another embedding path) is not wired yet, so SD3.5 is refused like a family without one.
 * ``captions``: the shipped model (``ShapesPipeline`` with an ``alignment/`` scorer and caption bank): a reference
   image's vector in the contrastive scorer's space picks the nearest captions of its caption bank, which join the
   prompt as ``::`` parts weighted by the reference's scale (``worker.adapters.captions``).
@@ -42,8 +43,8 @@ PIPELINE_FAMILIES: dict[str, str] = {
 }
 """Text-to-image pipeline class (``model_index.json _class_name``) -> adapter family (``ADAPTER_FAMILIES``)."""
 
-IP_ADAPTER_FAMILIES: frozenset[str] = frozenset({"sd", "sdxl", "flux", "sd3"})
-"""Families whose pipelines have a diffusers IP-Adapter loader (``loaders/ip_adapter.py``)."""
+IP_ADAPTER_FAMILIES: frozenset[str] = frozenset({"sd", "sdxl", "flux"})
+"""Families whose diffusers IP-Adapter loader (``loaders/ip_adapter.py``) ``worker.adapters.ip_adapter`` drives."""
 
 CAPTION_REFERENCE_FAMILIES: frozenset[str] = frozenset({"shapes"})
 """Families that take references through their scorer's caption bank when no IP-Adapter is configured."""

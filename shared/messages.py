@@ -422,7 +422,7 @@ def no_reference_adapter(what: str, model: str, family_has_loader: bool) -> str:
     why = (
         "no IP-Adapter is configured for it"
         if family_has_loader
-        else "its family has no image adapter (IP-Adapter exists for SD 1.x, SDXL, FLUX.1 and SD3.5)"
+        else "its family has no image adapter here (IP-Adapters are served for SD 1.x, SDXL and FLUX.1)"
     )
     return f"{what} needs an image adapter, and model {escape_fitted(model, 100)} has none: {why}"
 
