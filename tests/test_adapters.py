@@ -19,6 +19,8 @@ from PIL import Image, ImageDraw
 
 from shared.adapter_config import IpAdapterEntry, LoraEntry
 from shared.jobs.spec import JobSpec, Reference
+from shared.prompt.parser import parse
+from shared.prompt.resolve import build_jobs
 from shared.settings import Settings
 from tests.conftest import SHIPPED_MODEL
 from tests.test_safe_fetch import LocalServer, send, server  # noqa: F401 - the fixture
@@ -203,6 +205,13 @@ def test_a_tiny_ip_adapter_makes_sref_change_the_output_and_sw_0_equals_no_refer
         varied = engine.generate(prepared.spec, source=source, call_kwargs=prepared.call_kwargs)
     assert len(varied.images) == 4  # the image-to-image sibling takes references too
     assert server.requests.count("/red.png") >= 4  # fetched through the safe fetch each time
+    # From the prompt language: --sref with its default weight changes the grid, --sw 0 is the plain prompt.
+    prompts = {
+        text: build_jobs(parse(text), settings=config, owner="1")[0]
+        for text in ("a fox --seed 8", f"a fox --seed 8 --sref {red}", f"a fox --seed 8 --sref {red} --sw 0")
+    }
+    plain_fox, with_sref, sw_zero = (run(engine, adapters, job)[0] for job in prompts.values())
+    assert np.abs(with_sref - plain_fox).max() > 10 and np.array_equal(sw_zero, plain_fox)
 
 
 def test_the_shipped_model_takes_references_through_its_caption_bank(
