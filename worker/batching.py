@@ -1,7 +1,7 @@
 """Cross-job batching: which queued jobs may share one denoising pass, and claiming them from RQ queues.
 
 A worker that takes a job (the *leader*) looks at the jobs waiting on its queues for *followers* with the same
-``batch_key`` (model, size, steps; prompts, seeds, guidance and members may differ), up to a number of images and for
+``batch_key`` (model, size, steps, LoRA set; prompts, seeds, guidance and members may differ), up to a number of images and for
 a short wait. A follower is claimed with one ``LREM`` on its queue (atomic: when two workers race, exactly one removes
 it), then marked started under the claiming worker (``worker.runner.ImagineWorker``). The engine runs the batch
 (``Engine.generate_batch``) and ``worker.tasks`` publishes every job's result on its own.
