@@ -24,9 +24,11 @@ from shared.i18n import set_locale
 from shared.jobs.followups import (
     custom_zoom_spec,
     described_prompt,
+    enhance_spec,
     make_square_spec,
     pan_spec,
     reroll_spec,
+    shortened_prompt,
     upscale_spec,
     variation_spec,
     zoom_out_spec,
@@ -43,7 +45,8 @@ log = logging.getLogger(__name__)
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=wire_buttons.CUSTOM_ID_TEMPLATE):
     """Any result button (U<n>, V<n>, re-roll, Upscale/Vary (Subtle/Creative/Strong/Region), Zoom Out, Custom Zoom,
-    Make Square, pans); with Remix mode on, the variation, re-roll, zoom and pan buttons open the prompt box first."""
+    Make Square, pans, the /describe and /shorten picks, Enhance); with Remix mode on, the variation, re-roll, zoom and
+    pan buttons open the prompt box first."""
 
     def __init__(self, item: discord.ui.Button[Any], ref: ButtonRef) -> None:
         super().__init__(item)
@@ -159,13 +162,23 @@ def follow_up(state: BotState, interaction: discord.Interaction, ref: ButtonRef)
         return variation_spec(record, ref.index, owner, defaults.VARY_SUBTLE_STRENGTH, delivery=delivery)
     if ref.action in (ButtonAction.VARY, ButtonAction.VARY_STRONG):
         return variation_spec(record, ref.index, owner, defaults.VARY_STRONG_STRENGTH, delivery=delivery)
-    if ref.action is ButtonAction.DESCRIBE_PICK:
+    if ref.action in (ButtonAction.DESCRIBE_PICK, ButtonAction.SHORTEN_PICK):
         # The picked prompt is text like any other: the member's options, moderation, defaults and rules apply.
-        text = described_prompt(record, ref.index)
-        (spec, *_) = state.intake.jobs_from_text(text, requester_of(interaction), delivery)
+        pick = described_prompt if ref.action is ButtonAction.DESCRIBE_PICK else shortened_prompt
+        (spec, *_) = state.intake.jobs_from_text(pick(record, ref.index), requester_of(interaction), delivery)
         return spec
     if ref.action is ButtonAction.CUSTOM_ZOOM:  # the box's --zoom decides; this is the default's job
         return custom_zoom_spec(record, ref.index, owner, defaults.CUSTOM_ZOOM_DEFAULT, delivery=delivery)
+    if ref.action is ButtonAction.ENHANCE:
+        settings = state.settings
+        return enhance_spec(
+            record,
+            owner,
+            base_steps=settings.steps,
+            base_guidance=settings.guidance,
+            draft_lora=settings.draft_lora,
+            delivery=delivery,
+        )
     if ref.action in wire_buttons.ZOOM_BUTTONS:
         factor, _ = wire_buttons.ZOOM_BUTTONS[ref.action]
         return zoom_out_spec(record, ref.index, owner, factor, delivery=delivery)

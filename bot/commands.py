@@ -17,6 +17,7 @@ import redis
 from discord import app_commands
 from PIL import Image
 
+from bot import styles
 from bot.state import BotState, state_of
 from bot.submission import delivery_for, mentions_for, requester_of, submit
 from shared import defaults, messages, provenance
@@ -28,17 +29,29 @@ from shared.jobs.spec import JobKind, JobSpec, JobStatus
 from shared.queue.client import request_cancel
 from shared.settings import Settings
 from shared.stores import images as image_store
-from shared.stores import member_settings
+from shared.stores import member_settings, profiles
 from shared.stores.member_settings import MemberSettings
 
 log = logging.getLogger(__name__)
 
 
-async def imagine(interaction: discord.Interaction, prompt: str) -> None:
+async def imagine(
+    interaction: discord.Interaction,
+    prompt: str,
+    attachments: dict[str, discord.Attachment | None] | None = None,
+    lora: str | None = None,
+) -> None:
     """/imagine: the prompt through the intake (``shared.intake``), one waiting message and job per permutation and
-    repeat; a refused prompt is answered privately with the reason."""
+    repeat; a refused prompt is answered privately with the reason. ``attachments`` (``sref``/``cref``/``oref``
+    options) and ``lora`` join the prompt as parameters (``bot.styles``)."""
     state = state_of(interaction)
     requester = requester_of(interaction)
+    for option, attachment in (attachments or {}).items():
+        refusal = styles.attachment_refusal(option, attachment, state.settings) if attachment is not None else None
+        if refusal:
+            await interaction.response.send_message(refusal, ephemeral=True)
+            return
+    prompt = styles.with_options(prompt, attachments or {}, lora)
     try:
         member, counts = state.desk.member_and_queues(requester.member_id)
         specs = state.intake.jobs_from_text(
@@ -55,6 +68,8 @@ async def imagine(interaction: discord.Interaction, prompt: str) -> None:
         await interaction.response.send_message(messages.prompt_error(str(exc), member.options), ephemeral=True)
         return
     queued = await submit(interaction, specs, state.desk, counts)
+    if queued:
+        await styles.tell_notes(interaction, queued)
     log.info("/imagine by %s: %d job(s) %s", requester.member_id, len(queued), [spec.job_id for spec in queued])
 
 
@@ -69,6 +84,7 @@ def settings_command(settings: Settings) -> app_commands.Command[Any, Any, Any]:
         suffix="Text added to every prompt (words and/or --parameters)",
         remix="Remix mode: edit the prompt before variations, re-rolls, zooms and pans",
         reset="Forget all your defaults",
+        clear_profile="Forget the images you liked (your --p profile)",
     )
     @app_commands.choices(
         stylize=[app_commands.Choice(name=name, value=name) for name in defaults.STYLIZE_PRESETS],
@@ -83,7 +99,20 @@ def settings_command(settings: Settings) -> app_commands.Command[Any, Any, Any]:
         suffix: str | None = None,
         remix: bool | None = None,
         reset: bool = False,
+        clear_profile: bool = False,
     ) -> None:
+        state = state_of(interaction)
+        member = str(interaction.user.id)
+        cleared = (
+            await asyncio.to_thread(profiles.clear, state.connection, state.settings, member) if clear_profile else None
+        )
+        profile = await asyncio.to_thread(styles.profile_text, state, member)
+        if cleared is not None:
+            profile = f"{messages.profile_cleared(cleared)} {profile}"
+
+        def answer(updated: MemberSettings) -> str:
+            return messages.with_profile(_defaults_text(updated), profile)
+
         changes: dict[str, object] = {
             key: value
             for key, value in {"stylize": stylize, "lane": lane, "aspect": aspect, "suffix": suffix}.items()
@@ -97,7 +126,7 @@ def settings_command(settings: Settings) -> app_commands.Command[Any, Any, Any]:
                 current = MemberSettings(options=current.options)
             return MemberSettings.from_dict({**current.to_dict(), **changes})
 
-        await _change_settings(interaction, change, _defaults_text)
+        await _change_settings(interaction, change, answer)
 
     return command
 
@@ -161,7 +190,7 @@ _COMMAND_NAME = re.compile(r"[a-z0-9_-]{1,32}")
 """What Discord accepts as a slash command name (lowercase)."""
 _RESERVED_NAMES = frozenset(
     {"imagine", "describe", "settings", "prefer", "info", "cancel", "show", "record", "stealth", "public"}
-    | {"rules", "quota"}
+    | {"rules", "quota", "blend", "shorten", "loras"}
     | {"queue", "ban", "unban", "limits", "workers"}
 )
 """Command names the bot already uses: a lane with one of these names gets no shortcut."""
@@ -212,10 +241,24 @@ async def public_command(interaction: discord.Interaction) -> None:
 
 
 @app_commands.command(name="imagine", description="Make four images from a prompt")
-@app_commands.describe(prompt="What to imagine, with --parameters at the end")
-async def imagine_command(interaction: discord.Interaction, prompt: str) -> None:
+@app_commands.describe(
+    prompt="What to imagine, with --parameters at the end",
+    sref="A style reference image (as --sref)",
+    cref="A character reference image (as --cref)",
+    oref="An omni reference image: put this in the image (as --oref)",
+    lora="A LoRA (as --lora name or name:0.8; see /loras)",
+)
+@app_commands.autocomplete(lora=styles.lora_autocomplete)
+async def imagine_command(  # noqa: PLR0917 - discord.py passes the options by keyword
+    interaction: discord.Interaction,
+    prompt: str,
+    sref: discord.Attachment | None = None,
+    cref: discord.Attachment | None = None,
+    oref: discord.Attachment | None = None,
+    lora: str | None = None,
+) -> None:
     """The /imagine slash command."""
-    await imagine(interaction, prompt)
+    await imagine(interaction, prompt, {"sref": sref, "cref": cref, "oref": oref}, lora)
 
 
 @app_commands.command(name="describe", description="Four prompts that would make an image like yours")
@@ -345,7 +388,7 @@ async def stored_result(state: BotState, job_id: str) -> tuple[JobRecord, JobKin
     """
     record = await asyncio.to_thread(image_store.get_record, state.connection, state.settings, job_id)
     kind = record.spec.kind
-    count = 1 if kind in (JobKind.UPSCALE, JobKind.DESCRIBE) else defaults.IMAGES_PER_GRID
+    count = 1 if kind in (JobKind.UPSCALE, JobKind.DESCRIBE, JobKind.SHORTEN) else defaults.IMAGES_PER_GRID
     pngs = [
         await asyncio.to_thread(image_store.get_image, state.connection, state.settings, job_id, index)
         for index in range(count)
@@ -441,4 +484,5 @@ def all_commands(
         record_menu,
         stealth_command,
         public_command,
+        *styles.style_commands(),
     ]

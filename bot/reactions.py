@@ -4,6 +4,7 @@
   result it deletes the message. Only the job's owner can do either: a reaction by anyone else changes nothing.
 - an envelope on a finished result sends the member who reacted a direct message with the picture, the job id, the
   seeds and the resolved parameters (the same record as /record).
+- a star on a finished result adds its images to the reacting member's ``--p`` profile (``bot.styles.like``).
 
 The job behind a message is found without any state in the bot process, so reactions work after a restart: a waiting
 message through the mapping that ``JobDesk.enqueue`` writes, a result through the job id that its buttons carry.
@@ -18,6 +19,7 @@ import logging
 import discord
 import redis
 
+from bot import styles
 from bot.commands import mark_canceled, record_text, stored_result
 from bot.state import BotState
 from shared import defaults, messages
@@ -29,7 +31,7 @@ from shared.stores import images as image_store
 
 log = logging.getLogger(__name__)
 
-WATCHED = defaults.CANCEL_REACTIONS | defaults.ENVELOPE_REACTIONS
+WATCHED = defaults.CANCEL_REACTIONS | defaults.ENVELOPE_REACTIONS | defaults.STAR_REACTIONS
 """Every reaction that does something; all others are ignored before any lookup."""
 
 
@@ -49,7 +51,15 @@ async def on_reaction(client: discord.Client, state: BotState, event: discord.Ra
     if found is None:
         return
     job_id, is_result = found
-    if name in defaults.ENVELOPE_REACTIONS:
+    if name in defaults.STAR_REACTIONS:
+        if is_result:
+            try:
+                liked = await styles.like(state, str(event.user_id), job_id)
+            except redis.RedisError:
+                log.exception("star on job %s by %s: queue unavailable", job_id, event.user_id)
+                return
+            log.info("star on job %s by %s: profile holds %s image(s)", job_id, event.user_id, liked)
+    elif name in defaults.ENVELOPE_REACTIONS:
         if is_result:  # a job still waiting or running has nothing to send yet
             await _send_to_direct_messages(client, state, event.user_id, job_id)
     else:

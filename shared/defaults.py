@@ -193,8 +193,9 @@ MAX_JOBS_PER_PROMPT: int = 40
 CHAOS_MAX: int = 100
 """Largest ``--chaos`` (range 0 to this)."""
 
-QUALITY_VALUES: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
-"""The ``--quality`` values accepted; steps = round(settings.steps x quality)."""
+QUALITY_VALUES: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+"""The ``--quality`` values accepted; steps = round(settings.steps x quality). Another number is rounded to the nearest
+of these (a tie goes up), as Midjourney's docs describe, and the member is told."""
 
 STOP_MIN: int = 10
 """Smallest ``--stop`` (range this to 100)."""
@@ -202,8 +203,8 @@ STOP_MIN: int = 10
 STYLIZE_MAX: int = 1000
 """Largest ``--stylize`` (range 0 to this; 100 is the default)."""
 
-STYLES: tuple[str, ...] = ("raw",)
-"""The ``--style`` values accepted."""
+STYLES: tuple[str, ...] = ("raw", "cute", "expressive", "original", "scenic")
+"""The ``--style`` values accepted: ``raw`` everywhere, the niji styles (``NIJI_STYLES``) with ``--niji`` only."""
 
 WEIRD_MAX: int = 3000
 """Largest ``--weird`` (range 0 to this)."""
@@ -536,3 +537,108 @@ C2PA_ALGORITHMS: tuple[str, ...] = ("es256", "es384", "es512", "ps256", "ps384",
 
 DIGITAL_SOURCE_TYPE: str = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 """IPTC digital source type of every image the workers make: created by a trained generative model."""
+
+
+# --- Community styles and references (shared/prompt/, shared/adapters.py, worker/adapters/, worker/shorten.py) ---
+
+NIJI_STYLES: dict[str, str] = {
+    "cute": "cute, kawaii, soft pastel colours",
+    "expressive": "expressive, dynamic illustration, bold lines",
+    "scenic": "scenic, detailed background, cinematic landscape",
+    "original": "",
+}
+"""Midjourney's niji ``--style`` values and the words each adds to the conditioning as an extra ``::`` part ("": none,
+the niji model as it is)."""
+
+NIJI_STYLE_PART_WEIGHT: float = 0.5
+"""The ``::`` weight of a niji style's words beside the prompt (weight 1)."""
+
+DRAFT_STEPS_FACTOR: float = 0.4
+"""``--draft`` runs this fraction of the job's steps (at least 1); measured about half the time of a full grid."""
+
+EXP_MAX: int = 100
+"""Largest ``--exp`` (range 0 to this)."""
+
+EXP_GUIDANCE_GAIN: float = 0.5
+"""``--exp 100`` multiplies the guidance by 1 + this (stronger contrast and saturation: "tonemapped")."""
+
+EXP_STEP_GAIN: float = 0.5
+"""``--exp 100`` adds this fraction of the job's steps (more detail), linear in ``--exp``."""
+
+STYLE_WEIGHT_MAX: int = 1000
+"""Largest ``--sw`` (range 0 to this; 100 is the default)."""
+
+CHARACTER_WEIGHT_MAX: int = 100
+"""Largest ``--cw`` (range 0 to this; 100 is the default)."""
+
+OMNI_WEIGHT_MAX: int = 1000
+"""Largest ``--ow`` (range 1 to this; 100 is the default)."""
+
+STYLE_VERSIONS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+"""``--sv`` values accepted (Midjourney's); 1-3 steer every attention block, 4-6 (and none) the style blocks only."""
+
+STYLE_CODE_MAX: int = 4_294_967_295
+"""Largest numeric ``--sref`` style code (a seed of a reproducible random style vector)."""
+
+MAX_REFERENCE_IMAGES: int = 5
+"""Most images of one reference kind (``--sref``, ``--cref``; ``--oref`` takes one) and of one /blend."""
+
+MAX_PROFILE_CODES: int = 5
+"""Most profile codes one ``--p`` takes."""
+
+REFERENCE_BASE_SCALES: dict[str, float] = {
+    "style": 0.6,
+    "character": 0.8,
+    "omni": 0.8,
+    "blend": 1.0,
+    "profile": 0.6,
+}
+"""IP-Adapter scale of each reference kind at its default weight (``--sw 100``, ``--cw 100``, ``--ow 100``)."""
+
+REFERENCE_SCALE_MAX: float = 2.0
+"""Largest IP-Adapter scale any weight maps to (beyond it the reference replaces the prompt)."""
+
+REFERENCE_CAPTIONS: int = 2
+"""Captions of the shipped model's caption bank that stand for one reference vector (the nearest first)."""
+
+LORA_NAME_MAX: int = 64
+"""Longest LoRA name in ``--lora name:weight``."""
+
+LORA_MAX_PER_JOB: int = 3
+"""Most LoRAs one prompt may name (and hot-swap slots a worker keeps per model)."""
+
+LORA_WEIGHT_MIN: float = -2.0
+"""Smallest ``--lora name:weight`` (negative weights steer away, as slider LoRAs do)."""
+
+LORA_WEIGHT_MAX: float = 2.0
+"""Largest ``--lora name:weight``."""
+
+LORA_CACHE_ENTRIES: int = 16
+"""LoRA state dicts a worker keeps in CPU memory (least recently used dropped first)."""
+
+PROFILE_CODE_LENGTH: int = 8
+"""Characters of a member's shareable profile code (``--p <code>``)."""
+
+PROFILE_MAX_IMAGES: int = 500
+"""Most liked images a profile keeps (the oldest likes are dropped first)."""
+
+STAR_REACTIONS: frozenset[str] = frozenset({"\N{WHITE MEDIUM STAR}", "\N{GLOWING STAR}"})
+"""Reactions by which a member likes a result: its images join their personal style profile (``--p``)."""
+
+SHORTEN_OPTIONS: int = 5
+"""Shorter prompts /shorten offers (each with a button that imagines it)."""
+
+SHORTEN_KEEP_FRACTIONS: tuple[float, ...] = (0.8, 0.65, 0.5, 0.35, 0.2)
+"""Fractions of the prompt's words (the most important ones) that /shorten's shorter prompts keep."""
+
+SHORTEN_BOLD_FRACTION: float = 0.25
+"""/shorten shows a word in bold when its weight is at least this fraction of the largest word weight."""
+
+SHORTEN_STRIKE_FRACTION: float = 0.05
+"""/shorten strikes a word out when its weight is below this fraction of the largest word weight."""
+
+SHORTEN_MAX_WORDS: int = 60
+"""Most words /shorten weighs (one encoding each); the rest are kept as they are."""
+
+BLEND_DIMENSIONS: dict[str, tuple[int, int]] = {"portrait": (2, 3), "square": (1, 1), "landscape": (3, 2)}
+"""/blend's ``dimensions`` choices and the aspect ratio each makes (Midjourney's)."""

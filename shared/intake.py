@@ -23,14 +23,15 @@ from dataclasses import dataclass
 
 import redis
 
+from shared import messages
 from shared.errors import PromptError
 from shared.jobs.spec import Delivery, JobKind, JobSpec
 from shared.prompt.parser import Prompt
-from shared.prompt.resolve import build_jobs, describe_job, guidance_for, steps_for
+from shared.prompt.resolve import blend_job, build_jobs, describe_job, guidance_for, shorten_job, steps_for
 from shared.queue.client import Submitted, enqueue_all
 from shared.safety import moderation
 from shared.settings import Settings
-from shared.stores import member_settings
+from shared.stores import member_settings, profiles
 from shared.stores.member_settings import MemberSettings
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class Intake:
             delivery=delivery,
             lane=member.lane or None,
             rng=rng,
+            profile_owners=lambda codes: self.profile_owners(codes, requester),
         )
         log.debug("intake: %d job(s) for %s", len(specs), requester.member_id)
         return specs
@@ -153,6 +155,60 @@ class Intake:
         member = member if member is not None else self.member(requester)
         return describe_job(
             image_url, name, settings=self.settings, owner=requester.member_id, delivery=delivery, lane=member.lane
+        )
+
+    def profile_owners(self, codes: tuple[str, ...], requester: Requester) -> tuple[str, ...]:
+        """``--p``'s profiles: the requester's own for ``()``, else each code's owner; an unknown code or an empty
+        profile is a ``PromptError`` (``shared.stores.profiles``)."""
+        if not codes:
+            if not profiles.count(self.connection, self.settings, requester.member_id):
+                raise PromptError(messages.no_profile(False))
+            return (requester.member_id,)
+        owners = []
+        for code in codes:
+            owner = profiles.owner_of(self.connection, self.settings, code)
+            if owner is None:
+                raise PromptError(messages.no_profile(True))
+            if not profiles.count(self.connection, self.settings, owner):
+                raise PromptError(messages.empty_profile(code))
+            owners.append(owner)
+        return tuple(dict.fromkeys(owners))
+
+    def blend(
+        self,
+        image_urls: Sequence[str],
+        names: Sequence[str],
+        dimensions: str,
+        requester: Requester,
+        delivery: Delivery,
+        *,
+        member: MemberSettings | None = None,
+        rng: random.Random | None = None,
+    ) -> JobSpec:
+        """A /blend job of 2-5 images (``names``: what its line calls them) at ``dimensions``, on the member's lane."""
+        member = member if member is not None else self.member(requester)
+        return blend_job(
+            image_urls,
+            names,
+            dimensions,
+            settings=self.settings,
+            owner=requester.member_id,
+            delivery=delivery,
+            lane=member.lane or None,
+            rng=rng,
+        )
+
+    def shorten(
+        self, text: str, requester: Requester, delivery: Delivery, member: MemberSettings | None = None
+    ) -> JobSpec:
+        """A /shorten job for ``text`` as the member wrote it (no suffix or options added), moderated; a text that
+        makes more than one prompt is refused."""
+        member = member if member is not None else self.member(requester)
+        prompts = moderation.check_and_audit(text, self.settings, self.connection, owner=requester.member_id)
+        if len(prompts) != 1:
+            raise PromptError(f"/shorten takes one prompt, this text makes {len(prompts)} (permutations)")
+        return shorten_job(
+            prompts[0], settings=self.settings, owner=requester.member_id, delivery=delivery, lane=member.lane or None
         )
 
     def submit(self, specs: Sequence[JobSpec], requester: Requester) -> list[Submitted]:

@@ -250,6 +250,23 @@ class Keys:
         """Counter of the jobs a member has made."""
         return f"{self.prefix}:member:{member}:made"
 
+    def profile_likes(self, member: str) -> str:
+        """Sorted set ``<job id>:<image index>`` -> when the member liked it (a star reaction): the ``--p`` profile."""
+        return f"{self.prefix}:member:{member}:profile:likes"
+
+    def profile_code(self, member: str) -> str:
+        """The member's shareable profile code (``--p <code>``)."""
+        return f"{self.prefix}:member:{member}:profile:code"
+
+    def profile_vectors(self, member: str, encoder: str) -> str:
+        """Hash ``<job id>:<image index>`` -> the liked image's embedding (float32 bytes) under image encoder
+        ``encoder`` (a fingerprint), filled by workers as ``--p`` jobs need them."""
+        return f"{self.prefix}:member:{member}:profile:vectors:{encoder}"
+
+    def profile_owner(self, code: str) -> str:
+        """The member whose profile code is ``code``."""
+        return f"{self.prefix}:profile-code:{code}"
+
     def waiting_message(self, message_id: str) -> str:
         """The job whose "(Waiting to start)" message is ``message_id`` (reactions find it)."""
         return f"{self.prefix}:message:{message_id}:job"

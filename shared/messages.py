@@ -864,3 +864,199 @@ def __getattr__(name: str) -> str:
     except KeyError:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
     return translate(template)
+
+
+# -- LoRAs, references, --draft, personalization, /blend, /shorten (issue 17) -----------------------------------------
+
+
+def unknown_lora(name: str, known: list[str]) -> str:
+    """``--lora`` with a name the configuration does not list."""
+    listed = ", ".join(known[:20]) if known else tr("none are configured here")
+    return tr(
+        "--lora: unknown LoRA {name!r}; LoRAs here: {listed} (see /loras)", name=escape_fitted(name, 64), listed=listed
+    )
+
+
+def lora_wrong_family(name: str, families: tuple[str, ...], model: str, family: str) -> str:
+    """``--lora`` with a LoRA made for another family than the job's model."""
+    return tr(
+        "--lora {name} fits {families} models; model {model} is {family} (see /loras for the ones that fit)",
+        name=name,
+        families=", ".join(families),
+        model=escape_fitted(model, 100),
+        family=family or tr("of a family that cannot be told"),
+    )
+
+
+def lora_weight_out_of_range(name: str, weight: float) -> str:
+    """``--lora name:weight`` outside the allowed range."""
+    return tr(
+        "--lora {name}:{weight}: the weight must be from {low} to {high}",
+        name=name,
+        weight=f"{weight:g}",
+        low=f"{defaults.LORA_WEIGHT_MIN:g}",
+        high=f"{defaults.LORA_WEIGHT_MAX:g}",
+    )
+
+
+def too_many_loras(count: int, most: int) -> str:
+    """More ``--lora`` items than the configured count."""
+    return tr("--lora: at most {most} LoRA(s) per prompt here, got {count}", most=most, count=count)
+
+
+def no_reference_adapter(what: str, model: str, family_has_loader: bool) -> str:
+    """A reference (``--sref``, ``--cref``, ``--oref``, ``--p``, /blend) on a model without an image adapter."""
+    why = (
+        tr("no IP-Adapter is configured for it")
+        if family_has_loader
+        else tr("its family has no image adapter here (IP-Adapters are served for SD 1.x, SDXL and FLUX.1)")
+    )
+    return tr(
+        "{what} needs an image adapter, and model {model} has none: {why}",
+        what=what,
+        model=escape_fitted(model, 100),
+        why=why,
+    )
+
+
+def niji_style_needs_niji(style: str) -> str:
+    """A niji ``--style`` without ``--niji``."""
+    return tr("--style {style} is a niji style: use it with --niji (or --style raw with other versions)", style=style)
+
+
+def no_profile(member_given: bool) -> str:
+    """``--p`` without a profile (the member's own, or an unknown code)."""
+    if member_given:
+        return tr("--p: that profile code is unknown here (ask its owner for the code /settings shows them)")
+    return tr("--p: you have no profile yet; react with a star (⭐) to results you like, then use --p")
+
+
+def empty_profile(code: str) -> str:
+    """``--p <code>`` whose profile has no liked images (cleared since)."""
+    return tr("--p {code}: that profile has no liked images any more", code=code)
+
+
+def parser_notes(notes: list[str]) -> str:
+    """What the parser changed in a prompt (e.g. an off-list --quality rounded), told privately."""
+    return fit_content(tr("Note: {notes}", notes=" ".join(escape(note) for note in notes)))
+
+
+def reference_unavailable(kind: str, model: str) -> str:
+    """A worker asked for a reference its model cannot take (the configuration changed since the job was queued)."""
+    return tr("model {model} has no image adapter for this {kind} reference here any more", model=model, kind=kind)
+
+
+def reference_image_missing(kind: str) -> str:
+    """A reference none of whose images could be read (every URL refused or gone)."""
+    return tr("none of the {kind} reference images could be used", kind=kind)
+
+
+def profile_images_gone(count: int) -> str:
+    """A profile whose liked images have all expired from the result store before they were embedded."""
+    return tr(
+        "the {count} image(s) of that profile are no longer stored; like some new results with a star", count=count
+    )
+
+
+LABEL_ENHANCE = N_("Enhance")
+"""Under a --draft grid: the same seeds at full quality."""
+
+
+def profile_line(count: int, code: str) -> str:
+    """/settings: the member's personalization profile."""
+    if not count:
+        return tr("Profile (--p): none yet; react with a star (⭐) to results you like.")
+    return tr("Profile (--p): {count} liked image(s); share it as `--p {code}`.", count=count, code=code)
+
+
+def with_profile(defaults_line: str, profile: str) -> str:
+    """/settings: the defaults line (``member_defaults``) and the profile line (``profile_line``) in one message."""
+    return fit_content(f"{defaults_line}\n{profile}")
+
+
+def profile_cleared(count: int) -> str:
+    """/settings clear_profile."""
+    return tr("Your profile is cleared ({count} liked image(s) forgotten).", count=count)
+
+
+def loras_list(entries: list[tuple[str, tuple[str, ...], float, tuple[str, ...], str]], most: int) -> str:
+    """/loras: name, families, default weight, triggers and description of each configured LoRA."""
+    if not entries:
+        return tr("No LoRAs are configured here.")
+    lines = [tr("**LoRAs** (`--lora name` or `--lora name:0.8`; at most {most} per prompt)", most=most)]
+    for name, families, weight, triggers, description in entries:
+        line = tr(
+            "`{name}` ({families}; weight {weight})", name=name, families=", ".join(families), weight=f"{weight:g}"
+        )
+        if triggers:
+            line += " " + tr("adds: {triggers}", triggers=escape_fitted(", ".join(triggers), 100))
+        if description:
+            line += f" - {escape_fitted(description, 120)}"
+        lines.append(line)
+    return fit_content("\n".join(lines))
+
+
+def blend_prompt(names: list[str], dimensions: str) -> str:
+    """The prompt line of a /blend job: what it blends."""
+    return tr("/blend of {names} ({dimensions})", names=", ".join(names), dimensions=dimensions)
+
+
+def blend_needs_images(count: int) -> str:
+    """/blend with too few or too many images."""
+    return tr("/blend takes 2 to {most} images, got {count}", most=defaults.MAX_REFERENCE_IMAGES, count=count)
+
+
+def attachment_not_image(option: str, filename: str, content_type: str) -> str:
+    """An attachment option (sref, cref, oref, /blend's images) that is not an image."""
+    return tr(
+        "{option} needs an image (PNG, JPEG or WebP); {filename!r} is {content_type}.",
+        option=option,
+        filename=filename,
+        content_type=content_type or tr("of unknown type"),
+    )
+
+
+def attachment_too_large(option: str, filename: str, size: int, limit: int) -> str:
+    """An attachment option over the download limit."""
+    return tr(
+        "{option} takes images up to {limit} MB; {filename!r} is {size} MB.",
+        option=option,
+        limit=f"{limit / 1e6:.0f}",
+        filename=filename,
+        size=f"{size / 1e6:.1f}",
+    )
+
+
+def shorten_weighted() -> str:
+    """/shorten of a multi-prompt."""
+    return tr("/shorten takes one prompt without :: weights")
+
+
+def shorten_text(owner: str, marked: list[tuple[str, str]], options: list[str]) -> str:
+    """A /shorten result: the prompt with each word marked (``bold``, ``strike`` or ``plain``), then the shorter
+    prompts numbered as their buttons. Member text is escaped first and each part gets its share of the message."""
+    head = tr(
+        "Shortened prompts for {who} (**bold**: carries weight, ~~struck~~: filler):",
+        who=mention(owner),
+    )
+    budget = defaults.DISCORD_CONTENT_MAX - len(head) - 2
+    mark_room = budget // 2
+    words: list[str] = []
+    used = 0
+    for word, kind in marked:
+        shown = escape(word)
+        shown = f"**{shown}**" if kind == "bold" else f"~~{shown}~~" if kind == "strike" else shown
+        if used + len(shown) + 1 > mark_room - len(" …"):
+            words.append("…")
+            break
+        words.append(shown)
+        used += len(shown) + 1
+    lines = [head, " ".join(words)]
+    room = (budget - mark_room) // max(1, len(options)) - len("\n**9** ")
+    lines += [f"**{n}** {escape_fitted(text, max(room, 8))}" for n, text in enumerate(options, start=1)]
+    return fit_content("\n".join(lines))
+
+
+def cannot_shorten(model: str) -> str:
+    """/shorten on a model whose text encoder cannot weigh words."""
+    return tr("model {model} cannot weigh the words of a prompt", model=model)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from pydantic_settings import (
 )
 
 from shared import defaults
+from shared.adapter_config import IpAdapterEntry, LoraEntry
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +195,39 @@ class Settings(BaseSettings):
     c2pa_cert: str = Field(default="", description="C2PA certificate chain: a PEM file or PEM text (signer first).")
     c2pa_alg: str = Field(default="es256", description="C2PA signing algorithm (must fit the key).")
     c2pa_tsa_url: str = Field(default="", description="RFC 3161 time-stamp authority for C2PA; empty: none.")
+
+    # Community styles and references (shared/adapters.py, worker/adapters/).
+    loras: dict[str, LoraEntry] = Field(
+        default_factory=dict, description="LoRAs members may name: name -> {file, families, weight, triggers}."
+    )
+    lora_max_per_job: int = Field(
+        default=defaults.LORA_MAX_PER_JOB, ge=1, description="Most LoRAs one prompt may name (hot-swap slots)."
+    )
+    ip_adapters: dict[str, IpAdapterEntry] = Field(
+        default_factory=dict, description="Model (as MODEL or an alias names it) -> its IP-Adapter and image encoder."
+    )
+    draft_lora: str = Field(default="", description="A configured LoRA (LCM, Hyper) applied to --draft jobs.")
+    draft_lora_steps: int = Field(default=0, ge=0, description="Steps of a --draft job with the draft LoRA; 0: keep.")
+    draft_lora_guidance: float = Field(
+        default=0.0, ge=0, description="Guidance of a --draft job with the draft LoRA; 0: keep."
+    )
+
+    @field_validator("loras")
+    @classmethod
+    def _check_lora_names(cls, value: dict[str, LoraEntry]) -> dict[str, LoraEntry]:
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,63}", name):
+                raise ValueError(f"LoRA names must be 1-64 lowercase letters, digits, '_', '.' or '-', got {name!r}")
+        return value
+
+    @field_validator("draft_lora")
+    @classmethod
+    def _check_draft_lora(cls, value: str, info: ValidationInfo) -> str:
+        loras = info.data.get("loras") or {}
+        if value and value not in loras:
+            known = ", ".join(sorted(loras)) or "none"
+            raise ValueError(f"DRAFT_LORA must name a configured LoRA ({known}), got {value!r}")
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -127,8 +127,7 @@ ERRORS = [
     ("a --c -1", "--c must be an integer from 0 to 100, got -1"),
     ("a --chaos 5.5", "--chaos must be an integer from 0 to 100, got 5.5"),
     ("a --chaos", "--chaos needs a value"),
-    ("a --quality 3", "--quality must be one of .25, .5, 1, 2, got 3"),
-    ("a --q .3", "--q must be one of .25, .5, 1, 2, got .3"),
+    ("a --quality high", "--quality must be one of .25, .5, 1, 2, 4, got high"),
     ("a --seed 4294967296", "--seed must be an integer from 0 to 4294967295, got 4294967296"),
     ("a --seed -1", "--seed must be an integer from 0 to 4294967295, got -1"),
     ("a --seed 99999999999999999999999", "--seed must be an integer from 0 to 4294967295"),
@@ -139,7 +138,7 @@ ERRORS = [
     ("a --weird 3001", "--weird must be an integer from 0 to 3000, got 3001"),
     ("a --repeat 0", "--repeat must be an integer from 1 to 40, got 0"),
     ("a --r 41", "--r must be an integer from 1 to 40, got 41"),
-    ("a --style cute", "--style must be one of raw, got cute"),
+    ("a --style anime", "--style must be one of raw, cute, expressive, original, scenic, got anime"),
     ("https://x.io/a.png a --iw 3.5", "--iw must be a number from 0 to 3, got 3.5"),
     ("https://x.io/a.png a --iw -1", "--iw must be a number from 0 to 3, got -1"),
     ("a --iw 2", "--iw 2 needs an image URL at the start of the prompt"),
@@ -372,7 +371,7 @@ def test_prompt_validates_when_constructed_directly() -> None:
     assert Prompt(text="a b", parts=(("a", 1.0), ("b", 2.0))).to_text() == "a::1 b::2"
     with pytest.raises(PromptError, match="--chaos must be an integer from 0 to 100, got 101"):
         Prompt(text="a", chaos=101)
-    with pytest.raises(PromptError, match=re.escape("--quality must be one of .25, .5, 1, 2, got 3")):
+    with pytest.raises(PromptError, match=re.escape("--quality must be one of .25, .5, 1, 2, 4, got 3")):
         Prompt(text="a", quality=3.0)
     with pytest.raises(PromptError, match="must be the parts' texts joined"):
         Prompt(text="a", parts=(("b", 1.0),))

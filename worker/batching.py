@@ -1,10 +1,10 @@
 """Cross-job batching: which queued jobs may share one denoising pass, and claiming them from RQ queues.
 
 A worker that takes a job (the *leader*) looks at the jobs waiting on its queues for *followers* with the same
-``batch_key`` (model, size, steps; prompts, seeds, guidance and members may differ), up to a number of images and for
-a short wait. A follower is claimed with one ``LREM`` on its queue (atomic: when two workers race, exactly one removes
-it), then marked started under the claiming worker (``worker.runner.ImagineWorker``). The engine runs the batch
-(``Engine.generate_batch``) and ``worker.tasks`` publishes every job's result on its own.
+``batch_key`` (model, size, steps, LoRA set; prompts, seeds, guidance and members may differ), up to a number of
+images and for a short wait. A follower is claimed with one ``LREM`` on its queue (atomic: when two workers race,
+exactly one removes it), then marked started under the claiming worker (``worker.runner.ImagineWorker``). The engine
+runs the batch (``Engine.generate_batch``) and ``worker.tasks`` publishes every job's result on its own.
 """
 
 from __future__ import annotations
@@ -26,18 +26,19 @@ from shared.queue import meta
 
 log = logging.getLogger(__name__)
 
-BatchKey = tuple[str, int, int, int]
-"""(model, width, height, steps): jobs with equal keys can share one denoising pass."""
+BatchKey = tuple[str, int, int, int, tuple[tuple[str, float], ...]]
+"""(model, width, height, steps, LoRA set): jobs with equal keys can share one denoising pass (one LoRA set is applied
+to the whole pass, so jobs with different sets never share one)."""
 
 
 def batch_key(spec: JobSpec) -> BatchKey | None:
     """The key a job batches under, or None for jobs that always run alone (upscales, variations, image prompts,
-    ``--tile`` and ``--stop``, whose loops differ from the plain text-to-image one)."""
-    if spec.kind is not JobKind.GRID or spec.source is not None or spec.image_urls:
+    references, ``--tile`` and ``--stop``, whose loops differ from the plain text-to-image one)."""
+    if spec.kind is not JobKind.GRID or spec.source is not None or spec.image_urls or spec.references:
         return None
     if spec.tile or spec.stop < 100 or spec.strength < 1.0:
         return None
-    return (spec.model, spec.width, spec.height, spec.steps)
+    return (spec.model, spec.width, spec.height, spec.steps, spec.loras)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from shared.stores import images
 from shared.stores.connection import connect
 from worker import image_moderation, payload_guard, rq_adapter
 from worker.abandoned import make_abandoned_handler
+from worker.adapters import adapters_of
 from worker.batching import Follower, claim_followers
 from worker.delivery import drain_outbox
 from worker.heartbeat import JobHeartbeat
@@ -198,7 +199,8 @@ def run_worker(settings: Settings, *, burst: bool = False, lanes: Sequence[str] 
     image_moderation.check_settings(settings)  # a bad hook or action is an error now, not at the first result
     runtime = install(WorkerRuntime(settings))
     worker = build_worker(settings, lanes, name, runtime)
-    runtime.engine_for(settings.model)
+    # the model's adapters (a configured IP-Adapter is loaded now, not in the first job: worker.adapters)
+    adapters_of(runtime.engine_for(settings.model), settings)
     log.info("worker %s serving %s", worker.name, ", ".join(q.name for q in worker.queues))
     metrics.start_metrics_server(worker.connection, settings)
     heartbeat = JobHeartbeat(worker, settings.job_heartbeat_s, settings.worker_abandon_after_s).start()

@@ -30,7 +30,8 @@ from shared.queue import meta
 from shared.queue.client import cancel_requested
 from shared.settings import Settings
 from shared.stores.images import get_image, put_images, put_record
-from worker import faults, image_prompt, memory
+from worker import faults, image_prompt, memory, shorten
+from worker.adapters import adapters_of
 from worker.delivery import deliver
 from worker.engine import Engine, Generation, JobCanceled
 from worker.grid import compose_grid
@@ -78,13 +79,20 @@ def _run_one(runtime: WorkerRuntime, spec: JobSpec, job: Job | None) -> dict[str
         )
         upscaler = runtime.upscaler() if spec.kind is JobKind.UPSCALE else None
         reporter.phase("generating")
-        generation = engine.generate(
-            spec,
-            on_progress=reporter,
-            should_cancel=_cancel_check(connection, settings, spec.job_id),
-            source=source,
-            upscaler=upscaler,
-        )
+        if spec.kind is JobKind.SHORTEN:
+            generation = shorten.run(engine, spec)
+        else:
+            # LoRAs and references (worker.adapters): applied for this job, their notes go to its record
+            with adapters_of(engine, settings).prepare(spec, connection) as prepared:
+                generation = engine.generate(
+                    prepared.spec,
+                    on_progress=reporter,
+                    should_cancel=_cancel_check(connection, settings, spec.job_id),
+                    source=source,
+                    upscaler=upscaler,
+                    call_kwargs=prepared.call_kwargs,
+                )
+            generation.notes.update(prepared.notes)
     except JobCanceled as exc:
         return _canceled(spec, job, publisher, exc)
     except Exception as exc:
@@ -111,16 +119,22 @@ def run_batch(runtime: WorkerRuntime, members: Sequence[tuple[JobSpec, Job | Non
     generations: list[Generation | JobCanceled] | None = None
     try:
         engine = runtime.engine_for(members[0][0].model)
-        if engine.batch_recipe is not None and _all_allowed(members, settings):
+        adapters = adapters_of(engine, settings)
+        specs = [spec for spec, _ in members]
+        if engine.batch_recipe is not None and _all_allowed(members, settings) and adapters.batchable(specs):
             for reporter in reporters:
                 reporter.phase("generating")
-            generations = engine.generate_batch(
-                [spec for spec, _ in members],
-                on_progress=list(reporters),
-                should_cancel=[
-                    _cancel_check(job.connection if job else None, settings, s.job_id) for s, job in members
-                ],
-            )
+            with adapters.batch(specs) as batch_notes:  # the batch's one LoRA set (worker.batching.batch_key)
+                generations = engine.generate_batch(
+                    specs,
+                    on_progress=list(reporters),
+                    should_cancel=[
+                        _cancel_check(job.connection if job else None, settings, s.job_id) for s, job in members
+                    ],
+                )
+            for generation in generations:
+                if isinstance(generation, Generation):
+                    generation.notes.update(batch_notes)
     except Exception:
         log.exception("batch led by %s failed; running its %d jobs alone", members[0][0].job_id, len(members))
         generations = None

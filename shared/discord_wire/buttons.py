@@ -54,6 +54,10 @@ class ButtonAction(StrEnum):
     """"Custom Zoom" on an upscaled image: a box with the prompt and ``--zoom`` (1-2), then a zoom out."""
     VARY_REGION = "vr"
     """"Vary (Region)" on an upscaled image: a private link to the web companion's mask editor."""
+    SHORTEN_PICK = "sp"
+    """Button <n> under a /shorten result: imagine shorter prompt n."""
+    ENHANCE = "e"
+    """"Enhance" under a ``--draft`` grid: the same prompt and seeds at full quality."""
 
 
 PAN_BUTTONS: dict[ButtonAction, tuple[str, str]] = {
@@ -71,7 +75,8 @@ ZOOM_BUTTONS: dict[ButtonAction, tuple[float, str]] = {
 """Each zoom button's factor and label."""
 
 CUSTOM_ID_TEMPLATE = (
-    r"imagine:(?P<action>us|uc|vs|vx|vr|z2|z1|cz|sq|pl|pr|pu|pd|u|v|r|d):(?P<job_id>[0-9A-Za-z_-]{1,64}):(?P<n>[0-9])"
+    r"imagine:(?P<action>us|uc|vs|vx|vr|z2|z1|cz|sq|sp|pl|pr|pu|pd|u|v|r|d|e)"
+    r":(?P<job_id>[0-9A-Za-z_-]{1,64}):(?P<n>[0-9])"
 )
 """Regex of every result button's ``custom_id``: ``imagine:<action>:<job_id>:<n>`` (n is 1-based; 0 for re-roll)."""
 
@@ -113,6 +118,21 @@ def describe_components(job_id: str, count: int) -> list[dict[str, Any]]:
     """One row of buttons 1..count under a /describe result: each imagines its prompt."""
     buttons = [_button(str(n), custom_id(ButtonAction.DESCRIBE_PICK, job_id, n)) for n in range(1, count + 1)]
     return check_components([_row(buttons)])
+
+
+def shorten_components(job_id: str, count: int) -> list[dict[str, Any]]:
+    """One row of buttons 1..count under a /shorten result: each imagines its shorter prompt."""
+    if not count:
+        return []
+    buttons = [_button(str(n), custom_id(ButtonAction.SHORTEN_PICK, job_id, n)) for n in range(1, count + 1)]
+    return check_components([_row(buttons)])
+
+
+def with_enhance(rows: list[dict[str, Any]], job_id: str) -> list[dict[str, Any]]:
+    """A draft grid's buttons: ``rows`` and a row with "Enhance" (checked against Discord's limits)."""
+    return check_components(
+        [*rows, _row([_button(messages.LABEL_ENHANCE, custom_id(ButtonAction.ENHANCE, job_id, 0))])]
+    )
 
 
 def _button(label: str, cid: str, *, emoji: str = "") -> dict[str, Any]:
@@ -185,7 +205,7 @@ def job_ids_in_components(components: list[dict[str, Any]]) -> list[str]:
 
 def attachment_name(job_id: str, kind: JobKind) -> str:
     """File name of a result's attachment (names the job, so a saved file can be traced to its record)."""
-    prefix = {JobKind.UPSCALE: "upscale", JobKind.DESCRIBE: "describe"}.get(kind, "grid")
+    prefix = {JobKind.UPSCALE: "upscale", JobKind.DESCRIBE: "describe", JobKind.SHORTEN: "shorten"}.get(kind, "grid")
     return f"{prefix}_{job_id}.png"
 
 

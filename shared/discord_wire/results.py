@@ -33,6 +33,13 @@ def result_message(
         return messages.describe_text(spec.owner, descriptions), buttons.describe_components(
             spec.job_id, len(descriptions)
         )
+    if spec.kind is JobKind.SHORTEN:
+        marked = [(str(word), str(kind)) for word, kind in notes.get("marked", [])]
+        options = [str(text) for text in notes.get("shortened", [])]
+        return messages.shorten_text(spec.owner, marked, options), buttons.shorten_components(spec.job_id, len(options))
     remixed = bool(spec.extra.get("remixed", False))
     line = messages.result_line(spec.prompt, spec.owner, spec.lane, spec.kind, result_detail(spec), remixed=remixed)
-    return line, buttons.components_for(spec.kind, spec.job_id, size)
+    components = buttons.components_for(spec.kind, spec.job_id, size)
+    if spec.draft and spec.kind is JobKind.GRID:
+        components = buttons.with_enhance(components, spec.job_id)
+    return line, components

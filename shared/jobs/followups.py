@@ -7,6 +7,7 @@ whoever clicked, gets a new id, and names its source image, so any worker can ru
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -20,15 +21,20 @@ from shared.errors import CannotFollowUp, PromptError
 from shared.i18n import tr
 from shared.jobs.record import JobRecord
 from shared.jobs.spec import Delivery, JobKind, JobSpec, SourceImage, derive_seeds, new_job_id
-from shared.prompt.resolve import image_size
+from shared.prompt.parser import parse
+from shared.prompt.resolve import exp_adjusted, guidance_for, image_size, steps_for
 
 log = logging.getLogger(__name__)
 
 
 def _check_index(spec: JobSpec, index: int) -> None:
-    if spec.kind is JobKind.DESCRIBE:
+    if spec.kind in (JobKind.DESCRIBE, JobKind.SHORTEN):
         raise CannotFollowUp(
-            tr("job {job_id} is a /describe result: its buttons imagine its prompts", job_id=spec.job_id)
+            tr(
+                "job {job_id} is a /{kind} result: its buttons imagine its prompts",
+                job_id=spec.job_id,
+                kind=spec.kind.value,
+            )
         )
     count = 1 if spec.kind is JobKind.UPSCALE else len(spec.seeds)
     if not 0 <= index < count:
@@ -139,7 +145,7 @@ def reroll_spec(
 ) -> JobSpec:
     """The recorded job again with new seeds: a new grid for a grid, new variations of the same image for variations."""
     spec = record.spec
-    if spec.kind in (JobKind.UPSCALE, JobKind.DESCRIBE):
+    if spec.kind in (JobKind.UPSCALE, JobKind.DESCRIBE, JobKind.SHORTEN):
         kind = spec.kind.value
         raise CannotFollowUp(
             tr(
@@ -395,3 +401,49 @@ def described_prompt(record: JobRecord, index: int) -> str:
             )
         )
     return str(descriptions[index][0])
+
+
+def shortened_prompt(record: JobRecord, index: int) -> str:
+    """Shorter prompt ``index`` (0-based) offered by a /shorten job's record (its parameters included)."""
+    spec = record.spec
+    if spec.kind is not JobKind.SHORTEN:
+        raise CannotFollowUp(f"job {spec.job_id} is a {spec.kind.value} job, not a /shorten result")
+    options = record.notes.get("shortened", [])
+    if not 0 <= index < len(options):
+        raise CannotFollowUp(f"prompt number must be 1-{len(options)} for job {spec.job_id}, got {index + 1}")
+    return str(options[index])
+
+
+def enhance_spec(
+    record: JobRecord,
+    owner: str,
+    *,
+    base_steps: int,
+    base_guidance: float,
+    draft_lora: str = "",
+    delivery: Delivery | None = None,
+    lane: str | None = None,
+) -> JobSpec:
+    """ "Enhance" under a ``--draft`` grid: the same prompt (without ``--draft``) and the same seeds at full quality:
+    steps and guidance as the prompt resolves without ``--draft`` from ``base_steps``/``base_guidance`` (the
+    ``STEPS``/``GUIDANCE`` settings), and without the draft LoRA ``draft_lora``."""
+    spec = record.spec
+    if spec.kind is not JobKind.GRID or not spec.draft:
+        raise CannotFollowUp(f"Enhance needs a --draft grid, job {spec.job_id} is not one")
+    (prompt,) = parse(spec.prompt)
+    text = dataclasses.replace(prompt, draft=False, repeat=1).to_text()
+    steps, guidance = exp_adjusted(
+        steps_for(prompt.quality, base_steps),
+        guidance_for(prompt.stylize, prompt.style, base_guidance),
+        prompt.experimental,
+    )
+    common = _common(spec, owner, delivery, lane, spec.seeds)
+    common["extra"] = {**common["extra"], "enhanced_from": spec.job_id, "draft": False}
+    return spec.replace(
+        **common,
+        prompt=text,
+        draft=False,
+        steps=steps,
+        guidance=guidance,
+        loras=tuple((name, weight) for name, weight in spec.loras if name != draft_lora),
+    )

@@ -30,6 +30,8 @@ class JobKind(StrEnum):
     """Four candidate prompts for a member's image (``image_urls[0]``) from the model's alignment scorer (/describe)."""
     INPAINT = "inpaint"
     """Four images that keep one image of an earlier job outside ``mask`` and repaint inside it (Vary (Region))."""
+    SHORTEN = "shorten"
+    """Which words of a prompt carry weight for the model, and shorter prompts (/shorten); ``prompt`` is the text."""
 
 
 class JobStatus(StrEnum):
@@ -52,6 +54,47 @@ class SourceImage:
     def __post_init__(self) -> None:
         if not 0 <= self.index < defaults.IMAGES_PER_GRID:
             raise ValueError(f"source image index must be 0-{defaults.IMAGES_PER_GRID - 1}, got {self.index}")
+
+
+REFERENCE_KINDS: tuple[str, ...] = ("style", "character", "omni", "blend", "profile")
+"""What a reference image steers: ``--sref`` (style), ``--cref`` (character), ``--oref`` (omni), /blend's images,
+and ``--p`` (a member's profile: the mean embedding of the images they liked)."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One reference of a job: images (or a style code, or a profile) that condition it through the image-embedding
+    path (IP-Adapter, or the shipped model's caption retrieval; docs/parameters.md)."""
+
+    kind: str
+    """One of ``REFERENCE_KINDS``."""
+    urls: tuple[str, ...] = ()
+    """Image URLs (fetched safely on the worker)."""
+    scale: float = 1.0
+    """The adapter scale resolved from ``--sw``/``--cw``/``--ow`` (0 = no influence)."""
+    code: str = ""
+    """A numeric style code (``--sref 123``), or for ``profile`` the member id whose liked images make it."""
+    blocks: str = "all"
+    """Which attention blocks it steers: ``all``, or ``style`` (the style blocks the adapter config names)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in REFERENCE_KINDS:
+            raise ValueError(f"reference kind must be one of {', '.join(REFERENCE_KINDS)}, got {self.kind!r}")
+        if self.blocks not in ("all", "style"):
+            raise ValueError(f"reference blocks must be 'all' or 'style', got {self.blocks!r}")
+        if not self.urls and not self.code:
+            raise ValueError(f"a {self.kind} reference needs image URLs or a code, got neither")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Reference:
+        """The inverse of ``dataclasses.asdict``."""
+        return cls(
+            kind=str(data["kind"]),
+            urls=tuple(str(url) for url in data.get("urls", ())),
+            scale=float(data.get("scale", 1.0)),
+            code=str(data.get("code", "")),
+            blocks=str(data.get("blocks", "all")),
+        )
 
 
 @dataclass(frozen=True)
@@ -120,6 +163,13 @@ class JobSpec:
     created_at: float = field(default_factory=time.time)
     extra: dict[str, Any] = field(default_factory=dict)
     """Resolved prompt parameters for the reproducibility record (stylize, quality, version, ...)."""
+    loras: tuple[tuple[str, float], ...] = ()
+    """The LoRA set: (configured name, weight) from ``--lora`` (and the draft LoRA); jobs batch only with the same
+    set, and follow-ups keep it."""
+    references: tuple[Reference, ...] = ()
+    """Reference images, style codes and profiles (``--sref``, ``--cref``, ``--oref``, /blend, ``--p``)."""
+    draft: bool = False
+    """A ``--draft`` job: fewer steps; its result has an Enhance button (the same seeds at full quality)."""
 
     @classmethod
     def for_prompt(
@@ -190,6 +240,9 @@ class JobSpec:
         if "roles" in delivery:
             delivery["roles"] = tuple(str(role) for role in delivery["roles"])
         values["delivery"] = Delivery(**delivery)
+        values["loras"] = tuple((str(name), float(weight)) for name, weight in values.get("loras", ()))
+        values["references"] = tuple(Reference.from_dict(item) for item in values.get("references", ()))
+        values["draft"] = bool(values.get("draft", False))
         return cls(**values)
 
     def replace(self, **changes: Any) -> JobSpec:

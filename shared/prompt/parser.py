@@ -8,20 +8,28 @@ Grammar and decisions (the member-facing table is docs/parameters.md):
    Every Unicode space (non-breaking, ideographic, ...) separates words like a space.
 2. ``{a, b}`` expands to one prompt per option, anywhere, also inside parameter values; several groups multiply (the
    first group varies slowest), groups nest, options are stripped, ``\\,`` inside a group is a literal comma (outside a
-   group a backslash is literal). Unbalanced braces, nesting deeper than ``MAX_PERMUTATION_DEPTH`` and more than
-   ``max_expansions`` prompts are errors.
+   group a backslash is literal); ``\\{`` and ``\\}`` are literal braces anywhere (inside a group and out), and the
+   canonical form writes every literal brace that way. Unbalanced braces, nesting deeper than
+   ``MAX_PERMUTATION_DEPTH`` and more than ``max_expansions`` prompts are errors.
 3. Each expanded prompt is split on whitespace. Leading ``http(s)://`` words are image URLs; a URL anywhere else is an
    error. A word that starts with ``--``, a single en dash, an em dash (what iOS makes of ``--``) or any run of two or
    more dashes, followed by a letter, is a parameter; names are case-insensitive. A single ASCII hyphen (``-ar``) is
    text. A parameter or URL may also start right after ``::`` or ``,`` (``castle::--ar 2:1``, ``--no fog,--v 6``).
-   Everything before the first parameter is the prompt body; each parameter takes the words up to the next.
-4. Duplicate parameters are an error (also via an alias: ``--s 50 --stylize 60``), except ``--no``, whose lists are
-   joined. ``--v`` with ``--niji``, and two speed flags, are errors too.
+   Everything before the first parameter is the prompt body; each parameter takes the words up to the next. The
+   reference parameters (``--sref``, ``--cref``, ``--oref``) take image URLs as values.
+4. Duplicate parameters are an error (also via an alias: ``--s 50 --stylize 60``), except ``--no`` and ``--lora``,
+   whose lists are joined. ``--v`` with ``--niji``, and two speed flags, are errors too. A weight without its
+   reference (``--sw`` without ``--sref``, ``--cw``/``--cref``, ``--ow``/``--oref``, ``--sv``/``--sref``) is an error.
 5. ``--ar`` accepts spaces around the colon (``16 : 9``); whole numbers only.
 6. The body splits into multi-prompt parts at ``::``; a number right after ``::`` (``::2``, ``::-.5``), followed by a
    space or the end, is the weight of the text before it; without one the weight is 1. Runs of three or more colons
    are an error. The weights must sum to more than 0.
 7. The canonical form (``Prompt.to_text()``) uses long names, omits defaults, and ``parse(p.to_text()) == [p]``.
+8. An off-list ``--quality`` is rounded to the nearest allowed value (a tie goes up) and the prompt carries a note
+   saying so (``Prompt.notes``, not part of equality), as Midjourney's docs describe.
+9. Values: ``--sref`` takes image URLs, numeric style codes or ``random``; ``--p`` takes nothing (your own profile) or
+   profile codes; ``--lora`` takes ``name`` or ``name:weight`` items separated by spaces or commas. What they mean is
+   resolved in ``shared.prompt.resolve`` against the configuration (docs/parameters.md).
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import difflib
 import itertools
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TypeAlias
 from urllib.parse import urlsplit
@@ -78,6 +86,14 @@ _COLONS = re.compile(r":+")
 _VERSION = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 _ASPECT = re.compile(r"([0-9]+):([0-9]+)")
 _INT_DIGITS_MAX = 12
+_PROFILE_CODE = re.compile(r"[a-z0-9]{4,32}")
+_STYLE_CODE = re.compile(r"[0-9]{1,10}")
+_LORA_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_LORA_ITEM = re.compile(r"([^:]+)(?::(-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)))?")
+_LORA_PARSE_MAX = 10
+"""Most ``--lora`` items the parser reads (the configured count, usually lower, is checked when jobs are built)."""
+RANDOM_STYLE = "random"
+"""``--sref random``: a new random style code, drawn when the jobs are built (and shown in their prompt)."""
 
 # Every spelling -> the canonical parameter; the speed flags map to "speed" and carry their value in the name.
 _ALIASES: dict[str, str] = {
@@ -105,10 +121,26 @@ _ALIASES: dict[str, str] = {
     "r": "repeat",
     "repeat": "repeat",
     "no": "no",
+    "draft": "draft",
+    "exp": "exp",
+    "p": "p",
+    "personalize": "p",
+    "sref": "sref",
+    "sw": "sw",
+    "sv": "sv",
+    "cref": "cref",
+    "cw": "cw",
+    "oref": "oref",
+    "ow": "ow",
+    "lora": "lora",
 }
 PARAMETER_NAMES: frozenset[str] = frozenset(_ALIASES)
 """Every spelling of a built-in parameter (without its dashes), e.g. ``ar``, ``aspect``, ``no``."""
-_FLAGS = frozenset({"tile", "speed"})
+_FLAGS = frozenset({"tile", "speed", "draft"})
+_URL_PARAMS = frozenset({"sref", "cref", "oref"})
+"""Parameters whose values may be image URLs."""
+_JOINED = frozenset({"no", "lora"})
+"""Parameters that may be given more than once (their lists are joined)."""
 # Parameters that claim the same Prompt field: giving two of them is a conflict, not a duplicate.
 _FIELD_OF = {"niji": "version"}
 
@@ -149,6 +181,31 @@ class Prompt:
     """``--v`` value, or ``niji`` / ``niji <n>`` from ``--niji [n]``: a key of ``settings.model_aliases``."""
     speed: str | None = None
     repeat: int = 1
+    draft: bool = False
+    """``--draft``: fewer steps (and the configured distillation LoRA), with an Enhance button on the result."""
+    experimental: int = 0
+    """``--exp`` 0-100: more guidance and steps (detail, contrast)."""
+    personalize: tuple[str, ...] | None = None
+    """``--p``: None without it; ``()`` for the member's own profile; else the profile codes given."""
+    style_refs: tuple[str, ...] = ()
+    """``--sref``: image URLs, numeric style codes, or ``random`` alone."""
+    style_weight: int = 100
+    """``--sw`` 0-1000."""
+    style_version: int | None = None
+    """``--sv`` (one of ``STYLE_VERSIONS``), or None."""
+    character_refs: tuple[str, ...] = ()
+    """``--cref`` image URLs."""
+    character_weight: int = 100
+    """``--cw`` 0-100."""
+    omni_refs: tuple[str, ...] = ()
+    """``--oref``: one image URL."""
+    omni_weight: int = 100
+    """``--ow`` 1-1000."""
+    loras: tuple[tuple[str, float | None], ...] = ()
+    """``--lora name[:weight]`` items, names lower-cased; None: the LoRA's configured default weight."""
+    notes: tuple[str, ...] = field(default=(), compare=False)
+    """What the parser changed and the member should be told (an off-list ``--quality`` rounded); not part of
+    equality, so the canonical form round-trips."""
 
     def __post_init__(self) -> None:
         if not self.parts:
@@ -225,6 +282,59 @@ class Prompt:
                 tr("speed must be one of {speeds}, got {speed}", speeds=", ".join(SPEEDS), speed=self.speed)
             )
         _check_range("--repeat", self.repeat, 1, defaults.REPEAT_MAX)
+        self._check_references()
+
+    def _check_references(self) -> None:
+        """The ranges and pairings of the reference, personalization and LoRA parameters (module doc, rule 9)."""
+        _check_range("--exp", self.experimental, 0, defaults.EXP_MAX)
+        if self.personalize is not None:
+            _check_count("--p", self.personalize, defaults.MAX_PROFILE_CODES)
+            for code in self.personalize:
+                if not _PROFILE_CODE.fullmatch(code):
+                    raise PromptError(f"--p codes are 4-32 lowercase letters or digits, got {_show(code)!r}")
+        _check_count("--sref", self.style_refs, defaults.MAX_REFERENCE_IMAGES)
+        for ref in self.style_refs:
+            if ref == RANDOM_STYLE:
+                if len(self.style_refs) > 1:
+                    raise PromptError("--sref random stands alone; give it without other --sref values")
+            elif _STYLE_CODE.fullmatch(ref):
+                if str(int(ref)) != ref or int(ref) > defaults.STYLE_CODE_MAX:
+                    raise PromptError(
+                        f"--sref style codes are whole numbers from 0 to {defaults.STYLE_CODE_MAX}, got {_show(ref)}"
+                    )
+            else:
+                _check_url("--sref", ref, "an image URL, a style code or random")
+        _check_count("--cref", self.character_refs, defaults.MAX_REFERENCE_IMAGES)
+        for ref in self.character_refs:
+            _check_url("--cref", ref, "an image URL")
+        _check_count("--oref", self.omni_refs, 1)
+        for ref in self.omni_refs:
+            _check_url("--oref", ref, "an image URL")
+        _check_range("--sw", self.style_weight, 0, defaults.STYLE_WEIGHT_MAX)
+        _check_range("--cw", self.character_weight, 0, defaults.CHARACTER_WEIGHT_MAX)
+        _check_range("--ow", self.omni_weight, 1, defaults.OMNI_WEIGHT_MAX)
+        if self.style_version is not None and self.style_version not in defaults.STYLE_VERSIONS:
+            allowed = ", ".join(str(v) for v in defaults.STYLE_VERSIONS)
+            raise PromptError(f"--sv must be one of {allowed}, got {self.style_version}")
+        for flag, given, needs, has in (
+            ("--sw", self.style_weight != 100, "--sref", self.style_refs),
+            ("--sv", self.style_version is not None, "--sref", self.style_refs),
+            ("--cw", self.character_weight != 100, "--cref", self.character_refs),
+            ("--ow", self.omni_weight != 100, "--oref", self.omni_refs),
+        ):
+            if given and not has:
+                raise PromptError(f"{flag} weighs a reference: give {needs} <image URL> with it")
+        _check_count("--lora", self.loras, _LORA_PARSE_MAX)
+        names = [name for name, _ in self.loras]
+        for name, weight in self.loras:
+            if not _LORA_NAME.fullmatch(name):
+                raise PromptError(
+                    f"--lora names are 1-64 lowercase letters, digits, '_', '.' or '-', got {_show(name)!r}"
+                )
+            if names.count(name) > 1:
+                raise PromptError(f"--lora {name} is given twice; give each LoRA once")
+            if weight is not None and not abs(weight) <= defaults.MAX_MULTIPROMPT_WEIGHT:
+                raise PromptError(f"--lora {name}: the weight must be a number, got {_fmt_num(weight)}")
 
     @property
     def weighted(self) -> bool:
@@ -268,9 +378,36 @@ class Prompt:
             words.append(f"--{self.speed}")
         if self.repeat != 1:
             words.append(f"--repeat {self.repeat}")
+        words.extend(self._reference_words())
         if self.negative:
             words.append("--no " + ", ".join(self.negative))
-        return " ".join(words)
+        # Literal braces are escaped, so the canonical form never opens a permutation (rule 2).
+        return " ".join(words).replace("{", "\\{").replace("}", "\\}")
+
+    def _reference_words(self) -> list[str]:
+        """The canonical words of ``--draft``, ``--exp``, ``--p``, the references and ``--lora``."""
+        words: list[str] = []
+        if self.draft:
+            words.append("--draft")
+        if self.experimental:
+            words.append(f"--exp {self.experimental}")
+        if self.personalize is not None:
+            words.append(" ".join(["--p", *self.personalize]))
+        for flag, refs, weight_flag, weight in (
+            ("--sref", self.style_refs, "--sw", self.style_weight),
+            ("--cref", self.character_refs, "--cw", self.character_weight),
+            ("--oref", self.omni_refs, "--ow", self.omni_weight),
+        ):
+            if refs:
+                words.append(" ".join([flag, *refs]))
+            if weight != 100:
+                words.append(f"{weight_flag} {weight}")
+            if flag == "--sref" and self.style_version is not None:
+                words.append(f"--sv {self.style_version}")
+        if self.loras:
+            items = [name if weight is None else f"{name}:{_fmt_num(weight)}" for name, weight in self.loras]
+            words.append(" ".join(["--lora", *items]))
+        return words
 
 
 def _check_range(name: str, value: int, lo: int, hi: int) -> None:
@@ -280,8 +417,34 @@ def _check_range(name: str, value: int, lo: int, hi: int) -> None:
         )
 
 
+def _check_count(name: str, values: tuple[object, ...], most: int) -> None:
+    if len(values) > most:
+        raise PromptError(f"{name} takes at most {most} value(s), got {len(values)}")
+
+
+def _check_url(name: str, value: str, allowed: str) -> None:
+    """A ``PromptError`` unless ``value`` is an http(s) URL with a host (and no ``::`` weight, not offered here)."""
+    if _URL_WORD.match(value) and "::" in value:
+        raise PromptError(
+            f"{name}: per-image weights (url::2) are not offered here; weigh references with --sw/--cw/--ow"
+        )
+    if _URL_WORD.match(value):
+        try:
+            host = urlsplit(value).hostname
+        except ValueError:
+            host = None
+        if host:
+            return
+    raise PromptError(f"{name} takes {allowed}, got {_show(value)!r}")
+
+
 def _quality_list() -> str:
     return ", ".join(_fmt_num(q).removeprefix("0") for q in defaults.QUALITY_VALUES)
+
+
+def nearest_quality(value: float) -> float:
+    """The allowed ``--quality`` nearest ``value`` (a tie goes to the larger), as Midjourney rounds off-list values."""
+    return min(defaults.QUALITY_VALUES, key=lambda q: (abs(q - value), -q))
 
 
 # --- permutations ---------------------------------------------------------------------------------------------------
@@ -299,8 +462,8 @@ def _parse_braces(text: str) -> _Seq:
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
-        if ch == "\\" and stack and i + 1 < n and text[i + 1] == ",":
-            buf.append(",")
+        if ch == "\\" and i + 1 < n and (text[i + 1] in "{}" or (stack and text[i + 1] == ",")):
+            buf.append(text[i + 1])
             i += 2
             continue
         if ch == "{":
@@ -511,6 +674,9 @@ def _parse_one(text: str) -> Prompt:
         # Only words starting with a dash or h/H can be parameters or URLs; the regexes run for those alone.
         special = word[0] in _SPECIAL_FIRST
         if special and _URL_WORD.match(word):
+            if params and _ALIASES[params[-1][0]] in _URL_PARAMS:
+                params[-1][1].append(word)  # --sref/--cref/--oref take image URLs
+                continue
             raise PromptError(tr("image URL {word!r} must come first in the prompt, before any text", word=_show(word)))
         name = _param_name(word) if special else None
         if name is not None:
@@ -525,6 +691,8 @@ def _parse_one(text: str) -> Prompt:
     fields: dict[str, object] = {}
     given: dict[str, str] = {}  # Prompt field -> the name the member typed
     negative: list[str] = []
+    loras: list[tuple[str, float | None]] = []
+    notes: list[str] = []
     for name, values in params:
         canon = _ALIASES[name]
         if canon == "no":
@@ -533,6 +701,9 @@ def _parse_one(text: str) -> Prompt:
             if not items:
                 raise PromptError(tr("--no needs what to leave out, e.g. --no text, people"))
             negative.extend(items)
+            continue
+        if canon == "lora":
+            loras.extend(_lora_items(name, values))
             continue
         key = _FIELD_OF.get(canon, canon)
         if key in given:
@@ -573,8 +744,7 @@ def _parse_one(text: str) -> Prompt:
             fields["chaos"] = _int_value(name, _single(name, values, allowed), 0, defaults.CHAOS_MAX)
         elif canon == "quality":
             value = _single(name, values, tr("one of {values}", values=_quality_list()))
-            quality = float(value) if _DECIMAL.fullmatch(value) and len(value) <= 20 else None
-            if quality not in defaults.QUALITY_VALUES:
+            if not _DECIMAL.fullmatch(value) or len(value) > 20:
                 raise PromptError(
                     tr(
                         "--{name} must be one of {quality_list}, got {value}",
@@ -582,6 +752,12 @@ def _parse_one(text: str) -> Prompt:
                         quality_list=_quality_list(),
                         value=_show(value),
                     )
+                )
+            quality = nearest_quality(float(value))
+            if quality != float(value):
+                notes.append(
+                    f"--{name} {value} is not offered; rounded to the nearest allowed value, "
+                    f"{_fmt_num(quality)} (allowed: {_quality_list()})"
                 )
             fields["quality"] = quality
         elif canon == "seed":
@@ -657,6 +833,8 @@ def _parse_one(text: str) -> Prompt:
         elif canon == "repeat":
             allowed = tr("an integer from {lo} to {hi}", lo=1, hi=defaults.REPEAT_MAX)
             fields["repeat"] = _int_value(name, _single(name, values, allowed), 1, defaults.REPEAT_MAX)
+        else:
+            fields.update(_reference_field(name, canon, values))
 
     parts = _parse_body(" ".join(body))
     text_joined = " ".join(t for t, _ in parts)
@@ -667,6 +845,8 @@ def _parse_one(text: str) -> Prompt:
         parts=parts,
         negative=tuple(negative),
         image_urls=tuple(urls),
+        loras=tuple(loras),
+        notes=tuple(notes),
         **fields,  # type: ignore[arg-type]
     )
     length = len(prompt.to_text())
@@ -679,6 +859,55 @@ def _parse_one(text: str) -> Prompt:
             )
         )
     return prompt
+
+
+def _items(values: list[str]) -> list[str]:
+    """A parameter's values split at blanks and commas, empty pieces dropped."""
+    return [item for value in values for item in value.split(",") if item]
+
+
+def _reference_field(name: str, canon: str, values: list[str]) -> dict[str, object]:
+    """The Prompt field(s) of one ``--draft``/``--exp``/``--p``/reference parameter (module doc, rule 9)."""
+    if canon == "draft":
+        return {"draft": True}
+    if canon == "exp":
+        allowed = f"an integer from 0 to {defaults.EXP_MAX}"
+        return {"experimental": _int_value(name, _single(name, values, allowed), 0, defaults.EXP_MAX)}
+    if canon == "p":
+        return {"personalize": tuple(item.lower() for item in _items(values))}
+    if canon in _URL_PARAMS:
+        items = _items(values)
+        if not items:
+            what = "an image URL, a style code or random" if canon == "sref" else "an image URL"
+            raise PromptError(f"--{name} needs {what}")
+        if canon == "sref":
+            items = [item.lower() if item.lower() == RANDOM_STYLE else item for item in items]
+            items = [str(int(item)) if _STYLE_CODE.fullmatch(item) else item for item in items]
+        field_name = {"sref": "style_refs", "cref": "character_refs", "oref": "omni_refs"}[canon]
+        return {field_name: tuple(items)}
+    ranges = {
+        "sw": ("style_weight", 0, defaults.STYLE_WEIGHT_MAX),
+        "cw": ("character_weight", 0, defaults.CHARACTER_WEIGHT_MAX),
+        "ow": ("omni_weight", 1, defaults.OMNI_WEIGHT_MAX),
+        "sv": ("style_version", min(defaults.STYLE_VERSIONS), max(defaults.STYLE_VERSIONS)),
+    }
+    field_name, lo, hi = ranges[canon]
+    return {field_name: _int_value(name, _single(name, values, f"an integer from {lo} to {hi}"), lo, hi)}
+
+
+def _lora_items(name: str, values: list[str]) -> list[tuple[str, float | None]]:
+    """``--lora a b:0.8, c`` -> [("a", None), ("b", 0.8), ("c", None)] (names lower-cased, checked by ``Prompt``)."""
+    items = _items(values)
+    if not items:
+        raise PromptError(f"--{name} needs a LoRA name, e.g. --{name} watercolor:0.8 (see /loras)")
+    parsed: list[tuple[str, float | None]] = []
+    for item in items:
+        match = _LORA_ITEM.fullmatch(item)
+        if match is None or len(item) > defaults.LORA_NAME_MAX + 24:
+            raise PromptError(f"--{name} takes name or name:weight (e.g. watercolor:0.8), got {_show(item)!r}")
+        weight = match.group(2)
+        parsed.append((match.group(1).lower(), float(weight) + 0.0 if weight is not None else None))
+    return parsed
 
 
 def normalise(text: str) -> str:

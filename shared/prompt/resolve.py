@@ -6,17 +6,24 @@ The worker makes no choices of its own: everything it needs is resolved here, an
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from shared import defaults, messages
+from shared.adapters import adapter_family, check_references, lora_triggers, reference_scale, resolve_loras
 from shared.i18n import tr
-from shared.jobs.spec import Delivery, JobKind, JobSpec, derive_seeds, new_job_id
+from shared.jobs.spec import Delivery, JobKind, JobSpec, Reference, derive_seeds, new_job_id
 from shared.model_info import native_resolution, size_multiple
-from shared.prompt.parser import Prompt, PromptError
+from shared.prompt.parser import RANDOM_STYLE, Prompt, PromptError
 from shared.settings import Settings
+
+ProfileOwners = Callable[[tuple[str, ...]], tuple[str, ...]]
+"""``--p``'s codes (``()``: the requester's own profile) -> the member ids whose profiles they are; raises
+``PromptError`` for an unknown code or an empty profile (``shared.intake`` reads them from Redis)."""
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +145,78 @@ def _served_lane(settings: Settings, lane: str | None) -> str:
     return chosen
 
 
+def exp_adjusted(steps: int, guidance: float, experimental: int) -> tuple[int, float]:
+    """``--exp``: steps plus ``EXP_STEP_GAIN * exp/100`` of them (rounded half up), guidance times
+    ``1 + EXP_GUIDANCE_GAIN * exp/100`` (rounded to 4 decimals); ``--exp 0`` changes nothing."""
+    if not experimental:
+        return steps, guidance
+    share = experimental / defaults.EXP_MAX
+    return (
+        steps + math.floor(steps * defaults.EXP_STEP_GAIN * share + 0.5),
+        round(guidance * (1 + defaults.EXP_GUIDANCE_GAIN * share), 4),
+    )
+
+
+def draft_steps(steps: int) -> int:
+    """``--draft``: ``DRAFT_STEPS_FACTOR`` of the steps, rounded half up, at least 1."""
+    return max(1, math.floor(steps * defaults.DRAFT_STEPS_FACTOR + 0.5))
+
+
+def references_for(
+    prompt: Prompt, settings: Settings, model: str, profile_owners: ProfileOwners | None
+) -> tuple[Reference, ...]:
+    """The references of a prompt (``--sref``, ``--cref``, ``--oref``, ``--p``), each refused with a
+    ``PromptError`` when the model has no image adapter; scales from ``shared.adapters.reference_scale``.
+    ``--sv`` 1-3 steers every attention block, 4-6 (and none) the style blocks; ``--sref random`` must have been
+    replaced by a code already (``build_jobs`` draws it)."""
+    refs: list[Reference] = []
+    if prompt.style_refs:
+        check_references(settings, model, "--sref")
+        blocks = "all" if prompt.style_version is not None and prompt.style_version <= 3 else "style"
+        scale = reference_scale("style", prompt.style_weight)
+        urls = tuple(ref for ref in prompt.style_refs if not ref.isdigit())
+        if urls:
+            refs.append(Reference("style", urls, scale, "", blocks))
+        refs.extend(Reference("style", (), scale, ref, blocks) for ref in prompt.style_refs if ref.isdigit())
+    if prompt.character_refs:
+        check_references(settings, model, "--cref")
+        refs.append(
+            Reference("character", prompt.character_refs, reference_scale("character", prompt.character_weight))
+        )
+    if prompt.omni_refs:
+        check_references(settings, model, "--oref")
+        refs.append(Reference("omni", prompt.omni_refs, reference_scale("omni", prompt.omni_weight)))
+    if prompt.personalize is not None:
+        check_references(settings, model, "--p")
+        if profile_owners is None:
+            raise PromptError(messages.no_profile(bool(prompt.personalize)))
+        scale = reference_scale("profile", 100)
+        refs.extend(Reference("profile", (), scale, owner, "style") for owner in profile_owners(prompt.personalize))
+    return tuple(refs)
+
+
+def _conditioning_parts(
+    prompt: Prompt, loras: tuple[tuple[str, float], ...], settings: Settings
+) -> tuple[tuple[tuple[str, float], ...], dict[str, Any]]:
+    """The parts the model is conditioned on: the prompt's, with its LoRAs' trigger words added to the last part and a
+    niji ``--style``'s words as one more part (``NIJI_STYLE_PART_WEIGHT``); and what was added, for the record."""
+    parts = list(prompt.parts)
+    added: dict[str, Any] = {}
+    triggers = [word for word in lora_triggers(loras, settings) if word.lower() not in prompt.text.lower()]
+    if triggers:
+        text, weight = parts[-1]
+        parts[-1] = (f"{text}, {', '.join(triggers)}", weight)
+        added["lora_triggers"] = triggers
+    if prompt.style in defaults.NIJI_STYLES:
+        if prompt.version is None or not prompt.version.startswith("niji"):
+            raise PromptError(messages.niji_style_needs_niji(prompt.style))
+        words = defaults.NIJI_STYLES[prompt.style]
+        if words:
+            parts.append((words, defaults.NIJI_STYLE_PART_WEIGHT))
+            added["niji_style_words"] = words
+    return tuple(parts), added
+
+
 def build_jobs(
     prompts: Sequence[Prompt],
     *,
@@ -146,6 +225,7 @@ def build_jobs(
     delivery: Delivery = Delivery(),  # noqa: B008 - Delivery is a frozen dataclass, safe as a default
     lane: str | None = None,
     rng: random.Random | None = None,
+    profile_owners: ProfileOwners | None = None,
 ) -> list[JobSpec]:
     """One grid ``JobSpec`` per prompt and per ``--repeat``, each with a fresh job id (mapping in docs/parameters.md).
 
@@ -165,13 +245,27 @@ def build_jobs(
         )
     rng = rng if rng is not None else random.Random()
     jobs: list[JobSpec] = []
-    for prompt in prompts:
+    for given in prompts:
+        prompt = given
+        if prompt.style_refs == (RANDOM_STYLE,):
+            # --sref random: a code drawn now and written into the prompt, so re-rolls and /show keep the same style
+            prompt = dataclasses.replace(prompt, style_refs=(str(rng.randint(1, defaults.STYLE_CODE_MAX)),))
         model = _model_for(prompt, settings)
         ref = settings.resolve_model(model)
         width, height = image_size(prompt.aspect_ratio, native_resolution(ref), size_multiple(ref))
         chosen_lane = _lane_for(prompt, settings, lane)
         guidance = guidance_for(prompt.stylize, prompt.style, settings.guidance)
-        steps = steps_for(prompt.quality, settings.steps)
+        steps, guidance = exp_adjusted(steps_for(prompt.quality, settings.steps), guidance, prompt.experimental)
+        loras = resolve_loras(prompt.loras, settings, model)
+        if prompt.draft:
+            steps = draft_steps(steps)
+            draft_lora = settings.loras.get(settings.draft_lora) if settings.draft_lora else None
+            if draft_lora is not None and adapter_family(ref) in draft_lora.families:
+                loras = (*loras, (settings.draft_lora, draft_lora.weight))
+                steps = settings.draft_lora_steps or steps
+                guidance = settings.draft_lora_guidance or guidance
+        references = references_for(prompt, settings, model, profile_owners)
+        parts, added = _conditioning_parts(prompt, loras, settings)
         base_seed = prompt.seed if prompt.seed is not None else rng.randint(0, defaults.MAX_SEED)
         canonical = prompt.to_text()
         for k in range(prompt.repeat):
@@ -189,13 +283,15 @@ def build_jobs(
                 "seed": seed,
                 "seed_given": prompt.seed is not None,
                 "repeat_index": k,
+                **_reference_extra(prompt),
+                **added,
             }
             jobs.append(
                 JobSpec(
                     job_id=new_job_id(),
                     owner=owner,
                     prompt=canonical,
-                    parts=prompt.parts,
+                    parts=parts,
                     negative=prompt.negative,
                     width=width,
                     height=height,
@@ -213,10 +309,108 @@ def build_jobs(
                     image_urls=prompt.image_urls,
                     delivery=delivery,
                     extra=extra,
+                    loras=loras,
+                    references=references,
+                    draft=prompt.draft,
                 )
             )
     log.debug("built %d job(s) for %s", len(jobs), owner)
     return jobs
+
+
+def _reference_extra(prompt: Prompt) -> dict[str, Any]:
+    """The record's view of the parameters of issue 17 that a job spec keeps only resolved (non-default ones)."""
+    extra: dict[str, Any] = {}
+    if prompt.draft:
+        extra["draft"] = True
+    if prompt.experimental:
+        extra["exp"] = prompt.experimental
+    if prompt.style_refs:
+        extra["sw"] = prompt.style_weight
+        extra["sv"] = prompt.style_version
+    if prompt.character_refs:
+        extra["cw"] = prompt.character_weight
+    if prompt.omni_refs:
+        extra["ow"] = prompt.omni_weight
+    if prompt.personalize is not None:
+        extra["p"] = list(prompt.personalize)
+    if prompt.notes:
+        extra["parser_notes"] = list(prompt.notes)
+    return extra
+
+
+def blend_job(
+    image_urls: Sequence[str],
+    names: Sequence[str],
+    dimensions: str,
+    *,
+    settings: Settings,
+    owner: str,
+    delivery: Delivery = Delivery(),  # noqa: B008 - Delivery is a frozen dataclass, safe as a default
+    lane: str | None = None,
+    rng: random.Random | None = None,
+) -> JobSpec:
+    """A /blend grid: 2-5 images blended through the image-embedding path (one ``blend`` reference: a multi-image
+    IP-Adapter, or the shipped model's caption retrieval), no text, at ``dimensions`` (``BLEND_DIMENSIONS``)."""
+    if not 2 <= len(image_urls) <= defaults.MAX_REFERENCE_IMAGES:
+        raise PromptError(messages.blend_needs_images(len(image_urls)))
+    if dimensions not in defaults.BLEND_DIMENSIONS:
+        allowed = ", ".join(defaults.BLEND_DIMENSIONS)
+        raise PromptError(f"/blend dimensions must be one of {allowed}, got {dimensions!r}")
+    check_references(settings, "", "/blend")
+    ref = settings.resolve_model(None)
+    width, height = image_size(defaults.BLEND_DIMENSIONS[dimensions], native_resolution(ref), size_multiple(ref))
+    seed = (rng if rng is not None else random.Random()).randint(0, defaults.MAX_SEED)
+    return JobSpec(
+        job_id=new_job_id(),
+        owner=owner,
+        prompt=messages.blend_prompt(list(names), dimensions),
+        parts=(("", 1.0),),
+        negative=(),
+        width=width,
+        height=height,
+        steps=settings.steps,
+        guidance=settings.guidance,
+        seeds=derive_seeds(seed),
+        lane=_served_lane(settings, lane),
+        model=settings.model,
+        kind=JobKind.GRID,
+        delivery=delivery,
+        extra={"blend": list(names), "dimensions": dimensions, "seed": seed, "stylize": 100, "quality": 1.0},
+        references=(Reference("blend", tuple(image_urls), reference_scale("blend", 100)),),
+    )
+
+
+def shorten_job(
+    prompt: Prompt,
+    *,
+    settings: Settings,
+    owner: str,
+    delivery: Delivery = Delivery(),  # noqa: B008 - Delivery is a frozen dataclass, safe as a default
+    lane: str | None = None,
+) -> JobSpec:
+    """A /shorten job: the worker weighs the words of ``prompt``'s text with its model's encoder (``--v``/``--niji``
+    pick the model) and offers shorter prompts that keep its parameters. A ``::`` multi-prompt is refused."""
+    if prompt.weighted:
+        raise PromptError(messages.shorten_weighted())
+    model = _model_for(prompt, settings)
+    side = native_resolution(settings.resolve_model(model))
+    return JobSpec(
+        job_id=new_job_id(),
+        owner=owner,
+        prompt=prompt.to_text(),
+        parts=prompt.parts,
+        negative=(),
+        width=side,
+        height=side,
+        steps=1,
+        guidance=settings.guidance,
+        seeds=derive_seeds(0, 1),
+        lane=_lane_for(prompt, settings, lane),
+        model=model,
+        kind=JobKind.SHORTEN,
+        delivery=delivery,
+    )
 
 
 def describe_job(

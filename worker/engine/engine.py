@@ -210,12 +210,14 @@ class Engine:
         should_cancel: Callable[[], bool] | None = None,
         source: Image.Image | None = None,
         upscaler: Any = None,
+        call_kwargs: dict[str, Any] | None = None,
     ) -> Generation:
-        """Run ``spec``: a grid, a variation grid of ``source``, an outpaint grid around ``source``, or an upscale."""
+        """Run ``spec``: a grid, a variation grid of ``source``, an outpaint grid around ``source``, or an upscale.
+        ``call_kwargs``: extra pipeline arguments of the job's adapters (``worker.adapters``: IP-Adapter embeddings)."""
         if spec.kind is JobKind.UPSCALE:
             if source is None or upscaler is None:
                 raise ValueError("an upscale job needs its source image and an upscaler")
-            return self._upscale(spec, source, upscaler, on_progress, should_cancel)
+            return self._upscale(spec, source, upscaler, on_progress, should_cancel, call_kwargs=call_kwargs)
         if spec.kind in (JobKind.VARIATION, JobKind.OUTPAINT, JobKind.INPAINT, JobKind.DESCRIBE) and source is None:
             raise ValueError(f"a {spec.kind.value} job needs its source image")
         if spec.kind is JobKind.DESCRIBE and source is not None:
@@ -229,7 +231,7 @@ class Engine:
                 timings={"describe_s": time.perf_counter() - started, "generate_s": time.perf_counter() - started},
                 notes={"descriptions": [[text, score] for text, score in descriptions]},
             )
-        return self._grid(spec, source, on_progress, should_cancel)
+        return self._grid(spec, source, on_progress, should_cancel, call_kwargs=call_kwargs)
 
     def describe_image(self, image: Image.Image, count: int) -> list[tuple[str, float]]:
         """/describe: the ``count`` candidates of the model's caption bank nearest ``image`` in the alignment
@@ -252,6 +254,8 @@ class Engine:
         source: Image.Image | None,
         on_progress: ProgressCallback | None,
         should_cancel: Callable[[], bool] | None,
+        *,
+        call_kwargs: dict[str, Any] | None = None,
     ) -> Generation:
         timings: dict[str, float] = {}
         started = time.perf_counter()
@@ -269,6 +273,7 @@ class Engine:
             "output_type": "pil",
             **kwargs,
             **self.layout_kwargs(spec, [row] * count),
+            **(call_kwargs or {}),
         }
         outpaint: KeptRegion | None = None
         region: Region | None = None
@@ -346,6 +351,8 @@ class Engine:
         upscaler: Any,
         on_progress: ProgressCallback | None,
         should_cancel: Callable[[], bool] | None,
+        *,
+        call_kwargs: dict[str, Any] | None = None,
     ) -> Generation:
         started = time.perf_counter()
         image = upscaler.upscale(source.convert("RGB"))
@@ -355,7 +362,7 @@ class Engine:
             creative = spec.replace(
                 kind=JobKind.VARIATION, width=image.width, height=image.height, seeds=spec.seeds[:1]
             )
-            refined = self._grid(creative, image, on_progress, should_cancel)
+            refined = self._grid(creative, image, on_progress, should_cancel, call_kwargs=call_kwargs)
             image = refined.images[0]
             timings.update({f"creative_{k}": v for k, v in refined.timings.items()})
         elif on_progress is not None:
