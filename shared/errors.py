@@ -57,5 +57,9 @@ class ModelUnavailable(MemberFacingError):
     """A model the configuration names that this worker could not load (the cause is in the worker's log)."""
 
 
+class ModelNotSupported(ModelUnavailable):
+    """A model whose pipeline class no family of the engine handles (an expected failure: one line, no traceback)."""
+
+
 class Unsupported(MemberFacingError):
     """A feature the job's model cannot do (the member is told which and why, instead of a failing job)."""

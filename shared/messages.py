@@ -138,6 +138,31 @@ def model_unavailable(model: str) -> str:
     return f"model {model} could not be loaded on this worker (the admins can see why in its log)"
 
 
+def model_not_supported(model: str, detail: str) -> str:
+    """A configured model whose pipeline class the engine has no family for (``detail`` names the class and the
+    supported families); one line, shown at worker start and to members whose job needed it."""
+    return f"model {model} cannot be served: {detail}"
+
+
+def model_cannot(model_title: str, action: str) -> str:
+    """A follow-up (``action``: "variations", "outpaints") that the model's family cannot run."""
+    return f"{model_title} models cannot make {action} here"
+
+
+# -- result footnotes (worker notes -> the final message) -----------------------------------------------------------
+
+
+def ignored_footnote(flags: list[str], model_title: str) -> str:
+    """Prompt options the model could not apply (``--no`` on a guidance-distilled model, ``--tile`` on a
+    transformer): the job ran without them, and the member is told so under the result."""
+    return f"-# {', '.join(flags)} ignored: {model_title} cannot apply {'it' if len(flags) == 1 else 'them'}"
+
+
+def truncated_footnote(kept_tokens: int) -> str:
+    """A prompt longer than the model's text encoder takes in one window: cut, and the member told where."""
+    return f"-# Prompt cut to its first {kept_tokens} tokens: the model's text encoder reads no more"
+
+
 # -- /describe ---------------------------------------------------------------------------------------------------------
 
 

@@ -9,10 +9,14 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from shared.errors import ModelNotSupported
 from shared.settings import get_settings
 from worker.runner import run_per_gpu, run_worker, visible_gpus
 
 log = logging.getLogger(__name__)
+
+EXIT_MODEL_NOT_SUPPORTED = 3
+"""Exit status of a worker whose configured model has a pipeline class no engine family handles."""
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -45,7 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = args.name or None
     if args.name_suffix:
         name = f"{name or socket.gethostname()}-{os.getpid()}-{args.name_suffix}"
-    return run_worker(settings, burst=args.burst, lanes=lanes, name=name)
+    try:
+        return run_worker(settings, burst=args.burst, lanes=lanes, name=name)
+    except ModelNotSupported as exc:  # an expected misconfiguration: one line naming the class, no traceback
+        print(f"imagine-worker: {exc}", file=sys.stderr, flush=True)
+        return EXIT_MODEL_NOT_SUPPORTED
 
 
 if __name__ == "__main__":
