@@ -158,9 +158,11 @@ def ignored_footnote(flags: list[str], model_title: str) -> str:
     return f"-# {', '.join(flags)} ignored: {model_title} cannot apply {'it' if len(flags) == 1 else 'them'}"
 
 
-def truncated_footnote(kept_tokens: int) -> str:
-    """A prompt longer than the model's text encoder takes in one window: cut, and the member told where."""
-    return f"-# Prompt cut to its first {kept_tokens} tokens: the model's text encoder reads no more"
+def truncated_footnote(kept_tokens: int | None) -> str:
+    """A prompt longer than the model's text encoder takes: cut, and the member told where (when known)."""
+    if kept_tokens:
+        return f"-# Prompt cut to its first {kept_tokens} tokens: the model's text encoder reads no more"
+    return "-# Prompt cut: it is longer than the model's text encoder reads"
 
 
 # -- /describe ---------------------------------------------------------------------------------------------------------
@@ -304,8 +306,18 @@ def variation_detail(strength: float) -> str:
     return "subtle" if strength <= defaults.VARY_SUBTLE_STRENGTH else "strong"
 
 
-def result_line(prompt: str, owner: str, lane: str, kind: JobKind = JobKind.GRID, detail: str = "") -> str:
-    """The final message's line: "**prompt** - <@user> (fast)"; upscales, variations and outpaints say what they are."""
+def result_line(
+    prompt: str,
+    owner: str,
+    lane: str,
+    kind: JobKind = JobKind.GRID,
+    detail: str = "",
+    *,
+    footnotes: tuple[str, ...] = (),
+) -> str:
+    """The final message's line: "**prompt** - <@user> (fast)"; upscales, variations and outpaints say what they are;
+    ``footnotes`` (``ignored_footnote``, ``truncated_footnote``) follow on their own lines, and the prompt is cut to
+    leave them room."""
     who = mention(owner)
     if kind is JobKind.UPSCALE:
         rest = f" - Upscaled ({detail.title() or 'Subtle'}) by {who} ({lane})"
@@ -315,7 +327,8 @@ def result_line(prompt: str, owner: str, lane: str, kind: JobKind = JobKind.GRID
         rest = f" - {escape_fitted(detail, 100) or 'Outpainted'} by {who} ({lane})"
     else:
         rest = f" - {who} ({lane})"
-    return _with_prompt(prompt, rest)
+    tail = "".join("\n" + note for note in footnotes)
+    return _with_prompt(prompt, rest + tail)
 
 
 def describe_text(owner: str, descriptions: list[tuple[str, float]]) -> str:

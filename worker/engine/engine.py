@@ -201,9 +201,7 @@ class Engine:
             per_image.append(noise)
         return torch.cat(per_image).to(self.pipes.device, self.family.latent_dtype or self.pipes.dtype)
 
-    def condition_images(
-        self, spec: JobSpec, cond: Conditioning, count: int
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    def condition_images(self, spec: JobSpec, cond: Conditioning, count: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """(pipeline kwargs with one conditioning row per image, notes): the family's guidance and conditioning
         (``Family.call_kwargs``); ``--chaos`` pushes each image's text embedding apart by a seeded perturbation scaled
         to the embedding's spread, so the grid varies more."""
@@ -328,9 +326,12 @@ class Engine:
                 image, known, keep = self.prepare_outpaint(spec, source)
                 # the kept region's noise: each image's own, from fresh generators of its seed
                 outpaint = KeptRegion(known, keep, job.latents)
-            call.update(self.family.image_kwargs(image, spec.strength, keep))
+            call.update(self.family.image_kwargs(image, spec.strength, keep, len(spec.seeds)))
             if self.family.sibling_takes_size:
                 call.update(height=spec.height, width=spec.width)
+            if int(spec.steps * spec.strength) < 1:
+                # image-to-image runs int(steps x strength) steps (SD's rule): at least one, never an undenoised image
+                call["num_inference_steps"] = math.ceil(1 / spec.strength)
         outcomes = self._denoise(
             [job],
             pipe,

@@ -226,9 +226,9 @@ class Family:
             notes["ignored"] = ignored
         return kwargs, notes
 
-    def image_kwargs(self, image: Any, strength: float, keep: torch.Tensor | None) -> dict[str, Any]:
+    def image_kwargs(self, image: Any, strength: float, keep: torch.Tensor | None, rows: int) -> dict[str, Any]:
         """Arguments of the image sibling for a variation (``keep`` None) or an outpaint (``keep``: the latent mask
-        of the kept region, (1, 1, h, w))."""
+        of the kept region, (1, 1, h, w)) of ``rows`` images."""
         return {"image": image, "strength": strength}
 
     # -- progress ----------------------------------------------------------------------------------------------------

@@ -168,7 +168,7 @@ class Flux2KleinFamily(TransformerFamily):
         std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(known)
         return ((known - mean) / std).to(device, dtype)
 
-    def image_kwargs(self, image: Any, strength: float, keep: torch.Tensor | None) -> dict[str, Any]:
+    def image_kwargs(self, image: Any, strength: float, keep: torch.Tensor | None, rows: int) -> dict[str, Any]:
         """The inpaint sibling with a white (repaint) mask over everything, or everything but the kept region."""
         from PIL import Image
 
@@ -185,6 +185,11 @@ class SD3Family(TransformerFamily):
     [negative, positive]."""
 
     image_sibling = "StableDiffusion3Img2ImgPipeline"
+
+    def image_kwargs(self, image: Any, strength: float, keep: torch.Tensor | None, rows: int) -> dict[str, Any]:
+        # StableDiffusion3Img2ImgPipeline.prepare_latents encodes image[i] with generator[i] for every row: one
+        # image given for several generators would leave rows 2.. empty, so the image goes once per row.
+        return {"image": [image] * rows, "strength": strength}
 
     def size_multiple(self, pipe: Any) -> int:
         return self.vae_scale(pipe) * int(pipe.transformer.config.patch_size)
