@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from shared.jobs.spec import JobSpec
 from worker.engine import Engine, Generation
 from worker.model_loader import LoadedPipelines, choose_device, choose_dtype
-from worker.text_encoding import TextEncoding
+from worker.text import TextEncoding
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from worker.text_encoding import TextEncoding
+from worker.text import TextEncoding
 
 log = logging.getLogger(__name__)
 

@@ -255,7 +255,7 @@ MAX_PIXEL_BUDGET_FACTOR: float = 4.0
 """A job may ask for at most this many times its model's native pixel budget (native resolution squared): more is
 refused at submission (a job sized for a larger model must never run for minutes on a small one)."""
 
-# --- Text encoding and upscaling (worker/text_encoding.py, worker/upscaler.py) ---
+# --- Text encoding and upscaling (worker/text/, worker/upscaler.py) ---
 
 TEXT_MAX_CHUNKS: int = 32
 """Most encoder windows (77-token CLIP / 32-token BERT chunks) per prompt; longer prompts are cut and reported."""

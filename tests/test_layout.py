@@ -19,7 +19,7 @@ from worker.engine import Engine
 from worker.layout import LEFT_HALF, RIGHT_HALF, parse_layout
 from worker.layout_attention import LayoutAttnProcessor, LayoutBias, install
 from worker.shapes_pipeline import ShapesPipeline
-from worker.text_encoding import TextEncoding
+from worker.text import TextEncoding
 
 SHIPPED = str(PROJECT_ROOT / DEFAULT_MODEL)
 

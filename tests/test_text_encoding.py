@@ -1,4 +1,4 @@
-"""Each stage of worker.text_encoding on real encoders: the tiny SD and SDXL pipelines (random CLIPs through the real
+"""Each stage of worker.text on real encoders: the tiny SD and SDXL pipelines (random CLIPs through the real
 diffusers code path) and the real all-MiniLM-L6-v2 BERT of the shipped model, loaded offline from its package."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from transformers import AutoTokenizer, BertModel, T5Config, T5EncoderModel
 
 from shared import defaults
 from tests.tiny_models import build_tiny_sdxl
-from worker.text_encoding import Conditioning, TextEncoding
+from worker.text import Conditioning, TextEncoding
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +73,12 @@ def test_flavour_detected_from_pipeline_components(sd_pipe: Any, sdxl_pipe: Any,
     sd = TextEncoding.from_pipeline(sd_pipe, model_key="sd")
     xl = TextEncoding.from_pipeline(sdxl_pipe, model_key="xl")
     shapes = TextEncoding.from_pipeline(bert, model_key="shapes")
-    assert (sd.flavour, sd.window, len(sd.encoders)) == ("sd", 77, 1)
-    assert (xl.flavour, xl.window, len(xl.encoders)) == ("sdxl", 77, 2)
-    assert xl.zero_empty_negative is True
-    assert [encoder.layer for encoder in xl.encoders] == ["penultimate", "penultimate"]
-    assert (shapes.flavour, shapes.window, shapes.encoders[0].per_chunk) == ("bert", defaults.BERT_TEXT_WINDOW, 30)
+    assert (sd.family, sd.kind, sd.window, len(sd.adapter.models)) == ("sd", "clip", 77, 1)
+    assert (xl.family, xl.kind, xl.window, len(xl.adapter.models)) == ("sdxl", "clip+clip", 77, 2)
+    assert xl.adapter.zero_empty_negative is True
+    assert xl.adapter.signature()[1] == ("penultimate", "penultimate")
+    assert (shapes.family, shapes.window) == ("bert", defaults.BERT_TEXT_WINDOW)
+    assert shapes.tokenize(words(40)).chunks == 2  # 30 content tokens per 32-token window
 
 
 def test_unknown_text_encoder_is_refused_by_class_name() -> None:
@@ -124,7 +125,7 @@ def test_truncation_is_reported_and_logged(bert: BertComponents, caplog: pytest.
     report = text.tokenize(prompt)
     assert (report.chunks, report.truncated, report.dropped) == (2, True, content - 60)
     assert len(report.ids) == content + 2  # the report still shows every token, the cut ones too
-    with caplog.at_level(logging.WARNING, logger="worker.text_encoding"):
+    with caplog.at_level(logging.WARNING, logger="worker.text"):
         cond = text.encode([(prompt, 1.0)], [])
     assert cond.truncated
     assert cond.prompt_embeds.shape == (1, 64, 384)

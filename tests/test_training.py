@@ -31,7 +31,7 @@ from training.train import TrainConfig, blend_states, encode_texts, load_bert, t
 from worker.alignment import ShapesAlignmentModel, ShapesAlignmentScorer
 from worker.caption_bank import VECTORS_NAME, CaptionBank
 from worker.shapes_pipeline import TOKENS_PER_CHUNK, ShapesPipeline, text_encoder_folder
-from worker.text_encoding import TextEncoding
+from worker.text import TextEncoding
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ step is cheaper than looking them up.
 
 Blends: with ``blend_rows=K`` each batch also names K rows (two-object scenes first) and, for each, the phrases of
 its two objects ("a red circle", "a blue square") with a weight ``w`` in [0.35, 0.65]. Training conditions those rows
-on ``w * E(first) + (1 - w) * E(second)``, the ``::`` multi-prompt contract of ``worker.text_encoding``, instead of on
+on ``w * E(first) + (1 - w) * E(second)``, the ``::`` multi-prompt contract of ``worker.text``, instead of on
 their caption, so the model learns that a blend of two prompts asks for both objects. Blend choices come from their own
 generator, so ``blend_rows=0`` leaves the stream exactly as it was.
 

@@ -34,7 +34,7 @@ from training.scenes import (
 )
 from worker.layout_attention import LayoutBias, install, prompt_layout
 from worker.shapes_pipeline import ShapesPipeline
-from worker.text_encoding import TextEncoding
+from worker.text import TextEncoding
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def adherence(  # noqa: PLR0917 (the evaluation knobs, in the order bench passes
 
 
 def blend_embeds(pipe: ShapesPipeline, parts: list[tuple[str, float]]) -> torch.Tensor:
-    """The engine's multi-prompt conditioning of ``parts`` (``worker.text_encoding``, parts side by side): (1, T, D)."""
+    """The engine's multi-prompt conditioning of ``parts`` (``worker.text``, parts side by side): (1, T, D)."""
     encoding = TextEncoding.from_pipeline(pipe, model_key=str(pipe.model_folder), cache_size=0)
     return encoding.encode(parts, []).prompt_embeds
 

@@ -178,7 +178,7 @@ def encode_texts(
 def blend_states(
     encoder: Any, states: torch.Tensor, batch: dict[str, Any], device: torch.device, empty: torch.Tensor
 ) -> torch.Tensor:
-    """``states`` (B, 32, 384) with the batch's blend rows replaced by what ``worker.text_encoding`` builds for
+    """``states`` (B, 32, 384) with the batch's blend rows replaced by what ``worker.text`` builds for
     ``a::w b::1-w``: the real tokens of E(a) times 2w, then those of E(b) times 2(1 - w), then the empty text's states
     ``empty`` (1, 32, 384) at the remaining positions. The pooled vectors (the alignment model's targets) stay those of
     the full captions.
