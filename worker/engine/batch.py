@@ -22,6 +22,7 @@ from worker.engine.families import BatchRecipe, Conditioning, Family
 from worker.engine.generation import Generation, JobCanceled, ProgressCallback
 from worker.layout_attention import RowLayout
 from worker.model_loader import LoadedPipelines
+from worker.text import TextEncoding
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class BatchStages(Protocol):
     """The engine stages a batch runs per job, and the loaded model."""
 
     pipes: LoadedPipelines
-    text: Any
+    text: TextEncoding
     family: Family
 
     def encode_prompt(self, spec: JobSpec) -> Conditioning: ...

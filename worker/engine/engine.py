@@ -38,9 +38,9 @@ from worker.engine.families import BatchRecipe, Conditioning, Family, Unsupporte
 from worker.engine.generation import Generation, JobCanceled, ProgressCallback
 from worker.engine.hooks import stop_step, tiling, x0_recorder
 from worker.engine.outpaint import KeptRegion, keep_source, prepare_canvas
-from worker.engine.pipeline_text import text_encoding_for
 from worker.layout_attention import LayoutBias, RowLayout, install, prompt_layout
 from worker.model_loader import LoadedPipelines, choose_device, choose_dtype, describe, load_pipelines
+from worker.text import TextEncoding
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,10 @@ class Engine:
     loads: int = 0
     """How many engines this process has loaded (a worker must load exactly one)."""
 
-    def __init__(self, pipes: LoadedPipelines, text: Any, family: Family | None = None) -> None:
+    def __init__(self, pipes: LoadedPipelines, text: TextEncoding, family: Family | None = None) -> None:
         self.pipes = pipes
         self.text = text
-        """The text-encoding module's object for this model: ``encode(parts, negative) -> Conditioning``,
-        ``cache_info()``, ``phrase_positions(text, start, end)``."""
+        """The text-encoding module (``worker.text``) for this model's encoders."""
         self.family = family or family_for(pipes.text2img)
         """How this model's pipeline is driven (``worker.engine.families``)."""
         self.scorer: Any = None
@@ -105,7 +104,7 @@ class Engine:
 
         pipes = load_pipelines(model_ref, torch_device, choose_dtype(dtype, torch_device), image_sibling)
         family = chosen.get("family") or family_for(pipes.text2img)
-        text = text_encoding_for(pipes.text2img, family.name, model_key=model_ref)
+        text = TextEncoding.from_pipeline(pipes.text2img, model_key=model_ref)
         engine = cls(pipes, text, family)
         engine.prepare_for_device()
         engine.enable_layout(layout_strength)
