@@ -87,10 +87,14 @@ class Engine:
         dtype: str = "auto",
         alignment_clip: str = "",
         layout_strength: float = defaults.LAYOUT_STRENGTH,
+        *,
+        text_max_length: int | None = None,
     ) -> Engine:
         """Load ``model_ref`` once; logged with the process id so tests and operators can count loads. A model whose
         pipeline class no family handles raises ``UnsupportedPipeline`` (one line naming the class and the supported
-        families), from its ``model_index.json`` before any weight is read where the model is a local folder."""
+        families), from its ``model_index.json`` before any weight is read where the model is a local folder.
+        ``text_max_length`` caps the T5/LLM families' text sequence below their pipeline's limit (shorter sequences
+        make every denoiser step cheaper; longer prompts are cut and reported)."""
         try:
             model_family(model_ref)
         except UnknownFamily as exc:
@@ -104,7 +108,8 @@ class Engine:
 
         pipes = load_pipelines(model_ref, torch_device, choose_dtype(dtype, torch_device), image_sibling)
         family = chosen.get("family") or family_for(pipes.text2img)
-        text = TextEncoding.from_pipeline(pipes.text2img, model_key=model_ref)
+        limits = [limit for limit in (text_max_length, family.text_max_length(pipes.text2img)) if limit]
+        text = TextEncoding.from_pipeline(pipes.text2img, model_key=model_ref, max_length=min(limits, default=None))
         engine = cls(pipes, text, family)
         engine.prepare_for_device()
         engine.enable_layout(layout_strength)

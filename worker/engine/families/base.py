@@ -124,6 +124,11 @@ class Family:
         """Components whose convolutions run faster channels-last on CUDA (the UNet and its 2-D VAE)."""
         return (self.denoiser, "vae")
 
+    def text_max_length(self, pipe: Any) -> int | None:
+        """The longest text sequence the denoiser can take, where it is below the text encoder's own limit (None:
+        the pipeline's ``max_sequence_length`` default rules)."""
+        return None
+
     def load_image_sibling(self, pipe: Any) -> Any:
         """The image-to-image (or inpaint) pipeline sharing ``pipe``'s weights (``from_pipe``: no copy)."""
         if not self.image_sibling:

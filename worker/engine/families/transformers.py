@@ -23,6 +23,7 @@ helpers of each pipeline class), and ``tests/test_families_engine.py`` checks th
 
 from __future__ import annotations
 
+import inspect
 import logging
 from types import MappingProxyType
 from typing import Any
@@ -206,3 +207,12 @@ class ZImageFamily(TransformerFamily):
         self.check_size(pipe, width, height)
         scale = self.vae_scale(pipe)
         return int(self.denoiser_of(pipe).in_channels), height // scale, width // scale
+
+    def text_max_length(self, pipe: Any) -> int | None:
+        """The caption length the transformer's RoPE table holds: captions take positions 1.. (padded to a multiple
+        of 32) and the image starts one past them on the same axis, so ``padded + 1 < axes_lens[0]`` (1024 or more
+        on the released model, above the pipeline's 512; a smaller table would index past its end)."""
+        first_axis = int(self.denoiser_of(pipe).config.axes_lens[0])
+        limit = max(32, (first_axis - 2) // 32 * 32)
+        default = inspect.signature(type(pipe).__call__).parameters["max_sequence_length"].default
+        return limit if limit < int(default) else None
