@@ -179,7 +179,7 @@ FAMILIES: tuple[FamilyInfo, ...] = (
         negative="cfg",
         default_steps=28,
         max_tokens=256,
-        capabilities=Capabilities(tile=False),
+        capabilities=Capabilities(tile=False, layout=False),
     ),
     FamilyInfo(
         "qwenimage",
@@ -191,7 +191,7 @@ FAMILIES: tuple[FamilyInfo, ...] = (
         negative="cfg",
         default_steps=50,
         max_tokens=1024,
-        capabilities=Capabilities(tile=False),
+        capabilities=Capabilities(tile=False, layout=False),
     ),
     FamilyInfo(
         "zimage",
@@ -203,7 +203,7 @@ FAMILIES: tuple[FamilyInfo, ...] = (
         negative="none",
         default_steps=9,
         max_tokens=512,
-        capabilities=Capabilities(negative=False, tile=False),
+        capabilities=Capabilities(negative=False, tile=False, layout=False),
     ),
     FamilyInfo(
         "chroma",

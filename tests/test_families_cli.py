@@ -8,13 +8,13 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from tests.conftest import ROOT, child_env
-from tests.tiny_families import build_tiny_flux
 
 pytestmark = pytest.mark.slow
 
@@ -31,9 +31,9 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subpr
     )
 
 
-@pytest.fixture(scope="module")
-def tiny_flux(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_flux(tmp_path_factory.mktemp("cli-flux") / "flux-dev")
+@pytest.fixture
+def tiny_flux(tiny_family_folder: Callable[[str], Path]) -> Path:
+    return tiny_family_folder("flux-dev")
 
 
 def test_imagine_local_on_a_tiny_flux_prints_a_grid_path(settings_env: dict[str, str], tiny_flux: Path) -> None:

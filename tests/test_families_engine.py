@@ -4,16 +4,16 @@
 Cells per family: a grid of 4 whose seeds reproduce the same pixels (alone and in the grid); ``--ar 2:1``; ``::``
 weights; ``--no`` applied or reported; a 300-word prompt (CLIP: 77-token windows; T5/LLMs: cut at the family's
 limit and reported); V1, Upscale (Creative) and a pan (the kept region kept in latent space); batched equals alone.
-2 denoising steps, 32 px images and text sequences cut at ``TEXT_LENGTH`` tokens (``Engine.load(text_max_length=)``;
-the T5/LLM pipelines pad to 512 otherwise, which triples the tiny transformers' work) keep every cell short. The
-pipelines' own limits are exercised by ``tests/test_families_cli.py`` through ``MODEL=<folder>``.
+2 denoising steps, 32 px images and text sequences cut at ``FAMILY_TEXT_LENGTH`` tokens (``tests/conftest.py``,
+through ``Engine.load(text_max_length=)``; the T5/LLM pipelines pad to 512 otherwise, which triples the tiny
+transformers' work) keep every cell short. The pipelines' own limits are exercised by ``tests/test_families_cli.py``
+through ``MODEL=<folder>``.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,9 +29,6 @@ from shared.jobs.spec import JobKind, JobSpec
 from shared.model_info import model_family, native_resolution, size_multiple
 from shared.prompt.parser import parse
 from shared.prompt.resolve import image_size
-from tests.tiny_families import FAMILIES as TINY
-from tests.tiny_families import build_tiny_flux2_klein
-from tests.tiny_models import build_tiny_sdxl
 from worker.engine import Engine, Generation
 from worker.engine.families import FAMILIES as ENGINE_FAMILIES
 from worker.upscaler import LanczosUpscaler
@@ -47,34 +44,11 @@ SIZE = 32
 
 STEPS = 2
 
-TEXT_LENGTH = 64
-"""Text tokens of the T5/LLM families in this matrix (CLIP keeps its 77-token windows)."""
 
-
-def build(name: str, folder: Path, tiny_sd: Path) -> Path:
-    if name == "sd":
-        return tiny_sd
-    if name == "sdxl":
-        return build_tiny_sdxl(folder)
-    if name == "flux2-klein-distilled":
-        return build_tiny_flux2_klein(folder, distilled=True)
-    return TINY[name].build(folder)
-
-
-@pytest.fixture(scope="module")
-def engines(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[Callable[[str], Engine]]:
-    """``engines(name)``: the family's tiny pipeline saved to disk and loaded by ``Engine.load`` (once per module)."""
-    root = tmp_path_factory.mktemp("families")
-    loaded: dict[str, Engine] = {}
-
-    def get(name: str) -> Engine:
-        if name not in loaded:
-            folder = build(name, root / name, tiny_model)
-            loaded[name] = Engine.load(str(folder), device="cpu", dtype="float32", text_max_length=TEXT_LENGTH)
-        return loaded[name]
-
-    yield get
-    loaded.clear()
+@pytest.fixture
+def engines(family_engine: Callable[[str], Engine]) -> Callable[[str], Engine]:
+    """``engines(name)``: the family's tiny pipeline loaded from its saved folder (``tests/conftest.py``)."""
+    return family_engine
 
 
 def grid_spec(prompt: str = "a red cat on a blue mat", *, seed: int = 7, images: int = 4, **fields: Any) -> JobSpec:

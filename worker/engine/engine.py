@@ -39,6 +39,7 @@ from worker.engine.generation import Generation, JobCanceled, ProgressCallback
 from worker.engine.hooks import stop_step, tiling, x0_recorder
 from worker.engine.outpaint import KeptRegion, keep_source, prepare_canvas
 from worker.layout_attention import LayoutBias, RowLayout, install, prompt_layout
+from worker.layout_joint import JointLayout, install_joint
 from worker.model_loader import LoadedPipelines, choose_device, choose_dtype, describe, load_pipelines
 from worker.text import TextEncoding
 
@@ -142,17 +143,26 @@ class Engine:
         }
 
     def enable_layout(self, strength: float) -> bool:
-        """Steer prompts that say where things go (``worker.layout``) with ``strength`` (0 turns it off); needs a
-        UNet with diffusers' default attention processors. Returns whether layouts are applied."""
+        """Steer prompts that say where things go (``worker.layout``) with ``strength`` (0 turns it off): on a UNet's
+        cross-attention (diffusers' default processors), or on the joint attention of FLUX.1, Chroma and FLUX.2
+        (their default processors; ``worker.layout_joint``). Returns whether layouts are applied."""
         if not math.isfinite(strength) or strength < 0:
             raise ValueError(f"layout_strength must be a finite number >= 0, got {strength}")
         self.layout_strength = 0.0
         if strength == 0:
             return False
         pipes = (self.pipes.text2img, self.pipes.img2img)
-        unets = {id(pipe.unet): pipe.unet for pipe in pipes if hasattr(pipe, "unet")}
-        if not unets or not all(install(unet) for unet in unets.values()):
-            log.info("layouts off: model %s has no UNet with default attention processors", self.pipes.model_ref)
+        denoisers = {
+            id(module): module for pipe in pipes if (module := getattr(pipe, self.family.denoiser, None)) is not None
+        }
+        if self.family.layout == "cross":
+            installed = bool(denoisers) and all(install(module) for module in denoisers.values())
+        elif self.family.layout == "joint":
+            installed = bool(denoisers) and all(install_joint(module) for module in denoisers.values())
+        else:
+            installed = False
+        if not installed:
+            log.info("layouts off: model %s has no denoiser with its default attention processors", self.model_ref)
             return False
         self.layout_strength = float(strength)
         return True
@@ -167,13 +177,22 @@ class Engine:
         row, layout = prompt_layout(self.text, spec.parts[0][0])
         return row, layout.describe() if layout is not None else []
 
-    def layout_kwargs(self, spec: JobSpec, rows: list[RowLayout]) -> dict[str, Any]:
-        """``cross_attention_kwargs`` for a denoiser call over images with these row layouts ({} when none)."""
+    def layout_kwargs(
+        self, spec: JobSpec, rows: list[RowLayout], positive: torch.Tensor | None = None
+    ) -> dict[str, Any]:
+        """The denoiser call's layout argument for images with these row layouts ({} when none): a ``LayoutBias``
+        in ``cross_attention_kwargs`` (UNets), or a ``JointLayout`` on the token grid in the family's attention
+        kwargs, with the conditional text states ``positive`` that tell its passes apart."""
         if self.layout_strength == 0 or not any(rows):
             return {}
-        _, height, width = self.latent_shape(spec.width, spec.height)
+        latent = self.latent_shape(spec.width, spec.height)
+        height, width = self.family.token_grid(latent)
         bias = LayoutBias(tuple(rows), height, width, self.layout_strength)
-        return {"cross_attention_kwargs": {"layout": bias}}
+        if self.family.layout == "joint":
+            if positive is None:
+                raise ValueError("a joint-attention layout needs the call's prompt_embeds, got None")
+            return {self.family.layout_kwarg: {"layout": JointLayout(bias, positive)}}
+        return {self.family.layout_kwarg: {"layout": bias}}
 
     def encode_prompt(self, spec: JobSpec) -> Conditioning:
         """Weighted ``::`` parts and the ``--no`` negative prompt, encoded (cached per text)."""
@@ -378,12 +397,14 @@ class Engine:
         rows = [len(job.spec.seeds) for job in jobs]
         bounds = [sum(rows[:i]) for i in range(len(rows) + 1)]
         _, latent_h, latent_w = self.latent_shape(spec0.width, spec0.height)
+        conditioning = _stack([job.kwargs for job in jobs])
+        layouts = [job.layout for job, n in zip(jobs, rows, strict=True) for _ in range(n)]
         call: dict[str, Any] = {
             "num_inference_steps": spec0.steps,
             "generator": [g for job in jobs for g in job.generators],
             "output_type": "pil",
-            **_stack([job.kwargs for job in jobs]),
-            **self.layout_kwargs(spec0, [job.layout for job, n in zip(jobs, rows, strict=True) for _ in range(n)]),
+            **conditioning,
+            **self.layout_kwargs(spec0, layouts, conditioning.get("prompt_embeds")),
             **extra,
         }
         canceled: dict[int, JobCanceled] = {}
@@ -430,6 +451,10 @@ class Engine:
                 output = pipe(callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"], **call)
             finally:
                 pipe._interrupt = False
+            joint = (call.get(self.family.layout_kwarg) or {}).get("layout") if self.family.layout_kwarg else None
+            if isinstance(joint, JointLayout):  # which transformer calls were biased: the conditional ones only
+                for job_notes in notes:
+                    job_notes["layout_calls"] = {"biased": joint.biased_calls, "unbiased": joint.skipped_calls}
             self.synchronize()
             finished = time.perf_counter()
         outcomes: list[Generation | JobCanceled] = []

@@ -81,6 +81,11 @@ class Family:
     a name ending in ``InpaintPipeline`` is run with a mask that repaints everything outside the kept region)."""
     sibling_takes_size: bool = False
     """Whether the image sibling takes ``height``/``width`` (diffusers' SD image-to-image pipelines do not)."""
+    layout: str = "cross"
+    """How place phrases steer attention: ``cross`` (UNet cross-attention processors, ``worker.layout_attention``),
+    ``joint`` (joint-attention mask, ``worker.layout_joint``) or ``""`` (not on this family)."""
+    layout_kwarg: str = "cross_attention_kwargs"
+    """The pipeline ``__call__`` argument that carries the layout to the denoiser's attention."""
     guidance_off: Mapping[str, Any] = MappingProxyType({})
     """Call kwargs that turn guidance off for families whose guidance is ``none`` (e.g. Z-Image's 0)."""
 
@@ -159,6 +164,11 @@ class Family:
         self.check_size(pipe, width, height)
         scale = self.vae_scale(pipe)
         return int(self.denoiser_of(pipe).config.in_channels), height // scale, width // scale
+
+    def token_grid(self, latent: tuple[int, int, int]) -> tuple[int, int]:
+        """(h, w) of the grid the denoiser's attention sees at its finest level, for ``latent_shape``'s (C, h, w):
+        the latents themselves (a UNet's first level)."""
+        return latent[1], latent[2]
 
     def initial_noise(self, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
         """One image's starting noise (1, C, h, w) float32 from its own generator, drawn as the pipeline draws it."""

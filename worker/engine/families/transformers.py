@@ -46,8 +46,15 @@ class TransformerFamily(Family):
     patch = 2
     """Latent pixels per token side: width and height must be multiples of ``vae scale x patch``."""
 
+    layout = ""
+    layout_kwarg = ""
+
     def size_multiple(self, pipe: Any) -> int:
         return self.vae_scale(pipe) * self.patch
+
+    def token_grid(self, latent: tuple[int, int, int]) -> tuple[int, int]:
+        """Image tokens per side: one per 2x2 patch of latents."""
+        return latent[1] // self.patch, latent[2] // self.patch
 
     def convolutions(self, pipe: Any) -> list[nn.Conv2d]:
         return []  # --tile is not offered (see the module doc)
@@ -93,6 +100,8 @@ class FluxFamily(PackedFamily):
     """FLUX.1 dev (distilled guidance embedding) and schnell; negative by true CFG only when ``--no`` is given."""
 
     image_sibling = "FluxImg2ImgPipeline"
+    layout = "joint"
+    layout_kwarg = "joint_attention_kwargs"
 
 
 class ChromaFamily(PackedFamily):
@@ -100,6 +109,8 @@ class ChromaFamily(PackedFamily):
     ``transformer.config.guidance_embeds``), so variations and outpaints use ``ChromaImg2ImgPipeline``."""
 
     image_sibling = "ChromaImg2ImgPipeline"
+    layout = "joint"
+    layout_kwarg = "joint_attention_kwargs"
 
 
 class QwenImageFamily(PackedFamily):
@@ -135,6 +146,8 @@ class Flux2KleinFamily(TransformerFamily):
 
     packed = True
     image_sibling = "Flux2KleinInpaintPipeline"
+    layout = "joint"
+    layout_kwarg = "attention_kwargs"
     guidance_off = MappingProxyType({"guidance_scale": 1.0})  # klein base runs CFG above 1; distilled ignores it
 
     def latent_shape(self, pipe: Any, width: int, height: int) -> tuple[int, int, int]:
@@ -151,6 +164,9 @@ class Flux2KleinFamily(TransformerFamily):
         # The inverse of ``pack``; equals diffusers' _unpack_latents_with_ids on the pipeline's regular grid of ids.
         batch, _, channels = latents.shape
         return latents.permute(0, 2, 1).reshape(batch, channels, height, width)
+
+    def token_grid(self, latent: tuple[int, int, int]) -> tuple[int, int]:
+        return latent[1], latent[2]  # its latents are patchified already: one token per latent pixel
 
     def latents_argument(self, latents: torch.Tensor) -> torch.Tensor:
         return latents  # Flux2KleinPipeline.prepare_latents packs given latents itself (and reads their grid)
