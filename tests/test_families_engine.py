@@ -203,6 +203,29 @@ def test_batched_equals_alone(engines: Callable[[str], Engine], name: str) -> No
         assert together.notes.get("ignored") == alone.notes.get("ignored")
 
 
+@pytest.mark.parametrize("name", MATRIX)
+def test_reroll_skips_the_text_encoder(engines: Callable[[str], Engine], name: str) -> None:
+    engine = engines(name)
+    pipe = engine.pipes.text2img
+    encoders = [getattr(pipe, attr, None) for attr in ("text_encoder", "text_encoder_2", "text_encoder_3")]
+    calls: list[str] = []
+    hooks = [
+        module.register_forward_hook(lambda *_: calls.append("encoder"))
+        for module in encoders
+        if isinstance(module, torch.nn.Module)
+    ]
+    try:
+        first = engine.generate(from_text("a green owl at dusk --no rain", images=1, seed=21))
+        assert calls, "the first grid of a new prompt runs the text encoder"
+        calls.clear()
+        reroll = engine.generate(from_text("a green owl at dusk --no rain", images=1, seed=22))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls == [] and reroll.notes["text_cache_hit"] is True
+    assert first.notes["text_cache_hit"] is False
+
+
 def test_buttons_follow_the_capabilities() -> None:
     grid = grid_spec(job_id="caps")
     none = Capabilities(variations=False, outpaint=False, inpaint=False, negative=False, tile=False, layout=False)
