@@ -58,6 +58,19 @@ FAMILY_TEXT_LENGTH = 64
 512 otherwise, which triples the tiny transformers' work. CLIP keeps its 77-token windows."""
 
 
+@pytest.fixture(scope="module")
+def single_thread() -> Iterator[None]:
+    """One torch thread for a module of tiny-model runs, then the previous count again: their ops take microseconds,
+    and two threads spend more time waiting for each other than computing (the family matrix took 111 s of wall
+    clock with two threads and 28 s with one on the shared 2-core machine)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_family_folder(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Callable[[str], Path]:
     """``tiny_family_folder(name)``: the tiny pipeline of a ``shared.families`` family saved to disk, built once per

@@ -17,6 +17,8 @@ from worker.engine import Engine
 from worker.layout_attention import LayoutBias, RowLayout
 from worker.layout_joint import JointLayout, JointLayoutProcessor
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 JOINT = ("flux-dev", "chroma", "flux2-klein")
 """Families whose joint attention takes the layout bias."""
 
