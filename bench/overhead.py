@@ -7,9 +7,11 @@ For every family the tiny pipeline of ``tests/tiny_families.py`` is saved and lo
 the pipeline's own length); both sides then take the same loaded modules. Each round runs both sides in alternating
 order (A-B, then B-A), each on a new prompt, so both sides run the text encoder on it; the engine's cache keeps the
 empty text (the negative of CFG families and of every job without ``--no``), as it does after a worker's first job,
-while the pipeline encodes its negative on every call. The table gives the median wall and CPU seconds of each side, their ratio (goal: at most 1.03), and the largest pixel
-difference between the two grids (0 when our conditioning equals the pipeline's own; Chroma differs by design: its
-mask is passed as bool, which masks padding as it was trained, where the pipeline's float mask does not mask).
+while the pipeline encodes its negative on every call. The table gives the median wall and CPU seconds of each side,
+their ratio (goal: at most 1.03), and the largest pixel difference between the two grids (0 when our conditioning
+equals the pipeline's own; Chroma differs by design: the text module passes its mask as bool, which masks padding as
+Chroma was trained, where the pipeline's float mask is added to the logits and masks nothing; SDPA also takes the
+bool mask about 13% slower on the tiny model, the bulk of Chroma's ratio).
 One torch thread by default: on a shared 2-core machine two threads mostly wait for each other on the tiny models'
 microsecond ops, and the timings scatter several-fold.
 """
