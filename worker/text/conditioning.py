@@ -165,7 +165,8 @@ class Conditioning:
     ) -> dict[str, Any]:
         """The keyword arguments this family's pipelines take for this conditioning (see the class table).
 
-        ``images`` repeats every row (tensors ``(images, ...)``, Z-Image's lists ``images`` long). ``pipeline_masks``
+        ``images`` repeats every row (tensors ``(images, ...)`` as expanded views: clone before writing into them;
+        Z-Image's lists ``images`` long). ``pipeline_masks``
         passes masks exactly as the pipeline's ``encode_prompt`` makes them; by default Chroma's mask is passed as
         bool, which masks the padding as Chroma was trained (its float mask is added to the logits instead).
         """

@@ -273,9 +273,13 @@ class SequenceEncoder:
             kwargs["attention_mask"] = inputs.attention_mask.to(device)
         states = self.model(inputs.input_ids.to(device), output_hidden_states=False, **kwargs)[0].to(self.dtype)
         real = inputs.attention_mask[0].to(device=device, dtype=torch.bool)
-        chars = char_spans(inputs.offset_mapping[0].tolist(), text)
-        spans = tuple((*span, index) for index, span in enumerate(chars) if span is not None and bool(real[index]))
-        return Segment(self.name, states, real, real.clone(), spans)
+        return Segment(self.name, states, real, real.clone(), self.spans(text))
+
+    def spans(self, text: str) -> tuple[Span, ...]:
+        """The kept content tokens' characters and positions (tokenization only, no encoder run)."""
+        out = self.tokenizer(text, max_length=self.length, truncation=True, return_offsets_mapping=True)
+        chars = char_spans(out.offset_mapping, text)
+        return tuple((*span, index) for index, span in enumerate(chars) if span is not None)
 
     def input_embeddings(self, ids: list[int]) -> Tensor:
         table = self.model.get_input_embeddings()
@@ -414,11 +418,25 @@ class ChatEncoder:
             encoder=self.name,
         )
 
+    def plan(self, text: str) -> tuple[str, int, int, tuple[Span, ...]]:
+        """Tokenization only: the kept text (see ``fitted``), the first and one-past-last positions of its user
+        content in the states (after ``drop``), and each content token's characters and position."""
+        drop = self.recipe.drop
+        kept_text = self.fitted(text)[0]
+        _, offsets, begin, end = self._tokens(kept_text)
+        chars = char_spans(offsets, kept_text, len(self.head))
+        spans = tuple(
+            (*span, index - drop) for index in range(max(begin, drop), end) if (span := chars[index]) is not None
+        )
+        return kept_text, max(begin - drop, 0), max(end - drop, 0), spans
+
+    def spans(self, text: str) -> tuple[Span, ...]:
+        return self.plan(text)[3]
+
     def segment(self, text: str) -> Segment:
         """The states of ``text`` (cut to fit, see ``fitted``) as its pipeline computes them: (1, T, D * layers)."""
         recipe = self.recipe
-        kept_text = self.fitted(text)[0]
-        ids, offsets, begin, end = self._tokens(kept_text)
+        kept_text, first, last, spans = self.plan(text)
         rendered = self.render(kept_text)
         if recipe.pad:  # as klein and Z-Image: padding="max_length", the mask inside the encoder
             inputs = self.tokenizer(
@@ -427,6 +445,7 @@ class ChatEncoder:
         else:
             inputs = self.tokenizer(rendered, return_tensors="pt")
         attention = inputs.attention_mask.bool()  # (1, W)
+        count = int(attention.sum())
         lead = int(attention[0].long().argmax())  # pads before the text (left-padding tokenizers)
         if recipe.keep_padding and lead:
             raise ValueError(f"{type(self.tokenizer).__name__} pads on the left; this family needs right padding")
@@ -438,22 +457,13 @@ class ChatEncoder:
             use_cache=False,
         )
         hidden = torch.cat([out.hidden_states[layer] for layer in recipe.layers], dim=-1).to(self.dtype)
-        count = len(ids)
         if not recipe.keep_padding:
             hidden = hidden[:, lead : lead + count]  # the real tokens, as the pipelines' hidden[mask]
         states = hidden[:, recipe.drop :]  # (1, T, D * layers)
-        length = states.shape[1]
-        real = torch.zeros(length, dtype=torch.bool, device=states.device)
+        real = torch.zeros(states.shape[1], dtype=torch.bool, device=states.device)
         real[: count - recipe.drop] = True
         keep = torch.zeros_like(real)
-        first, last = max(begin - recipe.drop, 0), max(end - recipe.drop, 0)
         keep[first:last] = True
-        chars = char_spans(offsets, kept_text, len(self.head))
-        spans = tuple(
-            (*span, index - recipe.drop)
-            for index in range(max(begin, recipe.drop), end)
-            if (span := chars[index]) is not None
-        )
         return Segment(self.name, states, real, keep, spans, prefix=first, suffix=count - recipe.drop - last)
 
     def input_embeddings(self, ids: list[int]) -> Tensor:

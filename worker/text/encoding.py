@@ -89,8 +89,17 @@ class TextEncoding:
             return self.adapter.word_embeddings(text)
 
     def token_map(self, text: str) -> TokenMap:
-        """Character spans of ``text`` -> positions in ``contextual_embeddings(text)`` (part 0)."""
-        return _token_map([self._encoded(text)], None)
+        """Character spans of ``text`` -> positions in ``contextual_embeddings(text)`` (part 0), from the tokenizers'
+        offsets alone (the encoder does not run)."""
+        spans: list[TokenSpan] = []
+        start = 0
+        for layout, segment_spans in zip(self.adapter.layouts, self.adapter.spans(text), strict=True):
+            spans += [
+                TokenSpan(0, first, last, start + position, layout.name) for first, last, position in segment_spans
+            ]
+            # only the last stretch may have a length that depends on the text (windows, variable length)
+            start += layout.length or 0
+        return TokenMap(tuple(spans))
 
     def phrase_positions(self, text: str, start: int, end: int) -> tuple[int, ...]:
         """Positions in ``contextual_embeddings(text)`` (and in the conditioning of ``text`` as one part) of the
@@ -259,27 +268,22 @@ def _pooled(encoded: Encoded) -> Tensor:
     return encoded.pooled
 
 
-def _token_map(
-    encoded: Sequence[Encoded], placement: tuple[list[int], list[list[int]], list[list[int]]] | None
-) -> TokenMap:
-    """The parts' token spans on the conditioning's token axis. ``placement``: each segment's start, and per part and
-    segment where its first kept position landed and how many kept positions survived (-1: the part is alone and
-    keeps its own positions); None for one text alone."""
+def _token_map(encoded: Sequence[Encoded], placement: tuple[list[int], list[list[int]], list[list[int]]]) -> TokenMap:
+    """The parts' token spans on the joined conditioning's token axis. ``placement``: each segment's start, and per
+    part and segment where its first kept position landed and how many of its kept positions survived a cut (-1: the
+    part is alone and keeps its own positions)."""
+    starts, offsets, kept_counts = placement
     spans: list[TokenSpan] = []
     for part, item in enumerate(encoded):
-        position = 0
         for index, segment in enumerate(item.segments):
-            base = placement[0][index] if placement is not None else position
-            offset = placement[1][part][index] if placement is not None else 0
-            kept = placement[2][part][index] if placement is not None else -1
+            base, offset, kept = starts[index], offsets[part][index], kept_counts[part][index]
             if kept < 0:
                 spans += [TokenSpan(part, s, e, base + p, segment.name) for s, e, p in segment.spans]
-            else:
-                # rank of each kept position among the part's kept positions -> its place in the joined stretch
-                ranks = torch.cumsum(segment.keep.long(), 0) - 1
-                for s, e, p in segment.spans:
-                    rank = int(ranks[p])
-                    if bool(segment.keep[p]) and rank < kept:
-                        spans.append(TokenSpan(part, s, e, base + offset + rank, segment.name))
-            position += segment.length
+                continue
+            # rank of each kept position among the part's kept positions -> its place in the joined stretch
+            ranks = torch.cumsum(segment.keep.long(), 0) - 1
+            for s, e, p in segment.spans:
+                rank = int(ranks[p])
+                if bool(segment.keep[p]) and rank < kept:
+                    spans.append(TokenSpan(part, s, e, base + offset + rank, segment.name))
     return TokenMap(tuple(spans))

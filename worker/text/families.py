@@ -45,7 +45,7 @@ from transformers import (
 
 from shared import defaults
 from worker.text.conditioning import KwargNames, TokenReport
-from worker.text.encoders import ChatEncoder, ChatRecipe, Segment, SequenceEncoder, WindowEncoder
+from worker.text.encoders import ChatEncoder, ChatRecipe, Segment, SequenceEncoder, Span, WindowEncoder
 from worker.text.weights import SegmentLayout
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,10 @@ class Adapter:
 
     def word_embeddings(self, text: str) -> Tensor:
         """The input embedding lookup of ``tokenize(text).ids`` (1, tokens, D)."""
+        raise NotImplementedError
+
+    def spans(self, text: str) -> tuple[tuple[Span, ...], ...]:
+        """Each segment's content-token spans of ``text`` alone, from tokenization only (no encoder run)."""
         raise NotImplementedError
 
     @property
@@ -223,6 +227,10 @@ class WindowAdapter(Adapter):
             raise ValueError(f"the tokenizers split {text!r} into different numbers of tokens: {sorted(lengths)}")
         return torch.cat(tables, dim=-1)
 
+    def spans(self, text: str) -> tuple[tuple[Span, ...], ...]:
+        _, kept = self.encoders[0].report(text, self.max_chunks)
+        return (self.encoders[0].spans(text, len(kept)),)
+
     def encode(self, text: str) -> Encoded:
         """Every encoder over ``text``'s chunks; SDXL's hidden states are concatenated on the feature axis."""
         plans = [encoder.report(text, self.max_chunks) for encoder in self.encoders]
@@ -292,6 +300,9 @@ class FluxAdapter(Adapter):
     def word_embeddings(self, text: str) -> Tensor:
         return self.t5.input_embeddings(self.t5.report(text).ids)
 
+    def spans(self, text: str) -> tuple[tuple[Span, ...], ...]:
+        return (self.t5.spans(text),)
+
     def encode(self, text: str) -> Encoded:
         _, content = self.clip.report(text, 1)
         ids, mask = self.clip.chunk_rows(content, 1)
@@ -332,6 +343,10 @@ class SD3Adapter(Adapter):
 
     def word_embeddings(self, text: str) -> Tensor:
         return self.t5.input_embeddings(self.t5.report(text).ids)
+
+    def spans(self, text: str) -> tuple[tuple[Span, ...], ...]:
+        _, kept = self.clip_l.report(text, 1)
+        return (self.clip_l.spans(text, len(kept)), self.t5.spans(text))
 
     def encode(self, text: str) -> Encoded:
         t5 = self.t5.segment(text)
@@ -387,6 +402,9 @@ class ChromaAdapter(Adapter):
     def word_embeddings(self, text: str) -> Tensor:
         return self.t5.input_embeddings(self.t5.report(text).ids)
 
+    def spans(self, text: str) -> tuple[tuple[Span, ...], ...]:
+        return (self.t5.spans(text),)
+
     def encode(self, text: str) -> Encoded:
         return Encoded((self.t5.segment(text),), None, self.t5.report(text))
 
@@ -422,6 +440,9 @@ class ChatAdapter(Adapter):
 
     def word_embeddings(self, text: str) -> Tensor:
         return self.encoder.input_embeddings(self.encoder.report(text).ids)
+
+    def spans(self, text: str) -> tuple[tuple[Span, ...], ...]:
+        return (self.encoder.spans(text),)
 
     def encode(self, text: str) -> Encoded:
         return Encoded((self.encoder.segment(text),), None, self.encoder.report(text))
