@@ -190,7 +190,7 @@ FAMILIES: tuple[FamilyInfo, ...] = (
         default_guidance=4.0,
         negative="cfg",
         default_steps=50,
-        max_tokens=1024,
+        max_tokens=512,
         capabilities=Capabilities(tile=False, layout=False),
     ),
     FamilyInfo(
