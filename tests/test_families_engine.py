@@ -206,6 +206,24 @@ def test_batched_equals_alone(engines: Callable[[str], Engine], name: str) -> No
 
 
 @pytest.mark.parametrize("name", MATRIX)
+def test_stop_decodes_the_clean_estimate_and_tile_is_applied_or_reported(
+    engines: Callable[[str], Engine], name: str
+) -> None:
+    engine = engines(name)
+    full = engine.generate(grid_spec(images=1).replace(steps=4))
+    stopped = engine.generate(grid_spec(images=1).replace(steps=4, stop=50))
+    assert stopped.notes["steps_run"] == 2 and stopped.notes["stopped_at_step"] == 2
+    assert stopped.notes["stop_decoded"] == "x0 estimate"  # flow matching: sample - sigma * velocity
+    assert np.abs(pixels(stopped) - pixels(full)).max() > 0
+    tiled = engine.generate(grid_spec(images=1).replace(tile=True))
+    if ENGINE_FAMILIES[name].capabilities.tile:
+        assert "ignored" not in tiled.notes
+    else:
+        plain = engine.generate(grid_spec(images=1))
+        assert tiled.notes["ignored"] == ["--tile"] and np.array_equal(pixels(tiled), pixels(plain))
+
+
+@pytest.mark.parametrize("name", MATRIX)
 def test_reroll_skips_the_text_encoder(engines: Callable[[str], Engine], name: str) -> None:
     engine = engines(name)
     pipe = engine.pipes.text2img
@@ -226,6 +244,40 @@ def test_reroll_skips_the_text_encoder(engines: Callable[[str], Engine], name: s
             hook.remove()
     assert calls == [] and reroll.notes["text_cache_hit"] is True
     assert first.seeds != reroll.seeds
+
+
+def test_family_names_from_configs_and_the_refusal_line() -> None:
+    from shared.families import UnknownFamily, capabilities_of, family_name
+
+    assert family_name("FluxPipeline", {"guidance_embeds": True}) == "flux-dev"
+    assert family_name("FluxPipeline", {"guidance_embeds": False}) == "flux-schnell"
+    assert family_name("Flux2KleinPipeline", {}, {"is_distilled": True}) == "flux2-klein-distilled"
+    assert family_name("Flux2KleinPipeline", {}, {"is_distilled": False}) == "flux2-klein"
+    with pytest.raises(UnknownFamily, match=r"^pipeline SanaPipeline is not supported; supported: .*ChromaPipeline"):
+        family_name("SanaPipeline")
+    assert capabilities_of({"family": "chroma"}).inpaint is False
+    assert capabilities_of({"capabilities": {"variations": False}}).variations is False
+    assert capabilities_of(None) == ALL_CAPABILITIES
+
+
+def test_pack_and_unpack_mirror_diffusers_own_helpers() -> None:
+    """The families' ``pack``/``unpack`` (written after diffusers' private static helpers) equal those helpers."""
+    from diffusers import ChromaPipeline, Flux2KleinPipeline, FluxPipeline, QwenImagePipeline
+
+    latents = torch.randn(2, 16, 6, 10, generator=torch.Generator().manual_seed(0))  # (B, C, h, w)
+    for name, pipeline in (("flux-dev", FluxPipeline), ("chroma", ChromaPipeline), ("qwenimage", QwenImagePipeline)):
+        family = ENGINE_FAMILIES[name]
+        packed = family.pack(latents)
+        assert torch.equal(packed, pipeline._pack_latents(latents, 2, 16, 6, 10))
+        # the pipelines' unpack takes pixel sizes: latent sizes x the VAE scale (8 on the released models)
+        theirs = pipeline._unpack_latents(packed, 6 * 8, 10 * 8, 8).reshape(latents.shape)  # Qwen: (B, C, 1, h, w)
+        assert torch.equal(family.unpack(packed, 6, 10), theirs) and torch.equal(family.unpack(packed, 6, 10), latents)
+    klein = ENGINE_FAMILIES["flux2-klein"]
+    patchified = torch.randn(2, 128, 3, 5, generator=torch.Generator().manual_seed(1))
+    packed = klein.pack(patchified)
+    assert torch.equal(packed, Flux2KleinPipeline._pack_latents(patchified))
+    ids = Flux2KleinPipeline._prepare_latent_ids(patchified)
+    assert torch.equal(klein.unpack(packed, 3, 5), Flux2KleinPipeline._unpack_latents_with_ids(packed, ids))
 
 
 def test_buttons_follow_the_capabilities() -> None:
