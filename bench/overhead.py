@@ -111,8 +111,10 @@ def measure(engine: Engine, name: str, *, size: int, steps: int, rounds: int) ->
         return images
 
     spec0 = JobSpec.for_prompt("a warm-up", seed=1, width=size, height=size, steps=steps)
-    run("plain", spec0), run("engine", spec0)
-    times["plain"].clear(), times["engine"].clear(), cpu["plain"].clear(), cpu["engine"].clear()
+    run("plain", spec0)
+    run("engine", spec0)
+    for series in (*times.values(), *cpu.values()):
+        series.clear()
     for index in range(rounds):
         spec = JobSpec.for_prompt(
             f"a red cat on a blue mat, take {index}",

@@ -81,7 +81,12 @@ def test_grid_of_four_seeds_reproduce_alone_and_again(engines: Callable[[str], E
     engine = engines(name)
     spec = grid_spec()
     seen: list[tuple[int, ...]] = []
-    grid = engine.generate(spec, on_progress=lambda done, total, latents: seen.append(tuple(latents.shape)))
+
+    def progress(done: int, total: int, latents: torch.Tensor | None) -> None:
+        assert latents is not None
+        seen.append(tuple(latents.shape))
+
+    grid = engine.generate(spec, on_progress=progress)
     assert [image.size for image in grid.images] == [(SIZE, SIZE)] * 4
     assert grid.seeds == spec.seeds and grid.notes["steps_run"] == STEPS
     # progress previews get unpacked latents (4, C, h, w) whatever the family's loop layout
@@ -174,7 +179,12 @@ def test_variation_creative_upscale_and_pan(engines: Callable[[str], Engine], na
     upscaled = JobRecord(job_id=upscale.job_id, spec=upscale, engine=engine.describe())
     pan = pan_spec(upscaled, 0, "7", "right", native=SIZE, multiple=size_multiple(engine.model_ref))
     steps: list[torch.Tensor] = []
-    panned = engine.generate(pan, source=source, on_progress=lambda done, total, latents: steps.append(latents))
+
+    def progress(done: int, total: int, latents: torch.Tensor | None) -> None:
+        assert latents is not None
+        steps.append(latents)
+
+    panned = engine.generate(pan, source=source, on_progress=progress)
     assert [image.size for image in panned.images] == [(pan.width, pan.height)] * 4
     # in latent space the kept region ends as the source's latents exactly; the rest is painted, per image
     _, known, keep = engine.prepare_outpaint(pan, source)

@@ -41,6 +41,7 @@ from worker.engine.outpaint import KeptRegion, keep_source, prepare_canvas
 from worker.layout_attention import LayoutBias, RowLayout, install, prompt_layout
 from worker.layout_joint import JointLayout, install_joint
 from worker.model_loader import LoadedPipelines, choose_device, choose_dtype, describe, load_pipelines
+from worker.text import Conditioning as TextConditioning
 from worker.text import TextEncoding
 
 log = logging.getLogger(__name__)
@@ -194,10 +195,9 @@ class Engine:
             return {self.family.layout_kwarg: {"layout": JointLayout(bias, positive)}}
         return {self.family.layout_kwarg: {"layout": bias}}
 
-    def encode_prompt(self, spec: JobSpec) -> Conditioning:
+    def encode_prompt(self, spec: JobSpec) -> TextConditioning:
         """Weighted ``::`` parts and the ``--no`` negative prompt, encoded (cached per text)."""
-        cond: Conditioning = self.text.encode(spec.parts, spec.negative)
-        return cond
+        return self.text.encode(spec.parts, spec.negative)
 
     def latent_shape(self, width: int, height: int) -> tuple[int, int, int]:
         """(channels, h, w) of one image's starting latents, unpacked: VAE latents, or pixels for pixel-space models."""
