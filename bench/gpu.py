@@ -3,9 +3,19 @@
 One prepared script for a bare GPU machine (needs only torch, diffusers, transformers and this repository; no Redis,
 RQ or Discord)::
 
-    python bench/gpu.py --model models/imagine-shapes           # a model folder
-    python bench/gpu.py --model tiny --device cpu --steps 2     # builds the tiny test pipeline (CI)
-    python bench/gpu.py --model sd15-random --steps 20          # SD 1.5's architecture, random weights, 512 px
+    python -m bench.gpu --model models/imagine-shapes           # a model folder
+    python -m bench.gpu --model tiny --device cpu --steps 2     # builds the tiny test pipeline (CI)
+    python -m bench.gpu --model sd15-random --steps 20          # SD 1.5's architecture, random weights, 512 px
+    python -m bench.gpu --family flux-dev --batches 1,2,4       # FLUX.1 dev at its real size, random weights, 1024 px
+    python -m bench.gpu --family sdxl --compile                 # the same with torch.compile of the denoiser
+    python -m bench.gpu --family flux-dev --tiny --device cpu   # the family's tiny test pipeline (CI)
+    python -m bench.gpu --family all --dry-run                  # parameters and bf16 GiB of every family, no compute
+
+``--family`` builds the family's released architecture from configs written in ``bench/family_configs.py`` with random
+weights (no download) in bf16 (``--dtype``), and times ``Engine.generate`` of one job of ``batch`` images per row
+(the same path a worker runs; text encoder -> denoiser -> decoder). Its denoiser FLOPs per step are counted with
+``FlopCounterMode`` around every denoiser call of a one-step run at the measured size (classifier-free passes
+included), so the fraction of the device's bf16 peak is the denoiser's own.
 
 For every batch size it runs the engine's batched path (``Engine.generate_batch``: text encoder -> denoiser ->
 decoder) after a warm-up pass, and prints one table row: images/s, seconds per stage, peak memory, and the denoiser's
@@ -250,6 +260,109 @@ def measure(
     return rows
 
 
+def family_engine(name: str, device: torch.device, dtype: torch.dtype, tiny: bool) -> Engine:
+    """The family's engine: its tiny test pipeline loaded from a saved folder (``tiny``), or its released architecture
+    with random weights (``bench.family_configs``) on ``device`` in ``dtype``."""
+    from bench.family_configs import pipeline
+    from worker.engine.families import family_for
+
+    if tiny:
+        from bench.overhead import build_family
+
+        folder = build_family(name, Path(tempfile.mkdtemp(prefix="bench-gpu-")))
+        return Engine.load(str(folder), str(device), _dtype_name(dtype))
+    pipe = pipeline(name, device, dtype)
+    pipe.set_progress_bar_config(disable=True)
+    family = family_for(pipe)
+    pipes = LoadedPipelines(pipe, family.load_image_sibling(pipe), f"{name}-random", device, dtype)
+    return Engine(pipes, TextEncoding.from_pipeline(pipe, model_key=f"{name}-random"), family)
+
+
+def family_step_flops(engine: Engine, images: int, size: int) -> float:
+    """FLOPs of the denoiser in one denoising step of a job of ``images`` images (every call: CFG passes too),
+    counted by ``FlopCounterMode`` around each denoiser call of a one-step run."""
+    denoiser = engine.family.denoiser_of(engine.pipes.text2img)
+    counter = FlopCounterMode(display=False)
+    total = [0.0]
+
+    def enter(module: Any, args: Any) -> None:
+        counter.__enter__()
+
+    def leave(module: Any, args: Any, output: Any) -> None:
+        counter.__exit__(None, None, None)
+        total[0] += float(counter.get_total_flops())
+
+    hooks = [denoiser.register_forward_pre_hook(enter), denoiser.register_forward_hook(leave)]
+    try:
+        engine.generate(_spec(0, images, size, 1))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total[0]
+
+
+def measure_family(
+    engine: Engine, batches: list[int], *, size: int, steps: int, repeats: int, peak: float | None
+) -> list[Row]:
+    """``measure`` for a family: one ``Engine.generate`` job of ``batch`` images per pass, warmed up once."""
+    rows = []
+    run = 0
+    for batch in batches:
+        flops = family_step_flops(engine, batch, size)
+        engine.generate(_spec(run := run + 1, batch, size, steps))  # warm-up (and compile)
+        if engine.pipes.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(engine.pipes.device)
+        best: Generation | None = None
+        for _ in range(repeats):
+            outcome = engine.generate(_spec(run := run + 1, batch, size, steps))
+            if best is None or outcome.timings["generate_s"] < best.timings["generate_s"]:
+                best = outcome
+        assert best is not None
+        rows.append(_row(engine, batch, best, flops=flops, steps=steps, peak=peak))
+    return rows
+
+
+def _row(engine: Engine, batch: int, best: Generation, *, flops: float, steps: int, peak: float | None) -> Row:
+    t = best.timings
+    if engine.pipes.device.type == "cuda":
+        memory = torch.cuda.max_memory_allocated(engine.pipes.device) / 2**30
+    else:
+        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # process peak RSS (KiB on Linux)
+    achieved = flops * steps / max(t["denoise_s"], 1e-9) / 1e12
+    return Row(
+        batch=batch,
+        images_per_s=batch / t["generate_s"],
+        encode_s=t["encode_s"],
+        denoise_s=t["denoise_s"],
+        decode_s=t["decode_s"],
+        total_s=t["generate_s"],
+        denoiser_fraction=t["denoise_s"] / t["generate_s"],
+        peak_mem_gib=memory,
+        step_gflops=flops / 1e9,
+        achieved_tflops=achieved,
+        peak_fraction=(achieved / peak) if peak else None,
+    )
+
+
+def dry_run(names: list[str]) -> str:
+    """Parameters of every component of each family at its released size (``meta`` device) and their bf16 bytes."""
+    from bench.family_configs import PUBLISHED_DENOISER_PARAMS, parameter_counts
+
+    lines = [f"{'family':<14} {'component':<16} {'params_B':>9} {'bf16_GiB':>9}"]
+    for name in names:
+        counts = parameter_counts(name)
+        for component, count in counts.items():
+            lines.append(f"{name:<14} {component:<16} {count / 1e9:>9.3f} {2 * count / 2**30:>9.2f}")
+        total = sum(counts.values())
+        denoiser = counts.get("transformer") or counts.get("unet") or 0
+        published = PUBLISHED_DENOISER_PARAMS[name]
+        lines.append(
+            f"{name:<14} {'total':<16} {total / 1e9:>9.3f} {2 * total / 2**30:>9.2f}"
+            f"  (denoiser {denoiser / published:.3f} x published {published / 1e9:.2f}B)"
+        )
+    return "\n".join(lines)
+
+
 def format_table(rows: list[Row], header: dict[str, Any]) -> str:
     lines = [" ".join(f"{k}={v}" for k, v in header.items())]
     lines.append(
@@ -267,11 +380,19 @@ def format_table(rows: list[Row], header: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
+    from bench.family_configs import PUBLISHED_DENOISER_PARAMS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="model folder, 'tiny' or 'sd15-random'")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--model", help="model folder, 'tiny' or 'sd15-random'")
+    target.add_argument("--family", help=f"{', '.join(PUBLISHED_DENOISER_PARAMS)} (or 'all' with --dry-run)")
+    parser.add_argument("--tiny", action="store_true", help="--family: the tiny test pipeline instead of real size")
+    parser.add_argument("--dry-run", action="store_true", help="--family: print parameter counts only (no compute)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--batches", default="1,2,4,8", help="images per denoising pass, comma-separated")
+    parser.add_argument(
+        "--batches", default="", help="images per pass, comma-separated (default 1,2,4,8; families 1,2,4)"
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=0, help="square side in pixels (default: the model's native)")
     parser.add_argument("--repeats", type=int, default=2)
@@ -279,20 +400,35 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="the device's peak dense TFLOP/s")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
-    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    default_batches = "1,2,4" if args.family else "1,2,4,8"
+    batches = [int(b) for b in (args.batches or default_batches).split(",") if b.strip()]
     if not batches or min(batches) < 1:
         parser.error(f"--batches must be positive integers, got {args.batches!r}")
+    if args.family:
+        names = list(PUBLISHED_DENOISER_PARAMS) if args.family == "all" else [args.family]
+        unknown = [name for name in names if name not in PUBLISHED_DENOISER_PARAMS]
+        if unknown or (args.family == "all" and not args.dry_run):
+            parser.error(f"--family must be one of {', '.join(PUBLISHED_DENOISER_PARAMS)} (all: with --dry-run)")
+        if args.dry_run:
+            print(dry_run(names), flush=True)
+            return []
     device = choose_device(args.device)
     dtype = choose_dtype(args.dtype, device)
     started = time.perf_counter()
-    engine = load_engine(args.model, device, dtype)
+    if args.family:
+        engine = family_engine(args.family, device, dtype, args.tiny)
+    else:
+        engine = load_engine(args.model, device, dtype)
     applied = engine.prepare_for_device(compile_denoiser=args.compile)
     load_s = time.perf_counter() - started
-    size = args.size or native_size(engine)
+    size = args.size or (32 if args.family and args.tiny else 1024 if args.family else native_size(engine))
     peak = peak_tflops(device, args.peak_tflops or None)
-    rows = measure(engine, batches, size=size, steps=args.steps, repeats=args.repeats, peak=peak)
+    if args.family:
+        rows = measure_family(engine, batches, size=size, steps=args.steps, repeats=args.repeats, peak=peak)
+    else:
+        rows = measure(engine, batches, size=size, steps=args.steps, repeats=args.repeats, peak=peak)
     header = {
-        "model": args.model,
+        "model": args.model or f"{args.family}{'-tiny' if args.tiny else '-random'}",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "dtype": _dtype_name(dtype),
         "size": size,

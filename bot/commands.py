@@ -372,7 +372,7 @@ async def show_command(interaction: discord.Interaction, job_id: str) -> None:
         await interaction.response.send_message(messages.unknown_job(job_id), ephemeral=True)
         return
     await interaction.response.defer(thinking=True)
-    line, components = results.result_message(record.spec, record.notes, record.size)
+    line, components = results.result_message(record.spec, record.notes, record.size, record.engine)
     await interaction.followup.send(
         line,
         file=discord.File(io.BytesIO(picture), filename=buttons.attachment_name(job_id, kind)),

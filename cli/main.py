@@ -120,6 +120,16 @@ def start_local_worker(settings: Settings, url: str) -> subprocess.Popen[bytes]:
     )
 
 
+def worker_said(log_path: Path) -> str:
+    """The line an exited worker printed about why it could not start (``imagine-worker: ...``, the last line of its
+    log), or "" when its log ends otherwise."""
+    try:
+        lines = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines and lines[-1].startswith("imagine-worker: ") else ""
+
+
 def cancel_unfinished(connection: redis.Redis, settings: Settings, specs: Sequence[JobSpec], err: TextIO) -> int:
     """Cancel every job of ``specs`` that is still queued or running; says which, returns how many."""
     canceled = 0
@@ -172,6 +182,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
             failures += 1
             print(f"imagine: {detail}", file=errors)
             if worker is not None:
+                said = worker_said(settings.data_dir / "worker.log") if worker.poll() is not None else ""
+                if said:
+                    print(f"imagine: {said}", file=errors)
                 print(f"imagine: the worker's log is {settings.data_dir / 'worker.log'}", file=errors)
             if cancel_unfinished(connection, settings, specs, errors):
                 break  # the rest were cancelled: nothing more to wait for

@@ -66,5 +66,9 @@ class AllowanceSpent(MemberFacingError):
     """A member whose daily allowance (``shared.allowances``) is used up; says when it resets."""
 
 
+class ModelNotSupported(ModelUnavailable):
+    """A model whose pipeline class no family of the engine handles (an expected failure: one line, no traceback)."""
+
+
 class Unsupported(MemberFacingError):
     """A feature the job's model cannot do (the member is told which and why, instead of a failing job)."""

@@ -174,6 +174,38 @@ def model_unavailable(model: str) -> str:
     return tr("model {model} could not be loaded on this worker (the admins can see why in its log)", model=model)
 
 
+def model_not_supported(model: str, detail: str) -> str:
+    """A configured model whose pipeline class the engine has no family for (``detail`` names the class and the
+    supported families); one line, shown at worker start and to members whose job needed it."""
+    return tr("model {model} cannot be served: {detail}", model=model, detail=detail)
+
+
+def model_cannot(model_title: str, action: str) -> str:
+    """A follow-up (``action``: "variations", "outpaints") that the model's family cannot run."""
+    return tr("{model_title} models cannot make {action} here", model_title=model_title, action=action)
+
+
+# -- result footnotes (worker notes -> the final message) -----------------------------------------------------------
+
+
+def ignored_footnote(flags: list[str], model_title: str) -> str:
+    """Prompt options the model could not apply (``--no`` on a guidance-distilled model, ``--tile`` on a
+    transformer): the job ran without them, and the member is told so under the result."""
+    if len(flags) == 1:
+        return tr("-# {flags} ignored: {model_title} cannot apply it", flags=flags[0], model_title=model_title)
+    return tr("-# {flags} ignored: {model_title} cannot apply them", flags=", ".join(flags), model_title=model_title)
+
+
+def truncated_footnote(kept_tokens: int | None) -> str:
+    """A prompt longer than the model's text encoder takes: cut, and the member told where (when known)."""
+    if kept_tokens:
+        return tr(
+            "-# Prompt cut to its first {kept_tokens} tokens: the model's text encoder reads no more",
+            kept_tokens=kept_tokens,
+        )
+    return tr("-# Prompt cut: it is longer than the model's text encoder reads")
+
+
 # -- /describe ---------------------------------------------------------------------------------------------------------
 
 
@@ -345,16 +377,23 @@ def variation_detail(strength: float) -> str:
 
 
 def result_line(
-    prompt: str, owner: str, lane: str, kind: JobKind = JobKind.GRID, detail: str = "", *, remixed: bool = False
+    prompt: str,
+    owner: str,
+    lane: str,
+    kind: JobKind = JobKind.GRID,
+    detail: str = "",
+    *,
+    footnotes: tuple[str, ...] = (),
+    remixed: bool = False,
 ) -> str:
     """The final message's line: "**prompt** - <@user> (fast)"; upscales, variations, outpaints and inpaints say what
-    they are, and a remixed job has the ``REMIXED_NOTE`` footnote."""
+    they are; ``footnotes`` (``ignored_footnote``, ``truncated_footnote``) follow on their own lines, then the
+    ``REMIXED_NOTE`` of a remixed job, and the prompt is cut to leave them room."""
     who = mention(owner)
     if kind is JobKind.INPAINT:
         what = translate(_CONSTANTS["LABEL_VARY_REGION_DONE"])
         rest = " - " + tr("{what} by {who} ({lane})", what=what, who=who, lane=lane)
-        return _with_prompt(prompt, rest + _remix_note(remixed))
-    if kind is JobKind.UPSCALE:
+    elif kind is JobKind.UPSCALE:
         mode = translate(detail.title()) if detail else tr("Subtle")
         rest = " - " + tr("Upscaled ({mode}) by {who} ({lane})", mode=mode, who=who, lane=lane)
     elif kind is JobKind.VARIATION:
@@ -365,11 +404,10 @@ def result_line(
         rest = " - " + tr("{what} by {who} ({lane})", what=what, who=who, lane=lane)
     else:
         rest = f" - {who} ({lane})"
-    return _with_prompt(prompt, rest + _remix_note(remixed))
-
-
-def _remix_note(remixed: bool) -> str:
-    return "\n" + translate(_CONSTANTS["REMIXED_NOTE"]) if remixed else ""
+    tail = "".join("\n" + note for note in footnotes)
+    if remixed:
+        tail += "\n" + translate(_CONSTANTS["REMIXED_NOTE"])
+    return _with_prompt(prompt, rest + tail)
 
 
 def describe_text(owner: str, descriptions: list[tuple[str, float]]) -> str:

@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -50,6 +51,69 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.tiny_models import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+FAMILY_TEXT_LENGTH = 64
+"""Text tokens of the T5/LLM families in the engine tests (``Engine.load(text_max_length=)``): their pipelines pad to
+512 otherwise, which triples the tiny transformers' work. CLIP keeps its 77-token windows."""
+
+
+@pytest.fixture(scope="module")
+def single_thread() -> Iterator[None]:
+    """One torch thread for a module of tiny-model runs, then the previous count again: their ops take microseconds,
+    and two threads spend more time waiting for each other than computing (the family matrix took 111 s of wall
+    clock with two threads and 28 s with one on the shared 2-core machine)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_family_folder(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Callable[[str], Path]:
+    """``tiny_family_folder(name)``: the tiny pipeline of a ``shared.families`` family saved to disk, built once per
+    session (``tests/tiny_families.py``; ``sd`` is ``tiny_model``)."""
+    root = tmp_path_factory.mktemp("families")
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            from tests.tiny_families import FAMILIES, build_tiny_flux2_klein
+            from tests.tiny_models import build_tiny_sdxl
+
+            folder = root / name
+            if name == "sd":
+                built[name] = tiny_model
+            elif name == "sdxl":
+                built[name] = build_tiny_sdxl(folder)
+            elif name == "flux2-klein-distilled":
+                built[name] = build_tiny_flux2_klein(folder, distilled=True)
+            else:
+                built[name] = FAMILIES[name].build(folder)
+        return built[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def family_engine(tiny_family_folder: Callable[[str], Path]) -> Iterator[Callable[[str], Any]]:
+    """``family_engine(name)``: ``Engine.load`` of ``tiny_family_folder(name)`` on the CPU in float32, text cut at
+    ``FAMILY_TEXT_LENGTH`` tokens; loaded once per session and shared (tests must not change its state)."""
+    loaded: dict[str, Any] = {}
+
+    def get(name: str) -> Any:
+        if name not in loaded:
+            from worker.engine import Engine
+
+            loaded[name] = Engine.load(
+                str(tiny_family_folder(name)), device="cpu", dtype="float32", text_max_length=FAMILY_TEXT_LENGTH
+            )
+        return loaded[name]
+
+    yield get
+    loaded.clear()
 
 
 @pytest.fixture

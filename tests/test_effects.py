@@ -91,7 +91,7 @@ def test_tile_makes_the_image_a_function_on_a_torus(engine: Engine, model_settin
     border at all, so its left edge continues its right edge exactly. Without --tile the borders break this."""
     pipe = engine.pipes.text2img
     spec = spec_for("a pattern --seed 3", model_settings)
-    cond = engine.encode_prompt(spec).as_pipeline_kwargs()
+    cond = engine.encode_prompt(spec).as_pipeline_kwargs(with_negative=True)
     latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     shifted = torch.roll(latents, shifts=(2, 6), dims=(2, 3))  # multiples of the UNet's downsampling (2)
     scale = engine.pipes.text2img.vae_scale_factor

@@ -241,7 +241,7 @@ class DiscordPublisher:
         name = buttons.attachment_name(spec.job_id, kind)
         if result.spoiler:  # image moderation flagged it (worker/image_moderation.py); Discord blurs SPOILER_ files
             name = f"SPOILER_{name}"
-        content, components = results.result_message(spec, result.record.notes, picture.size)
+        content, components = results.result_message(spec, result.record.notes, picture.size, result.record.engine)
         payload = {
             "content": content,
             "components": components,

@@ -19,19 +19,24 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from worker.layout import Box, Layout, parse_layout
-from worker.text import TextEncoding
 
 log = logging.getLogger(__name__)
 
 RowLayout = tuple[tuple[Box, tuple[int, ...]], ...]
 """One conditioning row's layout: (box, token positions of the phrase) per placed phrase; () for none."""
+
+
+class TokenMap(Protocol):
+    """The text-encoding module's token map: where the tokens of ``text[start:end]`` sit in its conditioning."""
+
+    def phrase_positions(self, text: str, start: int, end: int) -> tuple[int, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -163,13 +168,13 @@ def install(unet: Any) -> bool:
     return True
 
 
-def prompt_layout(encoding: TextEncoding, text: str) -> tuple[RowLayout, Layout | None]:
+def prompt_layout(encoding: TokenMap, text: str) -> tuple[RowLayout, Layout | None]:
     """The row layout of prompt ``text`` (``()`` when it places nothing) and the parsed ``Layout`` (or None)."""
     layout = parse_layout(text)
     return (row_layout(encoding, layout), layout) if layout is not None else ((), None)
 
 
-def row_layout(encoding: TextEncoding, layout: Layout) -> RowLayout:
+def row_layout(encoding: TokenMap, layout: Layout) -> RowLayout:
     """The boxes of ``layout`` with the positions of each phrase's tokens in ``encoding``'s conditioning."""
     return tuple(
         (placed.box, encoding.phrase_positions(layout.text, placed.start, placed.end)) for placed in layout.phrases

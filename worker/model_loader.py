@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image, DiffusionPipeline
+from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ def choose_dtype(name: str, device: torch.device) -> torch.dtype:
 
 @dataclass
 class LoadedPipelines:
-    """A model's text-to-image pipeline and its image-to-image sibling (same weights, from ``from_pipe``)."""
+    """A model's text-to-image pipeline and its image sibling (same weights, from ``from_pipe``): the image-to-image
+    pipeline, or the inpaint one for a family without image-to-image (``worker.engine.families``)."""
 
     text2img: Any
     img2img: Any
@@ -77,8 +79,11 @@ def pipeline_class_name(model_ref: str) -> str:
     return str(json.loads(index.read_text()).get("_class_name", ""))
 
 
-def load_pipelines(model_ref: str, device: torch.device, dtype: torch.dtype) -> LoadedPipelines:
-    """Load ``model_ref`` (folder or cached id) onto ``device`` as ``dtype``, plus its image-to-image sibling."""
+def load_pipelines(
+    model_ref: str, device: torch.device, dtype: torch.dtype, image_sibling: Callable[[Any], Any]
+) -> LoadedPipelines:
+    """Load ``model_ref`` (folder or cached id) onto ``device`` as ``dtype``, plus its image sibling made by
+    ``image_sibling(text2img)`` (the family's ``from_pipe``; it may refuse a pipeline no family handles)."""
     import time
 
     started = time.perf_counter()
@@ -97,7 +102,7 @@ def load_pipelines(model_ref: str, device: torch.device, dtype: torch.dtype) -> 
             raise ValueError(
                 f"MODEL {model_ref!r} could not be loaded as a diffusers text-to-image model from local files: {exc}"
             ) from exc
-        img2img = AutoPipelineForImage2Image.from_pipe(text2img)
+        img2img = image_sibling(text2img)
     text2img.to(device)
     if hasattr(text2img, "set_progress_bar_config"):
         text2img.set_progress_bar_config(disable=True)

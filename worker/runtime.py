@@ -13,11 +13,12 @@ from collections import OrderedDict
 from typing import Any
 
 from shared import defaults, messages
-from shared.errors import JobRefused, ModelUnavailable
+from shared.errors import JobRefused, ModelNotSupported, ModelUnavailable
 from shared.jobs.spec import Delivery
 from shared.settings import Settings
 from worker.discord_publisher import DiscordPublisher
 from worker.engine import Engine
+from worker.engine.families import UnsupportedPipeline
 from worker.publisher import LocalPublisher, Publisher
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class WorkerRuntime:
             engine = Engine.load(
                 ref, settings.device, settings.dtype, settings.alignment_clip, settings.layout_strength
             )
+        except UnsupportedPipeline as exc:  # expected: one line for the caller, no traceback
+            raise ModelNotSupported(messages.model_not_supported(model or settings.model, str(exc))) from None
         except (OSError, ValueError) as exc:
             log.exception("could not load model %s", ref)
             raise ModelUnavailable(messages.model_unavailable(model or settings.model)) from exc

@@ -12,6 +12,7 @@ from typing import Any
 
 from shared import defaults, messages
 from shared.discord_wire.limits import check_components
+from shared.families import ALL_CAPABILITIES, Capabilities
 from shared.jobs.spec import JobKind
 
 log = logging.getLogger(__name__)
@@ -148,45 +149,58 @@ def _row(buttons: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": 1, "components": buttons}
 
 
-def grid_components(job_id: str) -> list[dict[str, Any]]:
-    """Two rows: U1-U4 and re-roll, then V1-V4 (the buttons under a grid)."""
+def grid_components(job_id: str, capabilities: Capabilities = ALL_CAPABILITIES) -> list[dict[str, Any]]:
+    """Two rows: U1-U4 and re-roll, then V1-V4 (the buttons under a grid); no V row on a model without
+    variations."""
     count = defaults.IMAGES_PER_GRID
     upscales = [_button(f"U{n}", custom_id(ButtonAction.UPSCALE, job_id, n)) for n in range(1, count + 1)]
     reroll = _button("", custom_id(ButtonAction.REROLL, job_id, 0), emoji=defaults.REROLL_EMOJI)
-    variations = [_button(f"V{n}", custom_id(ButtonAction.VARY, job_id, n)) for n in range(1, count + 1)]
-    return [_row([*upscales, reroll]), _row(variations)]
+    rows = [_row([*upscales, reroll])]
+    if capabilities.variations:
+        rows.append(_row([_button(f"V{n}", custom_id(ButtonAction.VARY, job_id, n)) for n in range(1, count + 1)]))
+    return rows
 
 
-def upscale_components(job_id: str, square: bool = False) -> list[dict[str, Any]]:
-    """Three rows under an upscaled image: Upscale (Subtle), Upscale (Creative), Vary (Subtle), Vary (Strong), Vary
-    (Region); Zoom Out 2x, Zoom Out 1.5x, Custom Zoom and, unless the image is ``square`` already, Make Square; the
-    four pan arrows."""
-    zooms = [_button(label, custom_id(action, job_id, 1)) for action, (_, label) in ZOOM_BUTTONS.items()]
-    zooms.append(_button(messages.LABEL_CUSTOM_ZOOM, custom_id(ButtonAction.CUSTOM_ZOOM, job_id, 1)))
-    if not square:
-        zooms.append(_button(messages.LABEL_MAKE_SQUARE, custom_id(ButtonAction.MAKE_SQUARE, job_id, 1)))
-    pans = [_button("", custom_id(action, job_id, 1), emoji=emoji) for action, (_, emoji) in PAN_BUTTONS.items()]
-    return [
-        _row(
-            [
-                _button(messages.LABEL_UPSCALE_SUBTLE, custom_id(ButtonAction.UPSCALE_SUBTLE, job_id, 1)),
-                _button(messages.LABEL_UPSCALE_CREATIVE, custom_id(ButtonAction.UPSCALE_CREATIVE, job_id, 1)),
-                _button(messages.LABEL_VARY_SUBTLE, custom_id(ButtonAction.VARY_SUBTLE, job_id, 1)),
-                _button(messages.LABEL_VARY_STRONG, custom_id(ButtonAction.VARY_STRONG, job_id, 1)),
-                _button(messages.LABEL_VARY_REGION, custom_id(ButtonAction.VARY_REGION, job_id, 1)),
-            ]
-        ),
-        _row(zooms),
-        _row(pans),
-    ]
+def upscale_components(
+    job_id: str, square: bool = False, capabilities: Capabilities = ALL_CAPABILITIES
+) -> list[dict[str, Any]]:
+    """Up to three rows under an upscaled image: Upscale (Subtle), Upscale (Creative), Vary (Subtle), Vary (Strong),
+    Vary (Region); Zoom Out 2x, Zoom Out 1.5x, Custom Zoom and, unless the image is ``square`` already, Make Square;
+    the four pan arrows. What the model's family cannot do (``capabilities``: variations, outpaints, inpaints) is left
+    out."""
+    first = [_button(messages.LABEL_UPSCALE_SUBTLE, custom_id(ButtonAction.UPSCALE_SUBTLE, job_id, 1))]
+    if capabilities.variations:
+        first += [
+            _button(messages.LABEL_UPSCALE_CREATIVE, custom_id(ButtonAction.UPSCALE_CREATIVE, job_id, 1)),
+            _button(messages.LABEL_VARY_SUBTLE, custom_id(ButtonAction.VARY_SUBTLE, job_id, 1)),
+            _button(messages.LABEL_VARY_STRONG, custom_id(ButtonAction.VARY_STRONG, job_id, 1)),
+        ]
+    if capabilities.inpaint:
+        first.append(_button(messages.LABEL_VARY_REGION, custom_id(ButtonAction.VARY_REGION, job_id, 1)))
+    rows = [_row(first)]
+    if capabilities.outpaint:
+        zooms = [_button(label, custom_id(action, job_id, 1)) for action, (_, label) in ZOOM_BUTTONS.items()]
+        zooms.append(_button(messages.LABEL_CUSTOM_ZOOM, custom_id(ButtonAction.CUSTOM_ZOOM, job_id, 1)))
+        if not square:
+            zooms.append(_button(messages.LABEL_MAKE_SQUARE, custom_id(ButtonAction.MAKE_SQUARE, job_id, 1)))
+        pans = [_button("", custom_id(action, job_id, 1), emoji=emoji) for action, (_, emoji) in PAN_BUTTONS.items()]
+        rows += [_row(zooms), _row(pans)]
+    return rows
 
 
-def components_for(kind: JobKind, job_id: str, size: tuple[int, int] | None = None) -> list[dict[str, Any]]:
-    """The buttons under a finished job's message (``size``: the picture's, to leave out Make Square when square),
+def components_for(
+    kind: JobKind,
+    job_id: str,
+    size: tuple[int, int] | None = None,
+    capabilities: Capabilities = ALL_CAPABILITIES,
+) -> list[dict[str, Any]]:
+    """The buttons under a finished job's message (``size``: the picture's, to leave out Make Square when square;
+    ``capabilities``: the model family's, ``shared.families``, so no button asks for what the model cannot do),
     checked against Discord's component limits."""
     if kind is JobKind.UPSCALE:
-        return check_components(upscale_components(job_id, square=size is not None and size[0] == size[1]))
-    return check_components(grid_components(job_id))
+        square = size is not None and size[0] == size[1]
+        return check_components(upscale_components(job_id, square=square, capabilities=capabilities))
+    return check_components(grid_components(job_id, capabilities))
 
 
 def job_ids_in_components(components: list[dict[str, Any]]) -> list[str]:

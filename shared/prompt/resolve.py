@@ -17,7 +17,7 @@ from shared import defaults, messages
 from shared.adapters import adapter_family, check_references, lora_triggers, reference_scale, resolve_loras
 from shared.i18n import tr
 from shared.jobs.spec import Delivery, JobKind, JobSpec, Reference, derive_seeds, new_job_id
-from shared.model_info import native_resolution, size_multiple
+from shared.model_info import model_family, native_resolution, size_multiple
 from shared.prompt.parser import RANDOM_STYLE, Prompt, PromptError
 from shared.settings import Settings
 
@@ -76,6 +76,19 @@ def guidance_for(stylize: int, style: str | None, base: float) -> float:
     if style == "raw":
         guidance *= defaults.RAW_STYLE_GUIDANCE_FACTOR
     return round(max(defaults.MIN_GUIDANCE, guidance), 4)
+
+
+def guidance_base(model_ref: str, settings: Settings) -> float:
+    """The guidance at ``--stylize 100`` for a model: its family's (``shared.families``: FLUX.1 dev's distilled 3.5,
+    Qwen-Image's true-CFG 4, SD3.5's 7, ...), or the ``GUIDANCE`` setting for the UNet families and models whose
+    family cannot be read without loading them (hub ids)."""
+    try:
+        family = model_family(model_ref)
+    except ValueError:
+        family = None  # a class no family handles: the worker refuses the model, naming it
+    if family is not None and family.default_guidance is not None:
+        return family.default_guidance
+    return settings.guidance
 
 
 def steps_for(quality: float, base_steps: int) -> int:
@@ -254,7 +267,7 @@ def build_jobs(
         ref = settings.resolve_model(model)
         width, height = image_size(prompt.aspect_ratio, native_resolution(ref), size_multiple(ref))
         chosen_lane = _lane_for(prompt, settings, lane)
-        guidance = guidance_for(prompt.stylize, prompt.style, settings.guidance)
+        guidance = guidance_for(prompt.stylize, prompt.style, guidance_base(ref, settings))
         steps, guidance = exp_adjusted(steps_for(prompt.quality, settings.steps), guidance, prompt.experimental)
         loras = resolve_loras(prompt.loras, settings, model)
         if prompt.draft:

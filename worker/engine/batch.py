@@ -18,11 +18,11 @@ import torch
 from PIL import Image
 
 from shared.jobs.spec import JobKind, JobSpec
-from worker.engine.family import BatchRecipe, Family
+from worker.engine.families import BatchRecipe, Conditioning, Family
 from worker.engine.generation import Generation, JobCanceled, ProgressCallback
 from worker.layout_attention import RowLayout
 from worker.model_loader import LoadedPipelines
-from worker.text_encoding import Conditioning, TextEncoding
+from worker.text import TextEncoding
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,15 @@ class BatchStages(Protocol):
 
     def prepare_latents(self, spec: JobSpec, generators: list[torch.Generator]) -> torch.Tensor: ...
 
-    def condition_images(self, spec: JobSpec, cond: Conditioning, count: int) -> dict[str, torch.Tensor]: ...
+    def condition_images(
+        self, spec: JobSpec, cond: Conditioning, count: int
+    ) -> tuple[dict[str, Any], dict[str, Any]]: ...
 
     def prepare_layout(self, spec: JobSpec) -> tuple[RowLayout, list[dict[str, object]]]: ...
 
-    def layout_kwargs(self, spec: JobSpec, rows: list[RowLayout]) -> dict[str, Any]: ...
+    def layout_kwargs(
+        self, spec: JobSpec, rows: list[RowLayout], positive: torch.Tensor | None = None
+    ) -> dict[str, Any]: ...
 
     def score(self, generation: Generation, spec: JobSpec) -> None: ...
 
@@ -85,8 +89,8 @@ def generate_batch(
     Jobs whose conditioning has other token lengths run as their own sub-batch (cross-attention rows must align).
     """
     recipe = stages.family.batch_recipe
-    if recipe is None:
-        raise ValueError(f"pipeline {type(stages.pipes.text2img).__name__} has no batch recipe; run its jobs alone")
+    if recipe is None or recipe.loop != "engine":
+        raise ValueError(f"pipeline {type(stages.pipes.text2img).__name__} has no engine-loop batch recipe")
     progress = on_progress or [None] * len(specs)
     cancels = should_cancel or [None] * len(specs)
     if len(progress) != len(specs) or len(cancels) != len(specs):
@@ -120,10 +124,11 @@ def _prepare(stages: BatchStages, spec: JobSpec) -> _BatchJob:
     encode_s = time.perf_counter() - started
     generators = stages.generators(spec.seeds)
     latents = stages.prepare_latents(spec, generators)
-    kwargs = stages.condition_images(spec, cond, len(spec.seeds))
+    kwargs, family_notes = stages.condition_images(spec, cond, len(spec.seeds))
     notes: dict[str, Any] = {
         "text_cache_hit": stages.text.cache_info().hits > hits_before,
         "tokens": [report.__dict__ for report in cond.token_reports],
+        **family_notes,
     }
     layout, placed = stages.prepare_layout(spec)
     if placed:

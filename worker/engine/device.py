@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from worker.engine.family import Family
+from worker.engine.families import Family
 from worker.layout_attention import LayoutAttnProcessor
 from worker.model_loader import LoadedPipelines
 
@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 
 
 def prepare_for_device(family: Family, pipes: LoadedPipelines, *, compile_denoiser: bool = False) -> dict[str, Any]:
-    """PyTorch SDPA attention in the denoiser, channels_last convolutions (the denoiser on CPUs; denoiser and VAE on
-    CUDA) and TF32 matmuls on CUDA, and optionally ``torch.compile`` of the denoiser with static shapes (sizes come
+    """PyTorch SDPA attention in a UNet denoiser (transformers keep their own processors, which call SDPA already),
+    channels_last convolutions (a UNet on CPUs; the family's convolution-heavy modules on CUDA) and TF32 matmuls on
+    CUDA, and optionally ``torch.compile`` of the denoiser with static shapes (sizes come
     from the finite set of aspect-ratio buckets ``shared.prompt.resolve`` snaps to, and batches from the grid size, so
     each (size, batch) compiles once and then repeats). Returns what was applied, for records."""
     pipe = pipes.text2img
@@ -29,13 +30,17 @@ def prepare_for_device(family: Family, pipes: LoadedPipelines, *, compile_denois
     processors = getattr(denoiser, "attn_processors", {})
     if processors and all(isinstance(p, LayoutAttnProcessor) for p in processors.values()):
         applied["attention"] = "sdpa (layout processor)"  # enable_layout ran first; keep its processors
-    elif hasattr(nn.functional, "scaled_dot_product_attention") and hasattr(denoiser, "set_attn_processor"):
+    elif (
+        family.sdpa_processor
+        and hasattr(nn.functional, "scaled_dot_product_attention")
+        and hasattr(denoiser, "set_attn_processor")
+    ):
         from diffusers.models.attention_processor import AttnProcessor2_0
 
         denoiser.set_attn_processor(AttnProcessor2_0())
         applied["attention"] = "sdpa"
     if pipes.device.type == "cuda":
-        for name in (family.denoiser, "vae"):
+        for name in family.channels_last_modules():
             module = getattr(pipe, name, None)
             if module is not None:
                 module.to(memory_format=torch.channels_last)
@@ -43,7 +48,7 @@ def prepare_for_device(family: Family, pipes: LoadedPipelines, *, compile_denois
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
         applied["channels_last"] = True
-    elif pipes.device.type == "cpu":
+    elif pipes.device.type == "cpu" and family.sdpa_processor:
         # oneDNN's channels-last convolutions: the shipped model's 4 images x 20 steps took 2.64 s instead of
         # 3.04 s on two cores (best of 3, alternating), pixels within 1/255
         denoiser.to(memory_format=torch.channels_last)

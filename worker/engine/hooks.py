@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from shared.jobs.spec import JobSpec
-from worker.engine.family import Family
+from worker.engine.families import Family
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +42,22 @@ def tiling(family: Family, pipe: Any, enabled: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def x0_recorder(pipe: Any) -> Iterator[dict[str, torch.Tensor | None]]:
-    """Records the scheduler's latest estimate of the clean sample (``--stop`` decodes it)."""
+def x0_recorder(family: Family, pipe: Any) -> Iterator[dict[str, torch.Tensor | None]]:
+    """Records the scheduler's latest estimate of the clean sample (``--stop`` decodes it), in the layout of the
+    pipeline's loop: the step's own ``pred_original_sample``, DPM-Solver++'s data prediction, or for flow matching
+    ``sample - sigma * velocity`` (``Family.x0_estimate``)."""
     scheduler = pipe.scheduler
     original = scheduler.step
     box: dict[str, torch.Tensor | None] = {"latest": None}
 
     def step(*args: Any, **kwargs: Any) -> Any:
         out = original(*args, **kwargs)
-        if isinstance(out, tuple) and len(out) > 1 and isinstance(out[1], torch.Tensor):
+        if family.flow_matching:
+            model_output = kwargs.get("model_output", args[0] if args else None)
+            sample = kwargs.get("sample", args[2] if len(args) > 2 else None)
+            if isinstance(model_output, torch.Tensor) and isinstance(sample, torch.Tensor):
+                box["latest"] = family.x0_estimate(scheduler, model_output, sample)
+        elif isinstance(out, tuple) and len(out) > 1 and isinstance(out[1], torch.Tensor):
             box["latest"] = out[1]
         elif getattr(out, "pred_original_sample", None) is not None:
             box["latest"] = out.pred_original_sample

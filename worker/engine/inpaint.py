@@ -27,7 +27,7 @@ from torch.nn import functional
 
 from shared.jobs import mask as masks
 from shared.jobs.spec import JobSpec
-from worker.engine.family import Family
+from worker.engine.families import Family
 
 log = logging.getLogger(__name__)
 

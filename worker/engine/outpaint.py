@@ -21,7 +21,7 @@ from PIL import Image, ImageFilter
 from torch.nn import functional
 
 from shared.jobs.spec import JobSpec
-from worker.engine.family import Family
+from worker.engine.families import Family
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,17 @@ def prepare_canvas(
 
 
 def keep_source(family: Family, pipeline: Any, index: int, latents: torch.Tensor, kept: KeptRegion) -> torch.Tensor:
-    """Latents (batch, C, h, w) after step ``index`` with the kept region set to the source's latents at the noise
-    level of the next step, or clean after the last step."""
+    """Latents after step ``index``, in the layout of the pipeline's loop (packed for FLUX.1, Chroma, Qwen-Image and
+    FLUX.2: ``Family.unpack`` first, ``Family.pack`` after), with the kept region set to the source's latents at the
+    noise level of the next step, or clean after the last step."""
     timesteps = pipeline.scheduler.timesteps
     # image-to-image pipelines run the last num_timesteps of the schedule; `index` counts from the first of those
     upcoming_index = len(timesteps) - int(pipeline.num_timesteps) + index + 1
-    target = kept.known.expand_as(latents)
+    height, width = kept.known.shape[-2:]
+    current = family.unpack(latents, height, width)  # (batch, C, h, w)
+    target = kept.known.to(current.dtype).expand_as(current)
     if upcoming_index < len(timesteps):
-        upcoming = timesteps[upcoming_index : upcoming_index + 1].repeat(latents.shape[0])
-        target = family.noised(pipeline.scheduler, target, kept.noise.to(latents.dtype), upcoming)
-    return kept.keep * target + (1 - kept.keep) * latents
+        upcoming = timesteps[upcoming_index : upcoming_index + 1].repeat(current.shape[0])
+        target = family.noised(pipeline.scheduler, target, kept.noise.to(current.dtype), upcoming)
+    keep = kept.keep.to(current.dtype)
+    return family.pack(keep * target + (1 - keep) * current).to(latents.dtype)
