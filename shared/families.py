@@ -117,7 +117,6 @@ FAMILIES: tuple[FamilyInfo, ...] = (
         default_guidance=None,
         negative="cfg",
         default_steps=20,
-        capabilities=Capabilities(inpaint=False),
     ),
     FamilyInfo(
         "flux-dev",
@@ -215,8 +214,7 @@ FAMILIES: tuple[FamilyInfo, ...] = (
         negative="cfg",
         default_steps=35,
         max_tokens=512,
-        # ChromaInpaintPipeline reads transformer.config.guidance_embeds, which Chroma's transformer lacks.
-        capabilities=Capabilities(inpaint=False, tile=False),
+        capabilities=Capabilities(tile=False),
     ),
 )
 """Every family the workers drive, in the order ``family_name`` tries them."""

@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from shared.discord_wire.results import result_message
 from shared.families import ALL_CAPABILITIES, Capabilities
-from shared.jobs.followups import pan_spec, upscale_spec, variation_spec
+from shared.jobs import mask as masks
+from shared.jobs.followups import inpaint_spec, pan_spec, upscale_spec, variation_spec
 from shared.jobs.record import JobRecord
 from shared.jobs.spec import JobKind, JobSpec
 from shared.model_info import model_family, native_resolution, size_multiple
@@ -196,6 +197,27 @@ def test_variation_creative_upscale_and_pan(engines: Callable[[str], Engine], na
 
 
 @pytest.mark.parametrize("name", MATRIX)
+def test_vary_region_keeps_the_unmasked_pixels(engines: Callable[[str], Engine], name: str) -> None:
+    """Vary (Region) on every family: the image sibling with the kept latents outside the mask
+    (``worker.engine.inpaint``), then the source's own pixels composited back outside it."""
+    engine = engines(name)
+    grid = grid_spec(job_id="regiongrid")
+    source = engine.generate(grid.replace(seeds=grid.seeds[:1])).images[0]
+    record = JobRecord(job_id=grid.job_id, spec=grid, engine=engine.describe())
+    mask = Image.new("1", (SIZE, SIZE), 0)
+    ImageDraw.Draw(mask).rectangle((8, 8, 23, 23), fill=1)  # the middle 16x16 repainted
+    spec = inpaint_spec(record, 0, "7", masks.encode(mask), rng=random.Random(3))
+    result = engine.generate(spec.replace(seeds=spec.seeds[:2]), source=source)
+    inside = np.asarray(mask, dtype=bool)
+    original = np.asarray(source, dtype=np.int16)
+    for image in result.images:
+        painted = np.asarray(image, dtype=np.int16)
+        assert np.array_equal(painted[~inside], original[~inside])
+        assert np.abs(painted[inside] - original[inside]).max() > 0
+    assert result.notes["inpaint"]["mask_coverage"] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("name", MATRIX)
 def test_batched_equals_alone(engines: Callable[[str], Engine], name: str) -> None:
     engine = engines(name)
     specs = [
@@ -265,7 +287,7 @@ def test_family_names_from_configs_and_the_refusal_line() -> None:
     assert family_name("Flux2KleinPipeline", {}, {"is_distilled": False}) == "flux2-klein"
     with pytest.raises(UnknownFamily, match=r"^pipeline SanaPipeline is not supported; supported: .*ChromaPipeline"):
         family_name("SanaPipeline")
-    assert capabilities_of({"family": "chroma"}).inpaint is False
+    assert capabilities_of({"family": "chroma"}).tile is False
     assert capabilities_of({"capabilities": {"variations": False}}).variations is False
     assert capabilities_of(None) == ALL_CAPABILITIES
 
@@ -299,7 +321,7 @@ def test_buttons_follow_the_capabilities() -> None:
     upscale = grid.replace(kind=JobKind.UPSCALE, job_id="capsu")
     _, full = result_message(upscale, {}, (SIZE, 2 * SIZE), {"family": "flux-dev"})
     _, bare = result_message(upscale, {}, (SIZE, 2 * SIZE), {"capabilities": none.to_dict()})
-    assert [len(row["components"]) for row in full] == [4, 3, 4]
+    assert [len(row["components"]) for row in full] == [5, 4, 4]  # Vary (Region) and Make Square with inpaint+outpaint
     assert [[item["label"] for item in row["components"]] for row in bare] == [["Upscale (Subtle)"]]
     # an older record without family info keeps every button
     _, old = result_message(upscale, {}, (SIZE, 2 * SIZE), {})
