@@ -10,19 +10,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.families import FAMILIES
+
 log = logging.getLogger(__name__)
 
-ADAPTER_FAMILIES: tuple[str, ...] = (
-    "sd",
-    "sdxl",
-    "shapes",
-    "flux",
-    "flux2-klein",
-    "sd3",
-    "chroma",
-    "qwenimage",
-    "zimage",
-)
+ADAPTER_FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(info.adapter_family for info in FAMILIES))
 """The families a LoRA can name: LoRAs fit the denoiser's architecture, so FLUX.1 dev and schnell share ``flux``."""
 
 

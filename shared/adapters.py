@@ -16,32 +16,19 @@ How a model takes references (``reference_method``):
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 
 from shared import defaults, messages
 from shared.adapter_config import IpAdapterEntry, LoraEntry
 from shared.errors import PromptError
+from shared.families import UnknownFamily
+from shared.model_info import model_family
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-PIPELINE_FAMILIES: dict[str, str] = {
-    "StableDiffusionPipeline": "sd",
-    "StableDiffusionXLPipeline": "sdxl",
-    "ShapesPipeline": "shapes",
-    "FluxPipeline": "flux",
-    "Flux2KleinPipeline": "flux2-klein",
-    "StableDiffusion3Pipeline": "sd3",
-    "ChromaPipeline": "chroma",
-    "QwenImagePipeline": "qwenimage",
-    "ZImagePipeline": "zimage",
-}
-"""Text-to-image pipeline class (``model_index.json _class_name``) -> adapter family (``ADAPTER_FAMILIES``)."""
 
 IP_ADAPTER_FAMILIES: frozenset[str] = frozenset({"sd", "sdxl", "flux"})
 """Families whose diffusers IP-Adapter loader (``loaders/ip_adapter.py``) ``worker.adapters.ip_adapter`` drives."""
@@ -50,19 +37,14 @@ CAPTION_REFERENCE_FAMILIES: frozenset[str] = frozenset({"shapes"})
 """Families that take references through their scorer's caption bank when no IP-Adapter is configured."""
 
 
-@lru_cache(maxsize=64)  # model folders do not change while a process runs; /imagine asks per prompt
 def adapter_family(model_ref: str) -> str:
-    """The adapter family of a local diffusers folder (from ``model_index.json``), or "" when it cannot be told."""
-    for folder in (Path(model_ref), defaults.PROJECT_ROOT / model_ref):
-        index = folder / "model_index.json"
-        if index.is_file():
-            try:
-                name = str(json.loads(index.read_text(encoding="utf-8")).get("_class_name", ""))
-            except (OSError, ValueError):
-                log.warning("unreadable %s: the model's family is unknown", index)
-                return ""
-            return PIPELINE_FAMILIES.get(name, "")
-    return ""
+    """The adapter family (``FamilyInfo.adapter_family``) of a local diffusers folder, or "" when it cannot be told
+    (a hub id, a folder without ``model_index.json``, a pipeline no family handles)."""
+    try:
+        info = model_family(model_ref)
+    except UnknownFamily:
+        return ""
+    return info.adapter_family if info is not None else ""
 
 
 def has_caption_bank(model_ref: str) -> bool:

@@ -85,6 +85,13 @@ class FamilyInfo:
     max_tokens: int | None = None
     """Longest text the encoder takes in one window (None: CLIP's 77-token windows, chunked)."""
     capabilities: Capabilities = field(default_factory=Capabilities)
+    weights: str = ""
+    """The architecture LoRAs and IP-Adapters are trained for, where variants share one ("" = ``name``)."""
+
+    @property
+    def adapter_family(self) -> str:
+        """The family a LoRA entry names (``shared.adapter_config``): FLUX.1 dev and schnell share ``flux``."""
+        return self.weights or self.name
 
 
 FAMILIES: tuple[FamilyInfo, ...] = (
@@ -130,6 +137,7 @@ FAMILIES: tuple[FamilyInfo, ...] = (
         true_cfg_scale=2.0,
         max_tokens=512,
         capabilities=Capabilities(tile=False),
+        weights="flux",
     ),
     FamilyInfo(
         "flux-schnell",
@@ -143,6 +151,7 @@ FAMILIES: tuple[FamilyInfo, ...] = (
         true_cfg_scale=2.0,
         max_tokens=512,
         capabilities=Capabilities(tile=False),
+        weights="flux",
     ),
     FamilyInfo(
         "flux2-klein",
@@ -155,6 +164,7 @@ FAMILIES: tuple[FamilyInfo, ...] = (
         default_steps=50,
         max_tokens=512,
         capabilities=Capabilities(tile=False),
+        weights="flux2-klein",
     ),
     FamilyInfo(
         "flux2-klein-distilled",
@@ -167,6 +177,7 @@ FAMILIES: tuple[FamilyInfo, ...] = (
         default_steps=4,
         max_tokens=512,
         capabilities=Capabilities(negative=False, tile=False),
+        weights="flux2-klein",
     ),
     FamilyInfo(
         "sd3",
