@@ -25,6 +25,7 @@ import redis
 
 from shared import messages
 from shared.errors import PromptError
+from shared.i18n import tr
 from shared.jobs.spec import Delivery, JobKind, JobSpec
 from shared.prompt.parser import Prompt
 from shared.prompt.resolve import blend_job, build_jobs, describe_job, guidance_for, shorten_job, steps_for
@@ -118,7 +119,9 @@ class Intake:
         prompts = self.prompts_from_text(text, requester, member)
         if len(prompts) != 1 or prompts[0].repeat != 1:
             count = sum(prompt.repeat for prompt in prompts)
-            raise PromptError(f"a remix makes one job, this text makes {count} (permutations or --repeat)")
+            raise PromptError(
+                tr("a remix makes one job, this text makes {count} (permutations or --repeat)", count=count)
+            )
         prompt = prompts[0]
         extra = {
             **base.extra,
@@ -206,7 +209,9 @@ class Intake:
         member = member if member is not None else self.member(requester)
         prompts = moderation.check_and_audit(text, self.settings, self.connection, owner=requester.member_id)
         if len(prompts) != 1:
-            raise PromptError(f"/shorten takes one prompt, this text makes {len(prompts)} (permutations)")
+            raise PromptError(
+                tr("/shorten takes one prompt, this text makes {count} (permutations)", count=len(prompts))
+            )
         return shorten_job(
             prompts[0], settings=self.settings, owner=requester.member_id, delivery=delivery, lane=member.lane or None
         )

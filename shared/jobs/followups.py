@@ -356,7 +356,14 @@ def split_zoom(text: str, default: float = defaults.CUSTOM_ZOOM_DEFAULT) -> tupl
     except ValueError:
         factor = math.nan
     if not low <= factor <= high:
-        raise PromptError(f"--zoom must be a number from {low:g} to {high:g}, got {raw or 'nothing'!r}")
+        raise PromptError(
+            tr(
+                "--zoom must be a number from {low:g} to {high:g}, got {value!r}",
+                low=low,
+                high=high,
+                value=raw or tr("nothing"),
+            )
+        )
     rest = text[: found[0].start()] + text[found[0].end() :]
     return " ".join(rest.split()), factor
 

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 from shared import defaults
 from shared.errors import PromptError
-from shared.i18n import tr
+from shared.i18n import N_, tr
 
 log = logging.getLogger(__name__)
 
@@ -291,31 +291,39 @@ class Prompt:
             _check_count("--p", self.personalize, defaults.MAX_PROFILE_CODES)
             for code in self.personalize:
                 if not _PROFILE_CODE.fullmatch(code):
-                    raise PromptError(f"--p codes are 4-32 lowercase letters or digits, got {_show(code)!r}")
+                    raise PromptError(
+                        tr("--p codes are 4-32 lowercase letters or digits, got {code!r}", code=_show(code))
+                    )
         _check_count("--sref", self.style_refs, defaults.MAX_REFERENCE_IMAGES)
         for ref in self.style_refs:
             if ref == RANDOM_STYLE:
                 if len(self.style_refs) > 1:
-                    raise PromptError("--sref random stands alone; give it without other --sref values")
+                    raise PromptError(tr("--sref random stands alone; give it without other --sref values"))
             elif _STYLE_CODE.fullmatch(ref):
                 if str(int(ref)) != ref or int(ref) > defaults.STYLE_CODE_MAX:
                     raise PromptError(
-                        f"--sref style codes are whole numbers from 0 to {defaults.STYLE_CODE_MAX}, got {_show(ref)}"
+                        tr(
+                            "--sref style codes are whole numbers from 0 to {most}, got {code}",
+                            most=defaults.STYLE_CODE_MAX,
+                            code=_show(ref),
+                        )
                     )
             else:
-                _check_url("--sref", ref, "an image URL, a style code or random")
+                _check_url("--sref", ref, N_("an image URL, a style code or random"))
         _check_count("--cref", self.character_refs, defaults.MAX_REFERENCE_IMAGES)
         for ref in self.character_refs:
-            _check_url("--cref", ref, "an image URL")
+            _check_url("--cref", ref, N_("an image URL"))
         _check_count("--oref", self.omni_refs, 1)
         for ref in self.omni_refs:
-            _check_url("--oref", ref, "an image URL")
+            _check_url("--oref", ref, N_("an image URL"))
         _check_range("--sw", self.style_weight, 0, defaults.STYLE_WEIGHT_MAX)
         _check_range("--cw", self.character_weight, 0, defaults.CHARACTER_WEIGHT_MAX)
         _check_range("--ow", self.omni_weight, 1, defaults.OMNI_WEIGHT_MAX)
         if self.style_version is not None and self.style_version not in defaults.STYLE_VERSIONS:
             allowed = ", ".join(str(v) for v in defaults.STYLE_VERSIONS)
-            raise PromptError(f"--sv must be one of {allowed}, got {self.style_version}")
+            raise PromptError(
+                tr("--sv must be one of {allowed}, got {value}", allowed=allowed, value=self.style_version)
+            )
         for flag, given, needs, has in (
             ("--sw", self.style_weight != 100, "--sref", self.style_refs),
             ("--sv", self.style_version is not None, "--sref", self.style_refs),
@@ -323,18 +331,25 @@ class Prompt:
             ("--ow", self.omni_weight != 100, "--oref", self.omni_refs),
         ):
             if given and not has:
-                raise PromptError(f"{flag} weighs a reference: give {needs} <image URL> with it")
+                raise PromptError(
+                    tr("{flag} weighs a reference: give {needs} <image URL> with it", flag=flag, needs=needs)
+                )
         _check_count("--lora", self.loras, _LORA_PARSE_MAX)
         names = [name for name, _ in self.loras]
         for name, weight in self.loras:
             if not _LORA_NAME.fullmatch(name):
                 raise PromptError(
-                    f"--lora names are 1-64 lowercase letters, digits, '_', '.' or '-', got {_show(name)!r}"
+                    tr(
+                        "--lora names are 1-64 lowercase letters, digits, '_', '.' or '-', got {name!r}",
+                        name=_show(name),
+                    )
                 )
             if names.count(name) > 1:
-                raise PromptError(f"--lora {name} is given twice; give each LoRA once")
+                raise PromptError(tr("--lora {name} is given twice; give each LoRA once", name=name))
             if weight is not None and not abs(weight) <= defaults.MAX_MULTIPROMPT_WEIGHT:
-                raise PromptError(f"--lora {name}: the weight must be a number, got {_fmt_num(weight)}")
+                raise PromptError(
+                    tr("--lora {name}: the weight must be a number, got {weight}", name=name, weight=_fmt_num(weight))
+                )
 
     @property
     def weighted(self) -> bool:
@@ -419,14 +434,19 @@ def _check_range(name: str, value: int, lo: int, hi: int) -> None:
 
 def _check_count(name: str, values: tuple[object, ...], most: int) -> None:
     if len(values) > most:
-        raise PromptError(f"{name} takes at most {most} value(s), got {len(values)}")
+        raise PromptError(
+            tr("{name} takes at most {most} value(s), got {count}", name=name, most=most, count=len(values))
+        )
 
 
 def _check_url(name: str, value: str, allowed: str) -> None:
     """A ``PromptError`` unless ``value`` is an http(s) URL with a host (and no ``::`` weight, not offered here)."""
     if _URL_WORD.match(value) and "::" in value:
         raise PromptError(
-            f"{name}: per-image weights (url::2) are not offered here; weigh references with --sw/--cw/--ow"
+            tr(
+                "{name}: per-image weights (url::2) are not offered here; weigh references with --sw/--cw/--ow",
+                name=name,
+            )
         )
     if _URL_WORD.match(value):
         try:
@@ -435,7 +455,7 @@ def _check_url(name: str, value: str, allowed: str) -> None:
             host = None
         if host:
             return
-    raise PromptError(f"{name} takes {allowed}, got {_show(value)!r}")
+    raise PromptError(tr("{name} takes {allowed}, got {value!r}", name=name, allowed=tr(allowed), value=_show(value)))
 
 
 def _quality_list() -> str:
