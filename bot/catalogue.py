@@ -5,9 +5,10 @@ extracted with ``babel`` into ``shared/locale/messages.pot``; each language's ``
     python -m bot.catalogue update      # merge the template into every shared/locale/<locale>/LC_MESSAGES/messages.po
     python -m bot.catalogue check       # exit 1 if the template is stale or a catalogue misses or breaks an entry
 
-Sources: calls of ``tr``, ``ntr`` and ``N_`` (``shared.i18n``) in ``shared/``, ``bot/``, ``worker/`` and ``cli/``
-(read as text, nothing imported from the workers), and the descriptions of the commands the bot registers (read from
-its command tree). ``tests/test_i18n.py`` runs the check, so a new sentence without its entries fails the tests.
+Sources: calls of ``tr``, ``ntr`` and ``N_`` (``shared.i18n``) in ``shared/``, ``bot/``, ``worker/``, ``cli/`` and
+``web/`` with its page templates (read as text, nothing imported from the workers or the web companion), and the
+descriptions of the commands the bot registers (read from its command tree). ``tests/test_i18n.py`` runs the check,
+so a new sentence without its entries fails the tests.
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ log = logging.getLogger(__name__)
 KEYWORDS = {"tr": None, "N_": None, "ntr": (1, 2)}
 """The functions whose first argument (``ntr``: first two) is a template."""
 
-SOURCE_DIRS = ("shared", "bot", "worker", "cli")
-"""Folders of the checkout whose Python files hold member-facing templates."""
+SOURCE_DIRS = ("shared", "bot", "worker", "cli", "web")
+"""Folders of the checkout whose Python files (and, under ``web/templates``, Jinja2 pages) hold member-facing
+templates."""
+
+METHOD_MAP = [("**.py", "python"), ("templates/**.html", "jinja2")]
+"""How babel reads each kind of file (``jinja2``: Jinja2's own extractor, finding the pages' ``tr``/``ntr`` calls)."""
 
 TEMPLATE = i18n.LOCALE_DIR / f"{i18n.DOMAIN}.pot"
 """The catalogue template in the checkout."""
@@ -68,11 +73,7 @@ def template(settings: Settings | None = None) -> Catalog:
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             # babel warns about f-strings passed as *values* of a template (tr("{x}", x=f"..")): not templates.
             warnings.simplefilter("ignore")
-            found = list(
-                extract_from_dir(
-                    str(path), keywords=KEYWORDS, comment_tags=("i18n:",), method_map=[("**.py", "python")]
-                )
-            )
+            found = list(extract_from_dir(str(path), keywords=KEYWORDS, comment_tags=("i18n:",), method_map=METHOD_MAP))
         for filename, lineno, message, comments, context in found:
             catalog.add(message, None, [(f"{folder}/{filename}", lineno)], auto_comments=comments, context=context)
     for description, where in command_descriptions(settings or Settings()):

@@ -34,6 +34,9 @@ DOMAIN = "messages"
 SOURCE_LOCALE = "en"
 """The language the templates are written in (and the fallback)."""
 
+_ACCEPT_LANGUAGE_MAX = 16
+"""Languages read from one ``Accept-Language`` header (it is the client's to fill; the rest is ignored)."""
+
 _LOCALE: contextvars.ContextVar[str] = contextvars.ContextVar("imagine_locale", default="")
 """The locale of the member being answered ("" = English); set per interaction (bot) and per job (worker)."""
 
@@ -74,6 +77,34 @@ def available_locales() -> tuple[str, ...]:
     if not LOCALE_DIR.is_dir():
         return ()
     return tuple(sorted(p.parent.parent.name for p in LOCALE_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.po")))
+
+
+def negotiate(accept_language: str) -> str:
+    """The locale a browser asks for (an HTTP ``Accept-Language`` header, e.g. ``zh-CN,zh;q=0.9,en;q=0.8``) that a
+    catalogue can serve, by the header's preference order; "" (English) when none can, or English comes first."""
+    ranked: list[tuple[float, int, str]] = []
+    for position, item in enumerate(accept_language.split(",")[:_ACCEPT_LANGUAGE_MAX]):
+        tag, _, params = item.strip().partition(";")
+        weight = 1.0
+        if params.strip().startswith("q="):
+            try:
+                weight = float(params.strip()[2:])
+            except ValueError:
+                continue
+        if tag and weight > 0:
+            ranked.append((-weight, position, normalize(tag)))
+    have = available_locales()
+    for _, _, wanted in sorted(ranked):
+        language = wanted.split("_")[0].lower()
+        if language == SOURCE_LOCALE:
+            return ""
+        for locale in have:  # as ``catalogue`` falls back: the exact folder or the language's; a bare language
+            # ("zh") takes any of its regions (a browser that names no region has no preference among them)
+            if locale.lower() in (wanted.lower(), language) or (
+                wanted.lower() == language and locale.split("_")[0].lower() == language
+            ):
+                return locale
+    return ""
 
 
 @lru_cache(maxsize=32)

@@ -626,6 +626,20 @@ NO_MATCHES = N_("No images match that search.")
 """A search with no results."""
 
 
+_JOB_STATUS = {
+    "queued": N_("queued"),
+    "started": N_("running"),
+    "finished": N_("finished"),
+    "failed": N_("failed"),
+    "canceled": N_("canceled"),
+}
+
+
+def job_status(status: str) -> str:
+    """A job's status (a ``JobStatus`` value) as members read it: "started" reads "running"."""
+    return translate(_JOB_STATUS.get(status, status))
+
+
 def region_submitted(job_id: str) -> str:
     """The page after a region submit: the job is queued and where its result goes."""
     return tr(

@@ -41,3 +41,14 @@ def test_a_translation_with_other_placeholders_is_not_used(monkeypatch: pytest.M
     monkeypatch.setattr(i18n, "catalogue", lambda locale: broken)
     with use_locale("zh-CN"):
         assert messages.not_saved("x") == "Not saved: x"
+
+
+def test_accept_language_is_negotiated_by_preference() -> None:
+    from shared.i18n import negotiate
+
+    assert negotiate("zh-CN,zh;q=0.9,en;q=0.8") == "zh_CN"
+    assert negotiate("zh-TW") == "" and negotiate("zh") == "zh_CN"  # as catalogue(): no Simplified for zh-TW
+    assert negotiate("fr;q=0.9, zh;q=0.5") == "zh_CN"  # the first language a catalogue serves
+    assert negotiate("en-GB,zh-CN;q=0.9") == ""  # English asked first
+    assert negotiate("en;q=0.1, zh-CN;q=0.8") == "zh_CN"  # by weight, not position
+    assert negotiate("zh-CN;q=0") == "" and negotiate("zh-CN;q=abc") == "" and negotiate("") == ""

@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 from pydantic import SecretStr
 
 from shared import defaults, messages
+from shared.i18n import use_locale
 from shared.jobs.followups import upscale_spec
 from shared.jobs.record import JobRecord
 from shared.jobs.spec import Delivery, JobKind, JobSpec
@@ -289,3 +290,23 @@ async def test_region_links_and_masks(site: Site) -> None:
         assert status == 403 and messages.LINK_NOT_YOURS in html
         assert (await page(client, f"{link}/image"))[0] == 403
     assert queued_jobs(conn) == before + 1
+
+
+async def test_pages_speak_the_browsers_language(site: Site) -> None:
+    """Accept-Language picks the catalogue (``shared.i18n.negotiate``); the page's words and refusals follow it, the
+    member's prompts do not."""
+    store_job(site.conn, site.settings, MEMBER, "a red circle", created=time.time())
+    async with browser() as client:
+        await login(client, site, MEMBER)
+        chinese = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}
+        status, html = await page(client, f"{site.url}/me", headers=chinese)
+        assert status == 200 and '<html lang="zh-CN">' in html
+        assert "我的图片" in html and "1 个任务" in html and "a red circle" in html  # the prompt stays as written
+        with use_locale("zh_CN"):
+            refused = messages.JOB_NOT_VISIBLE
+        assert refused != messages.JOB_NOT_VISIBLE  # a sentence the catalogue has
+        status, html = await page(client, f"{site.url}/jobs/0000000000000000", headers=chinese)
+        assert status == 404 and refused in html
+        for header in ("en-US,zh;q=0.5", "fr-FR", ""):  # English first, or nothing we have: English
+            status, html = await page(client, f"{site.url}/me", headers={"Accept-Language": header})
+            assert '<html lang="en">' in html and "My images" in html and "1 job" in html

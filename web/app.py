@@ -18,7 +18,7 @@ import jinja2
 import redis
 from aiohttp import web
 
-from shared import defaults, messages
+from shared import defaults, i18n, messages
 from shared.intake import Intake
 from shared.settings import Settings
 from web import discord_api, pages, region, sessions
@@ -53,6 +53,20 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     """Session, CSRF on every POST, Redis-down and unexpected-error pages, security headers."""
     settings = settings_of(request)
     request[SESSION] = sessions.current(request, settings)
+    # the pages in the browser's language (Accept-Language) where a catalogue has it; aiohttp runs the handler in
+    # this task, so the context variable reaches it and the templates
+    with i18n.use_locale(i18n.negotiate(request.headers.get("Accept-Language", ""))):
+        response = await _answer(request, handler)
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")  # region links carry their token in the path
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("Vary", "Accept-Language")
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's response, or the page for a missing CSRF token, an HTTP error or Redis down."""
     try:
         if request.method == "POST":
             form = await request.post()
@@ -71,10 +85,6 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     except redis.RedisError:
         log.exception("Redis unavailable for %s %s", request.method, request.path)
         response = message_page(request, messages.QUEUE_DOWN, 503)
-    response.headers.setdefault("Content-Security-Policy", CSP)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")  # region links carry their token in the path
-    response.headers.setdefault("Cache-Control", "no-store")
     return response
 
 
@@ -136,9 +146,12 @@ def create_app(settings: Settings, connection: redis.Redis) -> web.Application:
     app[SETTINGS] = settings
     app[CONNECTION] = connection
     app[INTAKE] = Intake(connection, settings)
-    app[TEMPLATE_ENV] = jinja2.Environment(
+    templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
     )
+    # the pages' words go through the same catalogues as the bot's (bot/catalogue.py extracts tr/ntr from templates)
+    templates.globals.update(tr=i18n.tr, ntr=i18n.ntr, lang=lambda: (i18n.current_locale() or "en").replace("_", "-"))
+    app[TEMPLATE_ENV] = templates
 
     async def open_http(app: web.Application) -> AsyncIterator[None]:
         app[HTTP] = aiohttp.ClientSession()

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from shared import messages
 from shared.errors import ResultExpired
+from shared.i18n import tr
 from shared.jobs.record import JobRecord
 from shared.jobs.spec import JobStatus
 from shared.queue import admin
@@ -117,25 +118,27 @@ def parameters(record: JobRecord) -> list[tuple[str, str]]:
     """The job's settings as label/value rows (the whole record is shown below them)."""
     spec = record.spec
     rows = [
-        ("Job", record.job_id),
-        ("Kind", spec.kind.value),
-        ("Model", str(record.engine.get("model", spec.model or "default"))),
-        ("Seeds", ", ".join(str(seed) for seed in record.seeds or spec.seeds)),
-        ("Size", f"{record.size[0]}x{record.size[1]}"),
-        ("Steps", str(spec.steps)),
-        ("Guidance", f"{spec.guidance:g}"),
-        ("Lane", spec.lane),
-        ("Made", _when(spec.created_at)),
+        (tr("Job"), record.job_id),
+        (tr("Kind"), spec.kind.value),
+        (tr("Model"), str(record.engine.get("model", spec.model or "default"))),
+        (tr("Seeds"), ", ".join(str(seed) for seed in record.seeds or spec.seeds)),
+        (tr("Size"), f"{record.size[0]}x{record.size[1]}"),
+        (tr("Steps"), str(spec.steps)),
+        (tr("Guidance"), f"{spec.guidance:g}"),
+        (tr("Lane"), spec.lane),
+        (tr("Made"), _when(spec.created_at)),
     ]
     for name in ("stylize", "quality", "chaos", "weird", "style", "version"):
         if spec.extra.get(name) not in (None, ""):
-            rows.append((name.title(), str(spec.extra[name])))
+            rows.append((f"--{name}", str(spec.extra[name])))  # the parameter itself: the same in every language
     if spec.negative:
-        rows.append(("No", ", ".join(spec.negative)))
+        rows.append(("--no", ", ".join(spec.negative)))
     if spec.source is not None:
-        rows.append(("Source", f"image {spec.source.index + 1} of {spec.source.job_id}"))
+        rows.append(
+            (tr("Source"), tr("image {number} of {job_id}", number=spec.source.index + 1, job_id=spec.source.job_id))
+        )
     if spec.extra.get("remixed"):
-        rows.append(("Remixed", "yes"))
+        rows.append((tr("Remixed"), tr("yes")))
     return rows
 
 
@@ -151,7 +154,7 @@ async def job_page(request: web.Request) -> web.StreamResponse:
                 request,
                 "pending.html",
                 job_id=job_id,
-                status=state.status.value,
+                status=messages.job_status(state.status.value),
                 percent=round(100 * state.progress.fraction),
                 prompt=state.spec.prompt,
             )

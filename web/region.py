@@ -15,7 +15,7 @@ import logging
 
 from aiohttp import web
 
-from shared import messages
+from shared import i18n, messages
 from shared.errors import MemberFacingError, ResultExpired
 from shared.intake import Requester
 from shared.jobs import mask as masks
@@ -109,7 +109,12 @@ async def submit(request: web.Request) -> web.StreamResponse:
             mask,
             delivery=Delivery(kind="discord", channel_id=grant.channel_id, guild_id=grant.guild_id),
         )
-        requester = Requester(member_id=session.member_id, roles=session.roles, channel_id=grant.channel_id)
+        requester = Requester(
+            member_id=session.member_id,
+            roles=session.roles,
+            channel_id=grant.channel_id,
+            locale=i18n.current_locale(),  # the job's lines in the language of the page the member submitted
+        )
         intake = request.app[INTAKE]
         member = intake.member(requester)
         text = " ".join(str(form.get(PROMPT_FIELD, "")).split())

@@ -5,7 +5,7 @@
     button.addEventListener("click", function () {
       const field = document.getElementById(button.dataset.copy);
       field.select();
-      const done = function () { button.textContent = "Copied"; };
+      const done = function () { button.textContent = button.dataset.copied || "Copied"; };
       if (navigator.clipboard && window.isSecureContext) {
         navigator.clipboard.writeText(field.value).then(done, function () { document.execCommand("copy"); done(); });
       } else {
