@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import discord
@@ -47,9 +48,11 @@ class Waiting:
 class QueueUpdater:
     """Edits waiting messages as the queue moves; ``start`` it once the client is logged in (``setup_hook``)."""
 
-    def __init__(self, client: discord.Client, desk: JobDesk) -> None:
+    def __init__(self, client: discord.Client, desk: JobDesk, owns: Callable[[str], bool] = lambda guild: True) -> None:
         self.client = client
         self.desk = desk
+        self.owns = owns
+        """Whether this bot process's shards own a guild (its jobs' waiting messages are this process's to edit)."""
         self.edited_at: dict[str, float] = {}
         """Job id -> monotonic time of our last edit of its waiting message."""
         self._task: asyncio.Task[None] | None = None
@@ -91,6 +94,8 @@ class QueueUpdater:
                 channel, message = delivery.channel_id, delivery.waiting_message_id
                 if delivery.kind != "discord" or not channel.isdigit() or not message.isdigit():
                     continue
+                if not self.owns(delivery.guild_id):
+                    continue  # another bot process's shard answered it and keeps it up to date
                 position, eta_s = position_and_eta(connection, settings, job_id)
                 if position is None or position < 1:
                     continue

@@ -447,3 +447,31 @@ REDIS_CONNECT_TIMEOUT_S: float = 2.0
 
 REDIS_REPLICA_WAIT_MS: int = 500
 """With Sentinel, an enqueue waits up to this many ms for one replica to hold it (Redis WAIT); 0 does not wait."""
+
+# --- At scale: bot shards, Discord's rate limits shared through Redis, worker models (docs/performance.md) ---
+
+DISCORD_IDENTIFY_WAIT_S: float = 5.0
+"""Seconds between two gateway IDENTIFYs of the bot token (Discord's session start limit, max_concurrency 1);
+every bot process takes its turn through Redis."""
+
+DISCORD_GLOBAL_PER_S: int = 50
+"""REST requests per second Discord allows one bot token (interaction responses and followups exempt)."""
+
+DISCORD_CHANNEL_EDITS: int = 5
+"""Message edits Discord allows per channel in one edit window (a bucket of its own, apart from posts)."""
+
+DISCORD_CHANNEL_EDIT_WINDOW_S: float = 5.0
+"""Seconds of a channel's edit window."""
+
+DISCORD_BUDGET_MARGIN: float = 0.1
+"""Fraction added to every window the shared budgets keep (a request granted at the window's end must not reach
+Discord inside the next window's first request's window: transit and clock jitter)."""
+
+DISCORD_EDIT_WANT_TTL_S: float = 6.0
+"""Seconds a message that asked for an edit keeps its place in the channel's line without asking again."""
+
+DISCORD_FINAL_EDIT_WAIT_S: float = 30.0
+"""Most seconds a final edit (a failure line) waits for the channel's edit budget before it is sent anyway."""
+
+WORKER_MODELS_TTL_S: int = 60
+"""Seconds a worker's announcement of the models it serves stays valid without being renewed."""

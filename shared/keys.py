@@ -33,6 +33,10 @@ RQ_QUEUE_PREFIX: str = Queue.redis_queue_namespace_prefix
 RQ_WORKERS: str = Worker.redis_workers_keys
 """RQ's set of registered workers."""
 
+JOB_MODEL_FIELD: str = "imagine_model"
+"""Our field in RQ's job hash: the model key a job is routed by (set when it is queued; RQ ignores unknown fields
+and deletes it with the job)."""
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -253,6 +257,35 @@ class Keys:
     def waiting_message(self, message_id: str) -> str:
         """The job whose "(Waiting to start)" message is ``message_id`` (reactions find it)."""
         return f"{self.prefix}:message:{message_id}:job"
+
+    # -- at scale: bot shards, Discord rate budgets, worker models -----------------------------------------------------
+
+    @property
+    def identify_turn(self) -> str:
+        """Lock: present while one bot process's gateway IDENTIFY is recent (Discord's session start limit)."""
+        return f"{self.prefix}:discord:identify"
+
+    @property
+    def discord_global(self) -> str:
+        """Sorted set of the bot token's recent REST requests (id -> time), for its global budget."""
+        return f"{self.prefix}:discord:global"
+
+    def discord_edits(self, channel_id: str) -> str:
+        """Sorted set of a channel's recent message edits (id -> time), for its shared edit budget."""
+        return f"{self.prefix}:discord:edits:{channel_id}"
+
+    def discord_edit_wants(self, channel_id: str) -> str:
+        """Sorted set of a channel's messages waiting for an edit (message id -> rank: priority, then age)."""
+        return f"{self.prefix}:discord:wants:{channel_id}"
+
+    def discord_edit_seen(self, channel_id: str) -> str:
+        """Hash of a channel's waiting messages -> when they last asked (a message that stops asking leaves)."""
+        return f"{self.prefix}:discord:seen:{channel_id}"
+
+    @property
+    def worker_models(self) -> str:
+        """Hash worker name -> the models and families it serves and holds, with the time of the announcement (JSON)."""
+        return f"{self.prefix}:workers:models"
 
 
 @lru_cache(maxsize=16)

@@ -9,6 +9,10 @@ Facts that discord.py 2.7 needs (found by building this): JSON responses carry e
 application/json``; READY carries ``resume_gateway_url``; interaction payloads carry ``attachment_size_limit``; the
 callback endpoint answers ``{"interaction": ..., "resource": ...}`` (``?with_response=1``), not 204; component clicks
 carry the message (with its components) that this fake returned when it was posted.
+
+Sharding as Discord does it: a guild belongs to shard ``(guild_id >> 22) % shard_count``; IDENTIFY names its shard
+(``[id, count]``), READY lists that shard's guilds only, and each event of a guild goes to the socket of the shard that
+owns it (direct messages to shard 0). ``GET /gateway/bot`` recommends ``recommended_shards``.
 """
 
 from __future__ import annotations
@@ -83,6 +87,10 @@ class InteractionRecord:
     response: Any = None
     response_message_id: int | None = None
     expired: bool = False
+    guild_id: int = 0
+    channel_id: int = 0
+    shard: int | None = None
+    """The shard whose socket the interaction was sent to (None before it is dispatched)."""
 
     @property
     def ack_latency_s(self) -> float | None:
@@ -113,12 +121,29 @@ class FakeDiscord:
         guild_id: int = 700000000000000002,
         channel_id: int = 700000000000000003,
         bot_user_id: int = 700000000000000001,
+        extra_guilds: int = 0,
+        channels_per_guild: int = 1,
+        recommended_shards: int = 1,
     ) -> None:
         self.token = token
         self.application_id = application_id
+        if extra_guilds:  # guild i (0 included) on shard i of extra_guilds + 1
+            guild_id = guild_with_shard(guild_id, 0, extra_guilds + 1)
         self.guild_id = guild_id
         self.channel_id = channel_id
         self.bot_user_id = bot_user_id
+        self.recommended_shards = recommended_shards
+        """The ``shards`` that ``GET /gateway/bot`` recommends."""
+        self.guild_channels: dict[int, list[int]] = {guild_id: [channel_id]}
+        """Guild id -> its text channels (the first guild and channel are ``guild_id`` and ``channel_id``)."""
+        ids = itertools.count(1)
+        for index in range(extra_guilds + 1):
+            guild = guild_id if index == 0 else guild_with_shard(guild_id + 1000 * index, index, extra_guilds + 1)
+            channels = self.guild_channels.setdefault(guild, [])
+            while len(channels) < channels_per_guild:
+                channels.append(channel_id + 100_000 * index + next(ids))
+        self.channel_guild: dict[int, int] = {c: g for g, cs in self.guild_channels.items() for c in cs}
+        """Channel id -> its guild."""
         self.port = 0
         self.calls: list[Call] = []
         self.messages: dict[int, dict[str, Any]] = {}
@@ -135,6 +160,8 @@ class FakeDiscord:
         self.commands: dict[str, dict[str, Any]] = {}
         """Synced application commands by name (guild or global)."""
         self.identifies = 0
+        self.identified_shards: list[tuple[int, int]] = []
+        """``(shard id, shard count)`` of every IDENTIFY, in order (``(0, 1)`` when the client sent no shard)."""
         self.gateway_errors: list[str] = []
         self.fail_next: list[tuple[str, int, float]] = []
         """Queued faults for channel-message routes: (method or "*", status, retry_after for 429)."""
@@ -142,6 +169,8 @@ class FakeDiscord:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._sockets: set[web.WebSocketResponse] = set()
+        self._socket_shards: dict[web.WebSocketResponse, tuple[int, int]] = {}
+        """Identified socket -> its ``(shard id, shard count)``."""
         self._sequence = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -166,8 +195,9 @@ class FakeDiscord:
             "DISCORD_TOKEN": self.token,
             "DISCORD_API_BASE": self.api_base,
             "DISCORD_GATEWAY_URL": self.gateway_url,
-            "DISCORD_GUILD_IDS": str(self.guild_id),
+            "DISCORD_GUILD_IDS": ",".join(str(guild) for guild in self.guild_channels),
             "DISCORD_GUILD_READY_TIMEOUT_S": "0.1",
+            "DISCORD_IDENTIFY_WAIT_S": "0",  # one fake session start limit: no 5 s between shards
         }
 
     def start(self) -> FakeDiscord:
@@ -286,11 +316,12 @@ class FakeDiscord:
             "permissions": "2251799813685247",
         }
 
-    def _channel(self) -> dict[str, Any]:
+    def _channel(self, channel_id: int | None = None) -> dict[str, Any]:
+        channel = channel_id or self.channel_id
         return {
-            "id": str(self.channel_id),
+            "id": str(channel),
             "type": 0,
-            "guild_id": str(self.guild_id),
+            "guild_id": str(self.channel_guild.get(channel, self.guild_id)),
             "name": "imagine",
             "position": 0,
             "permission_overwrites": [],
@@ -302,15 +333,16 @@ class FakeDiscord:
             "flags": 0,
         }
 
-    def _guild(self) -> dict[str, Any]:
+    def _guild(self, guild_id: int | None = None) -> dict[str, Any]:
+        guild = guild_id or self.guild_id
         return {
-            "id": str(self.guild_id),
-            "name": "Fake guild",
+            "id": str(guild),
+            "name": f"Fake guild {guild % 10000}",
             "icon": None,
             "owner_id": "1",
             "roles": [
                 {
-                    "id": str(self.guild_id),
+                    "id": str(guild),
                     "name": "@everyone",
                     "permissions": "2251799813685247",
                     "position": 0,
@@ -326,7 +358,7 @@ class FakeDiscord:
             "features": [],
             "member_count": 2,
             "members": [self._member(self.bot_user_id)],
-            "channels": [self._channel()],
+            "channels": [self._channel(channel) for channel in self.guild_channels.get(guild, [])],
             "threads": [],
             "presences": [],
             "voice_states": [],
@@ -380,61 +412,105 @@ class FakeDiscord:
                         self.gateway_errors.append("identify with a wrong token")
                         await ws.close(code=4004)
                         break
-                    await self._ready(ws)
+                    shard = payload["d"].get("shard") or [0, 1]
+                    shard_id, shard_count = int(shard[0]), int(shard[1])
+                    if not 0 <= shard_id < shard_count:
+                        self.gateway_errors.append(f"identify with an invalid shard {shard!r}")
+                        await ws.close(code=4010)  # Discord's "Invalid shard"
+                        break
+                    await self._ready(ws, shard_id, shard_count)
                 elif op == 6:
                     # No session resumption here: the client re-identifies.
                     await ws.send_str(json.dumps({"op": 9, "d": False, "s": None, "t": None}))
         finally:
             self._sockets.discard(ws)
+            self._socket_shards.pop(ws, None)
         return ws
 
-    async def _ready(self, ws: web.WebSocketResponse) -> None:
+    async def _ready(self, ws: web.WebSocketResponse, shard_id: int = 0, shard_count: int = 1) -> None:
+        guilds = [guild for guild in self.guild_channels if shard_of(guild, shard_count) == shard_id]
         ready = {
             "v": 10,
             "user": self.user(self.bot_user_id, "imagine"),
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(guild), "unavailable": True} for guild in guilds],
             "session_id": f"session-{self.snowflake()}",
             "resume_gateway_url": self.gateway_url,
-            "shard": [0, 1],
+            "shard": [shard_id, shard_count],
             "application": {"id": str(self.application_id), "flags": 0},
             "private_channels": [],
             "relationships": [],
         }
+        self._socket_shards[ws] = (shard_id, shard_count)
         await self._send_dispatch(ws, "READY", ready)
-        await self._send_dispatch(ws, "GUILD_CREATE", self._guild())
+        for guild in guilds:
+            await self._send_dispatch(ws, "GUILD_CREATE", self._guild(guild))
         with self._lock:
             self.identifies += 1
+            self.identified_shards.append((shard_id, shard_count))
         self._notify()
 
     async def _send_dispatch(self, ws: web.WebSocketResponse, event: str, data: Any) -> None:
         self._sequence += 1
         await ws.send_str(json.dumps({"op": 0, "t": event, "s": self._sequence, "d": data}))
 
-    async def _dispatch_all(self, event: str, data: Any) -> None:
-        if not self._sockets:
-            raise RuntimeError(f"no bot is connected to the fake gateway to receive {event}")
-        for ws in list(self._sockets):
+    def _sockets_for(self, data: Any) -> list[tuple[web.WebSocketResponse, int]]:
+        """The identified sockets an event about ``data`` goes to, with their shard: the shard of its guild (shard 0
+        for direct messages), as Discord routes events."""
+        guild = data.get("guild_id") if isinstance(data, dict) else None
+        guild_id = int(guild) if isinstance(guild, str | int) and str(guild).isdigit() else 0
+        found = []
+        for ws, (shard_id, shard_count) in list(self._socket_shards.items()):
+            owner = shard_of(guild_id, shard_count)
+            if owner == shard_id:
+                found.append((ws, shard_id))
+        return found
+
+    async def _dispatch_all(self, event: str, data: Any) -> int | None:
+        """Send ``event`` to the shard that owns its guild; returns that shard."""
+        targets = self._sockets_for(data)
+        if not targets:
+            raise RuntimeError(f"no bot shard that owns this event's guild is connected to receive {event}")
+        for ws, _ in targets:
             await self._send_dispatch(ws, event, data)
+        return targets[0][1]
 
     def wait_connected(self, identifies: int = 1, timeout: float = 60.0) -> None:
         """Block until the bot has identified ``identifies`` times in all (i.e. is connected and set up)."""
         self.wait_for(lambda: self.identifies >= identifies and self._sockets, timeout, f"{identifies} IDENTIFY")
 
+    def connected_shards(self) -> set[int]:
+        """Shard ids with an identified socket now."""
+        with self._lock:
+            return {shard for shard, _ in self._socket_shards.values()}
+
+    def guild_of_shard(self, shard_id: int, shard_count: int) -> int:
+        """A guild of this fake that belongs to shard ``shard_id`` of ``shard_count``."""
+        for guild in self.guild_channels:
+            if shard_of(guild, shard_count) == shard_id:
+                return guild
+        raise KeyError(f"no guild of this fake is on shard {shard_id} of {shard_count}: {list(self.guild_channels)}")
+
     # --- interactions -------------------------------------------------------------------------------------------
 
-    def _interaction(self, kind: int, data: dict[str, Any], user_id: int, **extra: Any) -> dict[str, Any]:
+    def _interaction(
+        self, kind: int, data: dict[str, Any], user_id: int, channel_id: int | None = None, **extra: Any
+    ) -> dict[str, Any]:
         interaction_id = self.snowflake()
         token = f"itoken-{interaction_id}"
+        channel = channel_id or self.channel_id
+        guild = self.channel_guild[channel]
         with self._lock:
-            self.interactions[interaction_id] = InteractionRecord(interaction_id, token, kind, user_id)
+            self.interactions[interaction_id] = InteractionRecord(
+                interaction_id, token, kind, user_id, guild_id=guild, channel_id=channel
+            )
         return {
             "id": str(interaction_id),
             "application_id": str(self.application_id),
             "type": kind,
             "data": data,
-            "guild_id": str(self.guild_id),
-            "channel_id": str(self.channel_id),
-            "channel": self._channel(),
+            "guild_id": str(guild),
+            "channel_id": str(channel),
+            "channel": self._channel(channel),
             "member": self._member(user_id),
             "token": token,
             "version": 1,
@@ -442,7 +518,7 @@ class FakeDiscord:
             "locale": "en-US",
             "guild_locale": "en-US",
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "authorizing_integration_owners": {"0": str(guild)},
             "context": 0,
             "attachment_size_limit": 10 * 1024 * 1024,
             **extra,
@@ -454,16 +530,21 @@ class FakeDiscord:
         async def send() -> None:
             with self._lock:
                 record.dispatched_at = time.monotonic()
-            await self._dispatch_all("INTERACTION_CREATE", payload)
+            record.shard = await self._dispatch_all("INTERACTION_CREATE", payload)
 
         self._run(send())
         return record
 
-    def slash(self, name: str, options: dict[str, Any] | None = None, *, user_id: int = 42) -> InteractionRecord:
-        """Dispatch a slash command as member ``user_id``; returns the interaction's record (filled in as answered)."""
-        return self._send_interaction(self.slash_payload(name, options, user_id=user_id))
+    def slash(
+        self, name: str, options: dict[str, Any] | None = None, *, user_id: int = 42, channel_id: int | None = None
+    ) -> InteractionRecord:
+        """Dispatch a slash command as member ``user_id`` (in ``channel_id``, default the first channel); returns the
+        interaction's record (filled in as answered)."""
+        return self._send_interaction(self.slash_payload(name, options, user_id=user_id, channel_id=channel_id))
 
-    def slash_payload(self, name: str, options: dict[str, Any] | None = None, *, user_id: int = 42) -> dict[str, Any]:
+    def slash_payload(
+        self, name: str, options: dict[str, Any] | None = None, *, user_id: int = 42, channel_id: int | None = None
+    ) -> dict[str, Any]:
         """The INTERACTION_CREATE payload of a slash command (for ``dispatch_many`` and malformed-payload tests).
 
         ``name`` may name a subcommand: ``"prefer option set"`` is command ``prefer``, group ``option``, subcommand
@@ -480,12 +561,12 @@ class FakeDiscord:
             "id": command.get("id", str(self.snowflake())),
             "name": head,
             "type": 1,
-            "guild_id": str(self.guild_id),
+            "guild_id": str(self.channel_guild[channel_id or self.channel_id]),
             "options": nested,
         }
         if uploads:
             data["resolved"] = {"attachments": uploads}
-        return self._interaction(2, data, user_id)
+        return self._interaction(2, data, user_id, channel_id)
 
     def dispatch_many(self, payloads: list[dict[str, Any]], interval_s: float = 0.0) -> list[InteractionRecord]:
         """Dispatch many interactions back to back (``interval_s`` apart; 0: as fast as the socket takes them)."""
@@ -495,9 +576,10 @@ class FakeDiscord:
             for index, payload in enumerate(payloads):
                 if interval_s > 0:
                     await asyncio.sleep(max(0.0, start + index * interval_s - time.monotonic()))
+                record = self.interactions[int(payload["id"])]
                 with self._lock:
-                    self.interactions[int(payload["id"])].dispatched_at = time.monotonic()
-                await self._dispatch_all("INTERACTION_CREATE", payload)
+                    record.dispatched_at = time.monotonic()
+                record.shard = await self._dispatch_all("INTERACTION_CREATE", payload)
 
         assert self._loop is not None, "fake Discord is not started"
         asyncio.run_coroutine_threadsafe(send_all(), self._loop).result(30 + interval_s * len(payloads))
@@ -509,7 +591,8 @@ class FakeDiscord:
             message = dict(self.messages[message_id])
         message.pop("deleted", None)
         data = {"custom_id": custom_id, "component_type": 2}
-        return self._send_interaction(self._interaction(3, data, user_id, message=message))
+        channel = int(message["channel_id"])
+        return self._send_interaction(self._interaction(3, data, user_id, channel, message=message))
 
     def message_command(self, name: str, message_id: int, *, user_id: int = 42) -> InteractionRecord:
         """Use the message (context menu) command ``name`` on message ``message_id``."""
@@ -521,10 +604,10 @@ class FakeDiscord:
             "name": name,
             "type": 3,
             "target_id": str(message_id),
-            "guild_id": str(self.guild_id),
+            "guild_id": str(self.channel_guild.get(int(message["channel_id"]), self.guild_id)),
             "resolved": {"messages": {str(message_id): message}},
         }
-        return self._send_interaction(self._interaction(2, data, user_id))
+        return self._send_interaction(self._interaction(2, data, user_id, int(message["channel_id"])))
 
     def upload(self, filename: str, data: bytes, content_type: str = "image/png") -> dict[str, Any]:
         """An attachment a member picked for a slash command's attachment option (pass it as the option's value); its
@@ -550,7 +633,7 @@ class FakeDiscord:
             "user_id": str(user_id),
             "channel_id": message["channel_id"],
             "message_id": str(message_id),
-            "guild_id": str(self.guild_id),
+            "guild_id": str(self.channel_guild.get(int(message["channel_id"]), self.guild_id)),
             "message_author_id": message["author"]["id"],
             "member": self._member(user_id),
             "emoji": {"id": None, "name": emoji},
@@ -613,6 +696,9 @@ class FakeDiscord:
             return web.Response(body=data, content_type="image/png" if parts[2].endswith(".png") else "image/jpeg")
         if call.auth != f"Bot {self.token}":
             return _json({"message": "401: Unauthorized", "code": 0}, 401)
+        if parts in (["gateway", "bot"], ["gateway"]) and method == "GET":
+            limits = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
+            return _json({"url": self.gateway_url, "shards": self.recommended_shards, "session_start_limit": limits})
         if parts == ["users", "@me"] and method == "GET":
             return _json(self.user(self.bot_user_id, "imagine"))
         if parts == ["users", "@me", "channels"] and method == "POST":
@@ -735,7 +821,10 @@ class FakeDiscord:
             content = data if response_type == 4 else {"content": "", "flags": data.get("flags", 0)}
             fake_call = Call("POST", call.path, {}, content, call.files if response_type == 4 else {}, "")
             message = self._new_message(
-                self.channel_id, fake_call, author=self.user(self.bot_user_id, "imagine"), webhook=True
+                record.channel_id or self.channel_id,
+                fake_call,
+                author=self.user(self.bot_user_id, "imagine"),
+                webhook=True,
             )
             message["interaction_token"] = token
             message_id = int(message["id"])
@@ -770,7 +859,9 @@ class FakeDiscord:
             if refused is not None:
                 return refused
         if len(parts) == 3 and call.method == "POST":
-            created = self._new_message(self.channel_id, call, author=self.user(self.bot_user_id), webhook=True)
+            created = self._new_message(
+                record.channel_id or self.channel_id, call, author=self.user(self.bot_user_id), webhook=True
+            )
             created["interaction_token"] = token
             return _json(created)
         if len(parts) == 5 and parts[3] == "messages":
@@ -832,7 +923,7 @@ class FakeDiscord:
             "allowed_mentions": data.get("allowed_mentions"),
         }
         if channel_id not in self.dm_channels.values():
-            message["guild_id"] = str(self.guild_id)
+            message["guild_id"] = str(self.channel_guild.get(channel_id, self.guild_id))
         if webhook:
             message["webhook_id"] = str(self.application_id)
             message["application_id"] = str(self.application_id)
@@ -882,6 +973,19 @@ class FakeDiscord:
         with self._lock:
             attachment = self.messages[message_id]["attachments"][index]
             return self.files[int(attachment["id"])]
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard that owns ``guild_id`` among ``shard_count`` (Discord's formula)."""
+    return (guild_id >> 22) % shard_count
+
+
+def guild_with_shard(base: int, shard_id: int, shard_count: int) -> int:
+    """A snowflake near ``base`` that lands on shard ``shard_id`` of ``shard_count``."""
+    guild = base
+    while shard_of(guild, shard_count) != shard_id:
+        guild += 1 << 22
+    return guild
 
 
 def _option(name: str, value: Any) -> dict[str, Any]:
