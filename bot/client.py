@@ -7,10 +7,12 @@ when ``SHARD_IDS`` is empty, and several processes share one Redis.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from typing import Any
 
+import aiohttp
 import discord
 import redis
 from discord import app_commands
@@ -21,7 +23,7 @@ from bot.commands import all_commands
 from bot.jobs import JobDesk
 from bot.queue_updates import QueueUpdater
 from bot.state import BotState
-from shared import messages
+from shared import defaults, messages
 from shared.intake import Intake
 from shared.settings import Settings
 
@@ -82,10 +84,20 @@ class ImagineClient(discord.AutoShardedClient):
             log.debug("no SIGTERM handler: not on the main thread")
         await self.sync_commands()
         self.queue_updates.start()  # live queue position and ETA in the waiting messages
+        # Everything loaded so far lives as long as the process: out of the garbage collector's sight, so that a
+        # full collection during a burst of interactions walks the burst's objects only (docs/performance.md).
+        gc.collect()
+        gc.freeze()
 
     async def close(self) -> None:
         await self.queue_updates.stop()
         await super().close()
+
+    async def login(self, token: str) -> None:
+        """Log in with a bounded HTTP connection pool: a burst of answers reuses a few kept-alive connections to
+        Discord instead of opening one per concurrent request (discord.py's default pool is unbounded)."""
+        self.http.connector = aiohttp.TCPConnector(limit=defaults.DISCORD_HTTP_CONNECTIONS)
+        await super().login(token)
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         """One IDENTIFY per ``DISCORD_IDENTIFY_WAIT_S`` for the token across every bot process (Redis)."""

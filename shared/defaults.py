@@ -475,3 +475,7 @@ DISCORD_FINAL_EDIT_WAIT_S: float = 30.0
 
 WORKER_MODELS_TTL_S: int = 60
 """Seconds a worker's announcement of the models it serves stays valid without being renewed."""
+
+DISCORD_HTTP_CONNECTIONS: int = 32
+"""Most HTTP connections a bot process keeps to Discord's REST API (its gateway sockets included): a burst of
+interaction answers reuses them instead of opening one connection per answer."""
