@@ -13,6 +13,7 @@ from rq.registry import StartedJobRegistry
 
 from bot.ack import AckReader
 from shared import defaults
+from shared.discord_wire.rate_budget import RateBudget
 from shared.jobs.spec import JobSpec, JobStatus
 from shared.keys import Keys, keys_for
 from shared.queue.client import JobState, all_queues, enqueue, get_queue, job_state
@@ -34,6 +35,8 @@ class JobDesk:
         """Job id -> the waiting line its message shows now (kept by ``submission`` and ``queue_updates``)."""
         self.reads = AckReader(connection, settings)
         """The acknowledgement path's batched reads (``bot/ack.py``)."""
+        self.budget = RateBudget(connection, settings)
+        """The bot token's rate budget, shared with the workers (queue-position and failure edits ask it)."""
         self.pending_by_lane: Counter[str] = Counter()
         """Lane -> jobs this process answered with a waiting message but has not enqueued yet."""
         self.pending_by_member: Counter[str] = Counter()

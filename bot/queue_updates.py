@@ -2,10 +2,13 @@
 
 A background task of the bot: every ``QUEUE_EDIT_EVERY_S`` it reads the first ``QUEUE_EDIT_FIRST_N`` queued jobs of
 each lane from Redis, computes position and ETA (``shared.eta.position_and_eta``), and edits a job's waiting message
-over the bot's REST client only when the shown line (position, ETA bucket) changed. At most
-``QUEUE_EDITS_PER_CHANNEL`` edits per channel and one per message a round; a rate limit ends the round. A job is
-never edited once a worker has started it: the worker owns the message from then on (its status is read again right
-before each edit; an edit already in flight when the worker starts is overwritten by the worker's next progress edit).
+over the bot's REST client only when the shown line (position, ETA bucket) changed. Each edit asks the channel's edit
+budget, shared through Redis with every worker's progress edits (``shared.discord_wire.rate_budget``), at the lowest
+rank: progress edits go first, and a channel whose budget has no room for a position edit now is left for the next
+round (its line is then computed afresh: nothing is queued). At most ``QUEUE_EDITS_PER_CHANNEL`` edits per channel and
+one per message a round. A job is never edited once a worker has started it: the worker owns the message from then on
+(its status is read again right before each edit; an edit already in flight when the worker starts is overwritten by
+the worker's next progress edit). With several bot processes, each keeps the jobs of the guilds its shards own.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from rq.utils import as_text
 from bot.jobs import JobDesk
 from bot.submission import mentions_for
 from shared import defaults, messages
+from shared.discord_wire.rate_budget import EDIT, Priority
 from shared.jobs.spec import JobStatus
 from shared.keys import Keys
 from shared.queue.client import get_queue, job_state
@@ -115,17 +119,23 @@ class QueueUpdater:
             del self.edited_at[job_id]
         now = time.monotonic()
         per_channel: Counter[int] = Counter()
+        full: set[int] = set()
+        """Channels whose edit budget had no room for a position edit this round."""
         edits = 0
         for item in sorted(waiting, key=lambda w: w.position):
             if shown.get(item.job_id) == item.line:
                 continue
             if now - self.edited_at.get(item.job_id, float("-inf")) < defaults.QUEUE_EDIT_EVERY_S:
                 continue
-            if per_channel[item.channel_id] >= defaults.QUEUE_EDITS_PER_CHANNEL:
+            if per_channel[item.channel_id] >= defaults.QUEUE_EDITS_PER_CHANNEL or item.channel_id in full:
                 continue
             raw = self.desk.connection.hget(Keys.job(item.job_id), "status")
             if raw is None or as_text(raw) != JobStatus.QUEUED.value:
                 continue  # started (the worker's message now), canceled or gone since the snapshot
+            channel = str(item.channel_id)
+            if self.desk.budget.try_acquire(EDIT, channel, message=str(item.message_id), priority=Priority.POSITION):
+                full.add(item.channel_id)  # progress edits (or earlier positions) have the room now
+                continue
             per_channel[item.channel_id] += 1
             message = self.client.get_partial_messageable(item.channel_id).get_partial_message(item.message_id)
             try:

@@ -18,6 +18,7 @@ import redis
 from bot.ack import MemberView, QueueView, parse_ban_reason
 from bot.jobs import JobDesk
 from shared import messages
+from shared.discord_wire.rate_budget import EDIT, Priority
 from shared.errors import MemberFacingError
 from shared.intake import Requester
 from shared.jobs.spec import Delivery, JobSpec
@@ -116,10 +117,10 @@ async def submit(
             await desk.enqueue_soon(spec, requester.roles, held=True)
         except redis.RedisError:
             log.exception("could not enqueue job %s", spec.job_id)
-            await _say_failed(interaction, waiting_id, spec, messages.NOT_QUEUED)
+            await _say_failed(interaction, waiting_id, spec, messages.NOT_QUEUED, desk)
             continue
         except MemberFacingError as exc:  # e.g. lost a race with the member's other submissions for the limit
-            await _say_failed(interaction, waiting_id, spec, str(exc))
+            await _say_failed(interaction, waiting_id, spec, str(exc), desk)
             continue
         queued.append(spec)
     if queue.paused and queued:
@@ -142,7 +143,11 @@ def _refusal(
     return ""
 
 
-async def _say_failed(interaction: discord.Interaction, message_id: int, spec: JobSpec, reason: str) -> None:
+async def _say_failed(
+    interaction: discord.Interaction, message_id: int, spec: JobSpec, reason: str, desk: JobDesk
+) -> None:
+    channel_id = spec.delivery.channel_id
+    await desk.budget.acquire_async(EDIT, channel_id, message=str(message_id), priority=Priority.FINAL)
     try:
         channel = interaction.client.get_partial_messageable(int(spec.delivery.channel_id))
         await channel.get_partial_message(message_id).edit(

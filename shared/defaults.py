@@ -463,9 +463,24 @@ DISCORD_CHANNEL_EDITS: int = 5
 DISCORD_CHANNEL_EDIT_WINDOW_S: float = 5.0
 """Seconds of a channel's edit window."""
 
-DISCORD_BUDGET_MARGIN: float = 0.1
-"""Fraction added to every window the shared budgets keep (a request granted at the window's end must not reach
-Discord inside the next window's first request's window: transit and clock jitter)."""
+DISCORD_CHANNEL_POSTS: int = 5
+"""Messages Discord allows a bot to post per channel in one post window (a bucket apart from edits)."""
+
+DISCORD_CHANNEL_POST_WINDOW_S: float = 5.0
+"""Seconds of a channel's post window."""
+
+DISCORD_CHANNEL_DELETES: int = 5
+"""Message deletions Discord allows per channel in one delete window."""
+
+DISCORD_CHANNEL_DELETE_WINDOW_S: float = 1.0
+"""Seconds of a channel's delete window."""
+
+DISCORD_BUDGET_MARGIN_S: float = 0.25
+"""Seconds added to every window the shared budgets keep: a request granted as an old one leaves the window must
+not reach Discord inside that old one's window (transit, a busy process, clock jitter between machines)."""
+
+DISCORD_BUDGET_TTL_S: float = 120.0
+"""Seconds a channel's budget keys live after their last use (idle channels leave nothing in Redis)."""
 
 DISCORD_EDIT_WANT_TTL_S: float = 6.0
 """Seconds a message that asked for an edit keeps its place in the channel's line without asking again."""

@@ -270,17 +270,22 @@ class Keys:
         """Sorted set of the bot token's recent REST requests (id -> time), for its global budget."""
         return f"{self.prefix}:discord:global"
 
-    def discord_edits(self, channel_id: str) -> str:
-        """Sorted set of a channel's recent message edits (id -> time), for its shared edit budget."""
-        return f"{self.prefix}:discord:edits:{channel_id}"
+    def discord_bucket(self, route: str, major: str) -> str:
+        """Sorted set of the recent requests (id -> time) of one Discord rate-limit bucket: ``route`` (post, edit,
+        delete) of the top-level resource ``major`` (a channel id)."""
+        return f"{self.prefix}:discord:bucket:{route}:{major}"
 
     def discord_edit_wants(self, channel_id: str) -> str:
-        """Sorted set of a channel's messages waiting for an edit (message id -> rank: priority, then age)."""
+        """Sorted set of a channel's messages waiting for an edit (message id -> rank: priority, then last edit)."""
         return f"{self.prefix}:discord:wants:{channel_id}"
 
-    def discord_edit_seen(self, channel_id: str) -> str:
-        """Hash of a channel's waiting messages -> when they last asked (a message that stops asking leaves)."""
-        return f"{self.prefix}:discord:seen:{channel_id}"
+    def discord_edit_asked(self, channel_id: str) -> str:
+        """Sorted set of a channel's waiting messages -> when they last asked (one that stops asking leaves)."""
+        return f"{self.prefix}:discord:asked:{channel_id}"
+
+    def discord_edit_granted(self, channel_id: str) -> str:
+        """Sorted set of a channel's messages -> when they were last edited (the least recently shown goes first)."""
+        return f"{self.prefix}:discord:granted:{channel_id}"
 
     @property
     def worker_models(self) -> str:

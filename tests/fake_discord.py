@@ -10,6 +10,13 @@ application/json``; READY carries ``resume_gateway_url``; interaction payloads c
 callback endpoint answers ``{"interaction": ..., "resource": ...}`` (``?with_response=1``), not 204; component clicks
 carry the message (with its components) that this fake returned when it was posted.
 
+Rate limits as Discord enforces them (``enforce_limits``, on by default): per route and top-level resource, fixed
+windows that start with a bucket's first request (posting 5 per 5 s per channel, editing 5 per 5 s per channel in a
+bucket of its own, deleting 5 per s, interaction followups 5 per 2 s per token), and 50 requests per second per bot
+token (interaction callbacks and followups exempt). Answers carry ``X-RateLimit-*`` headers; a request over a limit
+gets 429 with ``retry_after`` (seconds, float), ``global``, ``Retry-After``, ``X-RateLimit-Scope`` and the ``Via``
+header by which discord.py tells Discord's 429 from Cloudflare's. ``rate_limited`` records every such 429.
+
 Sharding as Discord does it: a guild belongs to shard ``(guild_id >> 22) % shard_count``; IDENTIFY names its shard
 (``[id, count]``), READY lists that shard's guilds only, and each event of a guild goes to the socket of the shard that
 owns it (direct messages to shard 0). ``GET /gateway/bot`` recommends ``recommended_shards``.
@@ -22,6 +29,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,6 +60,28 @@ INVALID_FORM_BODY = 50035
 
 CONTENT_MAX = 2000
 """Longest message content Discord accepts from a bot."""
+
+ROUTE_LIMITS: dict[str, tuple[int, float]] = {
+    "post": (5, 5.0),
+    "edit": (5, 5.0),
+    "delete": (5, 1.0),
+    "followup": (5, 2.0),
+}
+"""Route -> (requests, window seconds), per top-level resource (channel, or interaction token for followups)."""
+
+GLOBAL_PER_S = 50
+"""Requests per second per bot token."""
+
+VIA = "1.1 google"
+"""The ``Via`` header of Discord's answers (discord.py treats a 429 without it as a Cloudflare ban)."""
+
+
+@dataclass
+class Window:
+    """A fixed rate-limit window: when it started and the requests counted in it."""
+
+    started: float
+    count: int = 0
 
 
 @dataclass
@@ -124,6 +154,7 @@ class FakeDiscord:
         extra_guilds: int = 0,
         channels_per_guild: int = 1,
         recommended_shards: int = 1,
+        enforce_limits: bool = True,
     ) -> None:
         self.token = token
         self.application_id = application_id
@@ -134,6 +165,10 @@ class FakeDiscord:
         self.bot_user_id = bot_user_id
         self.recommended_shards = recommended_shards
         """The ``shards`` that ``GET /gateway/bot`` recommends."""
+        self.enforce_limits = enforce_limits
+        self.rate_limited: list[Call] = []
+        """Requests answered 429 because they were over a limit (injected faults are not counted)."""
+        self._windows: dict[str, Window] = {}
         self.guild_channels: dict[int, list[int]] = {guild_id: [channel_id]}
         """Guild id -> its text channels (the first guild and channel are ``guild_id`` and ``channel_id``)."""
         ids = itertools.count(1)
@@ -663,6 +698,79 @@ class FakeDiscord:
 
     # --- REST ---------------------------------------------------------------------------------------------------
 
+    def _bucket_of(self, call: Call) -> tuple[str, str] | None:
+        """``(route, bucket key)`` of a call that a per-route limit counts, or None."""
+        parts = [p for p in call.path.split("/") if p]
+        if len(parts) >= 3 and parts[0] == "channels" and parts[2] == "messages":
+            if len(parts) == 3 and call.method == "POST":
+                return "post", f"post:{parts[1]}"
+            if len(parts) == 4 and call.method == "PATCH":
+                return "edit", f"edit:{parts[1]}"
+            if len(parts) == 4 and call.method == "DELETE":
+                return "delete", f"delete:{parts[1]}"
+        if len(parts) >= 3 and parts[0] == "webhooks" and call.method in ("POST", "PATCH"):
+            return "followup", f"followup:{parts[2]}"
+        return None
+
+    def _take(self, key: str, limit: int, period: float, now: float) -> tuple[bool, Window]:
+        """Count a request in the fixed window ``key`` (a new window starts with the first request after the last
+        one ended); False when the window is full."""
+        window = self._windows.get(key)
+        if window is None or now >= window.started + period:
+            window = self._windows[key] = Window(started=now)
+        if window.count >= limit:
+            return False, window
+        window.count += 1
+        return True, window
+
+    def _enforce(self, call: Call) -> tuple[web.Response | None, dict[str, str]]:
+        """Discord's limits for ``call``: a 429 answer when it is over one, else the headers its answer carries."""
+        if not self.enforce_limits:
+            return None, {}
+        now = call.at
+        with self._lock:
+            if call.auth == f"Bot {self.token}":  # the global limit counts bot-token requests only
+                allowed, window = self._take("global", GLOBAL_PER_S, 1.0, now)
+                if not allowed:
+                    return self._too_many(call, window.started + 1.0 - now, "global"), {}
+            found = self._bucket_of(call)
+            if found is None:
+                return None, {"Via": VIA}
+            route, key = found
+            limit, period = ROUTE_LIMITS[route]
+            allowed, window = self._take(key, limit, period, now)
+            reset_after = max(0.0, window.started + period - now)
+            if not allowed:
+                if call.auth == f"Bot {self.token}":  # the refused request does not count globally
+                    self._windows["global"].count -= 1
+                return self._too_many(call, reset_after, "user"), {}
+        headers = {
+            "Via": VIA,
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(limit - window.count),
+            "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+            "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+            "X-RateLimit-Bucket": f"fake-{route}-bucket",
+        }
+        return None, headers
+
+    def _too_many(self, call: Call, retry_after: float, scope: str) -> web.Response:
+        with self._lock:
+            self.rate_limited.append(call)
+        body = {
+            "message": "You are being rate limited.",
+            "retry_after": round(retry_after, 3),
+            "global": scope == "global",
+        }
+        headers = {
+            "Retry-After": str(max(1, math.ceil(retry_after))),
+            "X-RateLimit-Scope": scope,
+            "Via": VIA,
+        }
+        if scope == "global":
+            headers["X-RateLimit-Global"] = "true"
+        return _json({**body, "code": 0}, 429, headers=headers)
+
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()
         path = "/" + request.match_info["tail"]
@@ -671,7 +779,10 @@ class FakeDiscord:
             request.method, path, dict(request.query), body, files, request.headers.get("Authorization", ""), at=arrived
         )
         try:
-            response = self._route(call)
+            response, limit_headers = self._enforce(call)
+            if response is None:
+                response = self._route(call)
+                response.headers.update(limit_headers)
         except Exception:
             log.exception("fake Discord failed on %s %s", request.method, path)
             response = _json({"message": "fake Discord error", "code": 0}, 500)
@@ -746,7 +857,7 @@ class FakeDiscord:
             return _json(
                 {"message": "You are being rate limited.", "retry_after": retry_after, "global": False},
                 429,
-                headers={"Retry-After": str(max(1, round(retry_after))), "X-RateLimit-Scope": "user"},
+                headers={"Retry-After": str(max(1, round(retry_after))), "X-RateLimit-Scope": "user", "Via": VIA},
             )
         return _json({"message": "upstream error", "code": 0}, status)
 
