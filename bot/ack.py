@@ -23,7 +23,7 @@ import redis
 from rq.utils import as_text
 
 from shared.keys import RQ_WORKERS, keys_for
-from shared.queue import eta, limits
+from shared.queue import eta, limits, worker_models
 from shared.queue.limits import Limits
 from shared.settings import Settings
 from shared.stores import member_settings
@@ -31,20 +31,20 @@ from shared.stores.member_settings import MemberSettings
 
 log = logging.getLogger(__name__)
 
-# KEYS: limits config, paused flag, ETA averages, RQ's workers set, banned hash, queued hash, then L lane lists,
-#       L started registries, then one member settings key per member.
+# KEYS: limits config, paused flag, ETA averages, RQ's workers set, banned hash, queued hash, worker models, then L
+#       lane lists, L started registries, then one member settings key per member.
 # ARGV: now, L, then the member ids (in the order of their settings keys).
 # Returns {config (flat), paused, averages (flat), workers, {lane lengths}, {running per lane}, {per member:
-#          settings or false, ban or false, queued or false}}.
+#          settings or false, ban or false, queued or false}, worker models (flat)}.
 _READ = """
 local lanes = tonumber(ARGV[2])
 local now = ARGV[1]
 local lengths, running, members = {}, {}, {}
 for i = 1, lanes do
-  lengths[i] = redis.call('LLEN', KEYS[6 + i])
-  running[i] = redis.call('ZCOUNT', KEYS[6 + lanes + i], now, '+inf')
+  lengths[i] = redis.call('LLEN', KEYS[7 + i])
+  running[i] = redis.call('ZCOUNT', KEYS[7 + lanes + i], now, '+inf')
 end
-local first = 7 + 2 * lanes
+local first = 8 + 2 * lanes
 for i = first, #KEYS do
   local member = ARGV[3 + i - first]
   members[#members + 1] = {
@@ -61,6 +61,7 @@ return {
   lengths,
   running,
   members,
+  redis.call('HGETALL', KEYS[7]),
 }
 """
 
@@ -80,6 +81,12 @@ class QueueView:
     """Jobs running now, every lane."""
     workers: int
     """Workers registered with RQ."""
+    announced: tuple[worker_models.Announcement, ...] = ()
+    """The live workers' model announcements (``shared.queue.worker_models``)."""
+
+    def unserved(self, model_key: str) -> bool:
+        """Whether no live worker serves ``model_key`` (while some workers live): the job will wait for one."""
+        return worker_models.unserved(self.announced, model_key)
 
     def ahead_by_lane(self, lane: str, pending: dict[str, int] | None = None) -> dict[str, int]:
         """Jobs a worker takes before one enqueued now on ``lane``, per lane served up to it (``pending``: jobs this
@@ -91,9 +98,11 @@ class QueueView:
                 break
         return ahead
 
-    def eta_s(self, lane: str, model: str, ahead_by_lane: dict[str, int]) -> float | None:
-        """Seconds until a job of ``model`` on ``lane`` with ``ahead_by_lane`` ahead is done (None: not measured)."""
-        return eta.eta_from(self.averages, lane, model, ahead_by_lane, running=self.running, workers=self.workers)
+    def eta_s(self, lane: str, model: str, ahead_by_lane: dict[str, int], model_key: str = "") -> float | None:
+        """Seconds until a job of ``model`` on ``lane`` with ``ahead_by_lane`` ahead is done (None: not measured),
+        shared among the live workers that serve ``model_key`` when they announced it."""
+        workers = worker_models.served_counts(self.announced).get(model_key, 0) or self.workers
+        return eta.eta_from(self.averages, lane, model, ahead_by_lane, running=self.running, workers=workers)
 
 
 @dataclass(frozen=True)
@@ -164,6 +173,7 @@ class AckReader:
                 RQ_WORKERS,
                 keys.banned,
                 keys.limits_queued,
+                keys.worker_models,
                 *(keys.lane_list(lane) for lane in lanes),
                 *(keys.started_registry(lane) for lane in lanes),
                 *(keys.member_settings(member) for member in member_ids),
@@ -171,7 +181,7 @@ class AckReader:
             args=[time.time(), len(lanes), *member_ids],
         )
         self.batches += 1
-        config, paused, averages, workers, lengths, running, members = raw
+        config, paused, averages, workers, lengths, running, members, announced = raw
         queue = QueueView(
             counts={lane: int(n) for lane, n in zip(lanes, lengths, strict=True)},
             paused=bool(paused),
@@ -179,6 +189,7 @@ class AckReader:
             averages=eta.parse_averages(_pairs(averages)),
             running=sum(int(n) for n in running),
             workers=int(workers),
+            announced=tuple(worker_models.parse_live(_pairs(announced))),
         )
         views = [
             MemberView(

@@ -26,11 +26,12 @@ import redis
 from rq.utils import as_text
 
 from bot.jobs import JobDesk
-from bot.submission import mentions_for
+from bot.submission import display_model, mentions_for
 from shared import defaults, messages
 from shared.discord_wire.rate_budget import EDIT, Priority
 from shared.jobs.spec import JobStatus
 from shared.keys import Keys
+from shared.queue import worker_models
 from shared.queue.client import get_queue, job_state
 from shared.queue.eta import position_and_eta
 
@@ -87,6 +88,7 @@ class QueueUpdater:
     def snapshot(self) -> list[Waiting]:
         """The first queued Discord jobs of every lane with the line their waiting message should show (blocking)."""
         connection, settings = self.desk.connection, self.desk.settings
+        announced = worker_models.live(connection, settings)
         found: list[Waiting] = []
         for lane in settings.lanes:
             queue = get_queue(connection, settings, lane)
@@ -104,7 +106,11 @@ class QueueUpdater:
                 if position is None or position < 1:
                     continue
                 owner = state.spec.owner
-                line = messages.waiting_line(state.spec.prompt, owner, position, eta_s)
+                key = settings.model_key(state.spec.model)
+                if worker_models.unserved(announced, key):
+                    line = messages.waiting_unserved_line(state.spec.prompt, owner, display_model(key), position)
+                else:
+                    line = messages.waiting_line(state.spec.prompt, owner, position, eta_s)
                 found.append(Waiting(job_id, int(channel), int(message), owner, position, line))
         return found
 

@@ -86,8 +86,7 @@ async def submit(
             return []
         ahead_by_lane = queue.ahead_by_lane(first.lane, dict(desk.pending_by_lane))
         ahead = sum(ahead_by_lane.values())
-        lines = [messages.waiting_line(first.prompt, first.owner, ahead + 1, queue.eta_s(first.lane, first.model,
-                                                                                         ahead_by_lane))]  # fmt: skip
+        lines = [_waiting_line(desk, queue, first, ahead + 1, ahead_by_lane)]
         for spec in specs:
             desk.hold(spec)  # the next answers count it, though it is enqueued after them
         try:
@@ -98,11 +97,7 @@ async def submit(
             message_ids = [message_id]
             for offset, spec in enumerate(specs[1:], start=1):
                 mine = {**ahead_by_lane, spec.lane: ahead_by_lane.get(spec.lane, 0) + offset}
-                lines.append(
-                    messages.waiting_line(
-                        spec.prompt, spec.owner, ahead + 1 + offset, queue.eta_s(spec.lane, spec.model, mine)
-                    )
-                )
+                lines.append(_waiting_line(desk, queue, spec, ahead + 1 + offset, mine))
                 sent = await interaction.followup.send(lines[-1], allowed_mentions=mentions_for(spec.owner), wait=True)
                 message_ids.append(sent.id)
         except BaseException:
@@ -126,6 +121,19 @@ async def submit(
     if queue.paused and queued:
         await interaction.followup.send(messages.PAUSED_NOTE, ephemeral=True)
     return queued
+
+
+def _waiting_line(desk: JobDesk, queue: QueueView, spec: JobSpec, position: int, ahead: dict[str, int]) -> str:
+    """The waiting line of ``spec`` at ``position``: with its ETA, or saying that no live worker holds its model."""
+    key = desk.settings.model_key(spec.model)
+    if queue.unserved(key):
+        return messages.waiting_unserved_line(spec.prompt, spec.owner, display_model(key), position)
+    return messages.waiting_line(spec.prompt, spec.owner, position, queue.eta_s(spec.lane, spec.model, ahead, key))
+
+
+def display_model(model_key: str) -> str:
+    """A model key as members read it: its last path part (``models/sdxl-base`` -> ``sdxl-base``)."""
+    return model_key.rstrip("/").rsplit("/", 1)[-1] or model_key
 
 
 def _refusal(

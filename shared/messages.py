@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from shared import defaults
@@ -260,6 +261,24 @@ def waiting_line(prompt: str, owner: str, position: int | None = None, eta_s: fl
     if eta_s is not None:
         rest += f" - {eta_text(eta_s)}"
     return _with_prompt(prompt, rest)
+
+
+def waiting_unserved_line(prompt: str, owner: str, model: str, position: int | None = None) -> str:
+    """The waiting message of a job whose model no live worker holds: it waits, in its place, for one that does."""
+    rest = f" - {mention(owner)} (Waiting to start)"
+    if position is not None and position > 0:
+        rest += f" - #{position} in the queue"
+    rest += f" - no worker holds the model {escape_fitted(model, 100)} now; the job waits until one does"
+    return _with_prompt(prompt, rest)
+
+
+def workers_models(models: Sequence[str], families: Sequence[str], held: Sequence[str]) -> str:
+    """/workers: what one worker serves (the models it takes jobs of, their families, the ones loaded now)."""
+    if not models:
+        return "serves no announced model"
+    family = f" ({', '.join(families)})" if families else ""
+    loaded = f", loaded: {', '.join(held)}" if held else ""
+    return f"serves {', '.join(models)}{family}{loaded}"
 
 
 def progress_line(prompt: str, owner: str, fraction: float, lane: str) -> str:

@@ -66,6 +66,8 @@ def enqueue(connection: redis.Redis, settings: Settings, spec: JobSpec, roles: S
     queue = get_queue(connection, settings, spec.lane)
     check_size(spec, settings)
     payload = spec.to_dict()
+    if isinstance(queue, FairQueue):  # routed to workers that serve the job's model (shared.queue.worker_models)
+        queue.route_model = settings.model_key(spec.model)
     try:
         limits.acquire(connection, settings, spec.owner, spec.job_id, roles)
     except MemberFacingError:
