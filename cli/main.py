@@ -85,9 +85,9 @@ def wait_for(
         progress = state.progress
         if state.status is JobStatus.FINISHED:
             out.write(progress_line(spec, 1.0, "done", progress.total, progress.total) + "\n")
-            if state.canceled or state.result is None:
+            if state.canceled or not state.files:
                 return False, f"job {spec.job_id} was cancelled"
-            files = state.result.files
+            files = state.files
             return True, str(files.get("grid") or (files.get("images") or [""])[0])
         if state.status in (JobStatus.FAILED, JobStatus.CANCELED):
             out.write("\n")

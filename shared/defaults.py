@@ -34,8 +34,10 @@ DEFAULT_LANE: str = "fast"
 JOB_TIMEOUT_S: int = 900
 """Seconds a single job may run on a worker before RQ stops it."""
 
-RESULT_TTL_S: int = 7 * 24 * 3600
-"""Seconds RQ keeps a finished job's record and result (for /show, buttons and the CLI)."""
+RESULT_TTL_S: int = 3600
+"""Seconds RQ keeps a finished job (its hash, result and registry entry): for the CLI and the bot's look-ups right
+after it ends. Members' buttons, /show and the records read the result store (``IMAGE_TTL_S``), which keeps the full
+record, so RQ's copy need not stay longer (docs/performance.md: Redis memory per finished job)."""
 
 FAILURE_TTL_S: int = 7 * 24 * 3600
 """Seconds RQ keeps a failed job's record, so the member and admins can see why it failed."""
@@ -487,6 +489,13 @@ DISCORD_EDIT_WANT_TTL_S: float = 6.0
 
 DISCORD_FINAL_EDIT_WAIT_S: float = 30.0
 """Most seconds a final edit (a failure line) waits for the channel's edit budget before it is sent anyway."""
+
+DISCORD_POSTED_TTL_S: int = 24 * 3600
+"""Seconds a job's "posted as message N" mark lives (a repeated publish of the job, by a retry or the outbox, posts
+nothing again); the outbox gives up long before."""
+
+JOB_DESCRIPTION_CHARS: int = 60
+"""Characters of the prompt kept as RQ's job description (for rq-dashboard; the spec has the whole prompt)."""
 
 WORKER_MODELS_TTL_S: int = 60
 """Seconds a worker's announcement of the models it serves stays valid without being renewed."""

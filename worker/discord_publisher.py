@@ -309,7 +309,7 @@ class DiscordPublisher:
         started = time.perf_counter()
         message = self._send("POST", f"/channels/{channel}/messages", payload=payload, files=[(name, _png(picture))])
         message_id = str(message["id"])
-        self.connection.set(mark, message_id, ex=self.settings.image_ttl_s)
+        self.connection.set(mark, message_id, ex=max(self.settings.result_ttl_s, defaults.DISCORD_POSTED_TTL_S))
         self._remove_waiting(spec)
         log.info("job %s posted as message %s in channel %s", spec.job_id, message_id, channel)
         return {
@@ -354,6 +354,12 @@ class DiscordPublisher:
             return
         channel = spec.delivery.channel_id
         self.budget.forget(channel, waiting)
+        try:  # the message is going: reactions on it have nothing left to find (7 days of a key per job saved)
+            self.connection.delete(keys_for(self.settings).waiting_message(waiting))
+        except redis.RedisError:
+            log.warning(
+                "could not forget the waiting message %s of job %s (it expires by itself)", waiting, spec.job_id
+            )
         try:
             self._send("DELETE", f"/channels/{channel}/messages/{waiting}")
         except DiscordError as exc:
