@@ -484,6 +484,14 @@ not reach Discord inside that old one's window (transit, a busy process, clock j
 DISCORD_BUDGET_TTL_S: float = 120.0
 """Seconds a channel's budget keys live after their last use (idle channels leave nothing in Redis)."""
 
+DISCORD_POSITION_RESERVE: int = 2
+"""Edits of a channel's window that queue-position edits leave free, so a progress edit asked a moment later finds
+room (progress outranks queue position)."""
+
+DISCORD_FIRST_PROGRESS_WAIT_S: float = 1.0
+"""Most seconds a job's first progress edit waits for its channel's edit budget (later ones are skipped, not waited
+for: the next step asks again); a short job would otherwise show no progress at all in a busy channel."""
+
 DISCORD_EDIT_WANT_TTL_S: float = 6.0
 """Seconds a message that asked for an edit keeps its place in the channel's line without asking again."""
 

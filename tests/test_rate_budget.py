@@ -76,8 +76,12 @@ def test_progress_outranks_queue_position_and_the_least_recently_shown_goes_firs
     assert budget.try_acquire(EDIT, "5", message="103", priority=Priority.PROGRESS) == 0
     assert budget.try_acquire(EDIT, "5", message="102", priority=Priority.PROGRESS) == 0
     time.sleep(window + 0.05)
+    # A queue position also leaves a slot free (DISCORD_POSITION_RESERVE, at most the window less one) for progress.
+    assert budget.try_acquire(EDIT, "5", message="200", priority=Priority.POSITION) > 0
     assert budget.try_acquire(EDIT, "5", message="100", priority=Priority.PROGRESS) == 0
+    time.sleep(window + 0.05)
     assert budget.try_acquire(EDIT, "5", message="200", priority=Priority.POSITION) == 0
+    assert budget.try_acquire(EDIT, "5", message="200", priority=Priority.POSITION) > 0  # one edit: the slot left
 
 
 def test_a_message_that_stops_asking_leaves_the_line(

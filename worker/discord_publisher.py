@@ -31,7 +31,7 @@ from PIL import Image
 
 from shared import defaults, messages
 from shared.discord_wire import buttons, results
-from shared.discord_wire.rate_budget import Priority, RateBudget, route_of
+from shared.discord_wire.rate_budget import EDIT, Priority, RateBudget, route_of
 from shared.jobs.spec import JobSpec
 from shared.keys import keys_for
 from shared.settings import Settings
@@ -262,15 +262,21 @@ class DiscordPublisher:
         if preview is not None:
             payload["attachments"] = [{"id": 0, "filename": "preview.png"}]
             files.append(("preview.png", _png(preview, defaults.DISCORD_PREVIEW_MAX_SIDE)))
+        path = f"/channels/{delivery.channel_id}/messages/{delivery.waiting_message_id}"
         try:
-            self._send(
-                "PATCH",
-                f"/channels/{delivery.channel_id}/messages/{delivery.waiting_message_id}",
-                payload=payload,
-                files=files,
-                wait=False,
-                priority=Priority.PROGRESS,
-            )
+            if spec.job_id not in self._last_progress:  # the first: worth a short wait, or a short job shows none
+                if not self.budget.acquire(
+                    EDIT,
+                    delivery.channel_id,
+                    message=delivery.waiting_message_id,
+                    priority=Priority.PROGRESS,
+                    max_wait_s=defaults.DISCORD_FIRST_PROGRESS_WAIT_S,
+                    sleep=self.rest.sleep,
+                ):
+                    raise RateLimited("PATCH", path, defaults.DISCORD_FIRST_PROGRESS_WAIT_S)
+                self.rest.request("PATCH", path, payload=payload, files=files, wait=False)  # counted just now
+            else:
+                self._send("PATCH", path, payload=payload, files=files, wait=False, priority=Priority.PROGRESS)
         except RateLimited as exc:
             log.debug("progress edit of job %s not now: %s", spec.job_id, exc)
             return False

@@ -10,10 +10,12 @@ instead of each learning them from its own 429s.
 Edits are also ranked, because a channel's 5 edits per 5 s are shared by the bot's queue-position edits and every
 worker's progress edits: a message asking for an edit joins the channel's line with a rank (``Priority``: a final
 line first, then progress, then queue position; within a class the message edited least recently first), and the
-free slots of the window are kept for the messages ahead of it. Nothing is queued: a message that is not granted
-sends nothing, and its next ask carries its newest state (coalescing: the freshest state of each message wins, never
-every step); a message that stops asking leaves the line after ``DISCORD_EDIT_WANT_TTL_S``. If Redis cannot be
-reached the request goes ahead (a rate limit must never stop delivery; Discord's 429 handling remains).
+free slots of the window are kept for the messages ahead of it (and a queue-position edit leaves
+``DISCORD_POSITION_RESERVE`` of them free, for progress edits asked a moment later). Nothing is queued: a message
+that is not granted sends nothing, and its next ask carries its newest state (coalescing: the freshest state of each
+message wins, never every step); a message that stops asking leaves the line after ``DISCORD_EDIT_WANT_TTL_S``. If
+Redis cannot be reached the request goes ahead (a rate limit must never stop delivery; Discord's 429 handling
+remains).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ POST, EDIT, DELETE = "post", "edit", "delete"
 
 # KEYS: global window, bucket window, channel's wants, asked, granted.
 # ARGV: request id, global limit, global window ms, bucket limit (0: none), bucket window ms, message id ("": not
-#       ranked), priority class, want ttl ms, keys ttl ms.
+#       ranked), priority class, want ttl ms, keys ttl ms, slots this class leaves free for higher ones.
 # Returns {1, 0} (granted and counted) or {0, ms to wait before asking again}.
 _ACQUIRE = """
 if redis.replicate_commands then redis.replicate_commands() end
@@ -86,7 +88,7 @@ if bl > 0 then
     redis.call('ZADD', KEYS[3], score, message)
     redis.call('ZADD', KEYS[4], now, message)
     local ahead = redis.call('ZCOUNT', KEYS[3], '-inf', '(' .. score)
-    if wait <= 0 and free <= ahead then wait = 100 end
+    if wait <= 0 and free <= ahead + tonumber(ARGV[10]) then wait = 100 end
     redis.call('PEXPIRE', KEYS[3], keep)
     redis.call('PEXPIRE', KEYS[4], keep)
   end
@@ -177,6 +179,7 @@ class RateBudget:
                     int(priority),
                     round(1000 * defaults.DISCORD_EDIT_WANT_TTL_S),
                     round(1000 * defaults.DISCORD_BUDGET_TTL_S),
+                    min(defaults.DISCORD_POSITION_RESERVE, limit - 1) if priority is Priority.POSITION else 0,
                 ],
             )
         except redis.RedisError:
