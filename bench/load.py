@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 
+DEQUEUE_SLACK_S = 0.25
+"""Seconds between a job's dequeue (its count moves from queued to running) and RQ's ``started_at`` at most."""
+
 
 @dataclass
 class LoadConfig:
@@ -355,8 +358,11 @@ def _figures(  # noqa: PLR0917 - one call site
     by_owner: dict[str, list[Job_]] = defaultdict(list)
     for job in jobs.values():
         by_owner[job.owner].append(job)
+    # Waiting from the answer (the bot counts a job from its answer, before its enqueue) to the dequeue, which RQ
+    # does not time: its started_at comes a moment later, so the span ends DEQUEUE_SLACK_S before it.
     queued_spans = {
-        owner: [(j.answered or j.enqueued, j.started or now) for j in owned] for owner, owned in by_owner.items()
+        owner: [(j.answered or j.enqueued, (j.started - DEQUEUE_SLACK_S) if j.started else now) for j in owned]
+        for owner, owned in by_owner.items()
     }
     running_spans = {
         owner: [(j.started, j.ended or now) for j in owned if j.started is not None]
