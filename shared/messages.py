@@ -272,6 +272,11 @@ def waiting_unserved_line(prompt: str, owner: str, model: str, position: int | N
     return _with_prompt(prompt, rest)
 
 
+def cli_unserved(model: str, job_id: str) -> str:
+    """The CLI's note for a queued job whose model no live worker holds."""
+    return f"no worker holds the model {model} now; job {job_id} waits until one does (WORKER_MODELS)"
+
+
 def workers_models(models: Sequence[str], families: Sequence[str], held: Sequence[str]) -> str:
     """/workers: what one worker serves (the models it takes jobs of, their families, the ones loaded now)."""
     if not models:

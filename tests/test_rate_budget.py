@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 from pydantic import SecretStr
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from shared import defaults
 from shared.discord_wire.rate_budget import DELETE, EDIT, POST, Priority, RateBudget, route_of
@@ -99,7 +101,7 @@ def test_a_message_that_stops_asking_leaves_the_line(
 
 
 def test_without_redis_the_budget_lets_requests_through(budget_settings: Settings) -> None:
-    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     assert RateBudget(dead, budget_settings).try_acquire(POST, "1") == 0
 
 
