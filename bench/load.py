@@ -406,7 +406,7 @@ def _figures(  # noqa: PLR0917 - one call site
     finished = [j for j in jobs.values() if j.status == "finished"]
     span = (max((j.ended or 0.0) for j in finished) - min(j.started or 0.0 for j in finished)) if finished else 0.0
     grown = sum(after.values()) - sum(before.values())
-    rq_copies = sum(size for key, size in after.items() if key.startswith(("rq:job:", "rq:results:")))
+    rq_copies = sum(size for key, size in after.items() if key.startswith((Keys.job(""), Keys.job_results(""))))
     return {
         "config": asdict(config),
         "submitted": len(records),

@@ -19,6 +19,7 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
+from rq.results import Result
 from rq.utils import parse_composite_key
 from rq.worker import Worker
 
@@ -74,6 +75,11 @@ class Keys:
     def job(job_id: str) -> str:
         """RQ's hash of job ``job_id``."""
         return Job.key_for(job_id)
+
+    @staticmethod
+    def job_results(job_id: str) -> str:
+        """RQ's stream of job ``job_id``'s results."""
+        return Result.get_key(job_id)
 
     @staticmethod
     def execution(composite_key: str) -> str:
