@@ -76,8 +76,13 @@ class JobDesk:
         try:
             async with self._enqueue_turn:
                 await asyncio.sleep(0)
-                while self._answering:  # woken by the last answer, re-checked: a new one may have begun since
-                    await self._answered.wait()
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + defaults.ENQUEUE_MAX_DEFER_S
+                # Woken by the last answer, re-checked (a new one may have begun since); never deferred longer
+                # than ENQUEUE_MAX_DEFER_S, so that a steady stream of answers cannot starve the enqueues.
+                while self._answering and loop.time() < deadline:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._answered.wait(), deadline - loop.time())
                 self.enqueue(spec, roles)
         finally:
             if held:

@@ -511,3 +511,7 @@ WORKER_MODELS_TTL_S: int = 60
 DISCORD_HTTP_CONNECTIONS: int = 32
 """Most HTTP connections a bot process keeps to Discord's REST API (its gateway sockets included): a burst of
 interaction answers reuses them instead of opening one connection per answer."""
+
+ENQUEUE_MAX_DEFER_S: float = 0.5
+"""Most seconds the bot defers a job's enqueue while it answers other interactions (answers first: Discord's 3 s
+window; a steady stream of answers must not starve the enqueues)."""
