@@ -102,9 +102,10 @@ def format_status(status: admin.QueueStatus) -> str:
 
 
 def format_worker(worker: admin.WorkerInfo) -> str:
-    """One worker line: name, state, current job, last heartbeat."""
+    """One worker line: name, state, current job, last heartbeat, and the models it serves."""
     job = f"job `{worker.current_job}`" if worker.current_job else "no job"
-    return f"`{worker.name}` {worker.state}, {job}, heartbeat {_when(worker.last_heartbeat)}"
+    models = messages.workers_models(worker.models, worker.families, worker.held)
+    return f"`{worker.name}` {worker.state}, {job}, heartbeat {_when(worker.last_heartbeat)}; {models}"
 
 
 def queue_group(settings: Settings) -> app_commands.Group:
@@ -251,14 +252,14 @@ def limits_group() -> app_commands.Group:
     return group
 
 
-@app_commands.command(name="workers", description="Admin: workers, their current job and last heartbeat")
+@app_commands.command(name="workers", description="Admin: workers, their models, current job and last heartbeat")
 @app_commands.guild_only()
 @app_commands.default_permissions(manage_guild=True)
 @admin_only
 async def workers_command(interaction: discord.Interaction) -> None:
     """/workers."""
     state = state_of(interaction)
-    found = await asyncio.to_thread(admin.workers, state.connection)
+    found = await asyncio.to_thread(admin.workers, state.connection, state.settings)
     lines = [format_worker(worker) for worker in found] or [messages.NO_WORKERS]
     await interaction.response.send_message(messages.admin_text(lines), ephemeral=True)
 

@@ -52,22 +52,26 @@ async def imagine(
             await interaction.response.send_message(refusal, ephemeral=True)
             return
     prompt = styles.with_options(prompt, attachments or {}, lora)
-    try:
-        member, counts = state.desk.member_and_queues(requester.member_id)
-        specs = state.intake.jobs_from_text(
-            prompt, requester, delivery_for(interaction), member=member, rng=random.Random()
-        )
-    except redis.RedisError:
-        log.exception("queue unavailable for /imagine by %s", requester.member_id)
-        await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
-        return
-    except RuleRefused as exc:  # a server rule: its sentence names the rule and what is allowed here
-        await interaction.response.send_message(str(exc), ephemeral=True)
-        return
-    except MemberFacingError as exc:
-        await interaction.response.send_message(messages.prompt_error(str(exc), member.options), ephemeral=True)
-        return
-    queued = await submit(interaction, specs, state.desk, counts)
+    async with state.desk.answering():  # nothing is enqueued while answers are being made
+        try:
+            # One Redis round trip for every /imagine of this loop turn (bot/ack.py).
+            views = await state.desk.reads.read(requester.member_id)
+            specs = state.intake.jobs_from_text(
+                prompt, requester, delivery_for(interaction), member=views[1].member, rng=random.Random()
+            )
+        except redis.RedisError:
+            log.exception("queue unavailable for /imagine by %s", requester.member_id)
+            await interaction.response.send_message(messages.QUEUE_DOWN, ephemeral=True)
+            return
+        except RuleRefused as exc:  # a server rule: its sentence names the rule and what is allowed here
+            await interaction.response.send_message(str(exc), ephemeral=True)
+            return
+        except MemberFacingError as exc:
+            await interaction.response.send_message(
+                messages.prompt_error(str(exc), views[1].member.options), ephemeral=True
+            )
+            return
+    queued = await submit(interaction, specs, state.desk, views=views)
     if queued:
         await styles.tell_notes(interaction, queued)
     log.info("/imagine by %s: %d job(s) %s", requester.member_id, len(queued), [spec.job_id for spec in queued])

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 
 import redis
 from rq.registry import StartedJobRegistry
 
+from bot.ack import AckReader
 from shared import defaults
+from shared.discord_wire.rate_budget import RateBudget
 from shared.jobs.spec import JobSpec, JobStatus
 from shared.keys import Keys, keys_for
 from shared.queue.client import JobState, all_queues, enqueue, get_queue, job_state
@@ -29,13 +33,60 @@ class JobDesk:
         self._enqueue_turn = asyncio.Lock()
         self.shown: dict[str, str] = {}
         """Job id -> the waiting line its message shows now (kept by ``submission`` and ``queue_updates``)."""
+        self.reads = AckReader(connection, settings)
+        """The acknowledgement path's batched reads (``bot/ack.py``)."""
+        self.budget = RateBudget(connection, settings)
+        """The bot token's rate budget, shared with the workers (queue-position and failure edits ask it)."""
+        self.pending_by_lane: Counter[str] = Counter()
+        """Lane -> jobs this process answered with a waiting message but has not enqueued yet."""
+        self.pending_by_member: Counter[str] = Counter()
+        """Member -> their jobs answered but not enqueued yet (counted against their queued limit)."""
+        self._answering = 0
+        self._answered = asyncio.Event()
+        self._answered.set()
 
-    async def enqueue_soon(self, spec: JobSpec, roles: Sequence[str] = ()) -> None:
-        """``enqueue`` from the event loop, one job per loop turn (after the answers that are ready to go), so that no
-        thread competes with the loop for the GIL while a burst of interactions waits for answers."""
-        async with self._enqueue_turn:
-            await asyncio.sleep(0)
-            self.enqueue(spec, roles)
+    @contextlib.asynccontextmanager
+    async def answering(self) -> AsyncIterator[None]:
+        """Around the work before an interaction's answer: enqueues wait while any answer is being made."""
+        self._answering += 1
+        self._answered.clear()
+        try:
+            yield
+        finally:
+            self._answering -= 1
+            if self._answering == 0:
+                self._answered.set()
+
+    def hold(self, spec: JobSpec) -> None:
+        """Count ``spec`` as answered and waiting for its enqueue (positions and limits of the next answers)."""
+        self.pending_by_lane[spec.lane] += 1
+        self.pending_by_member[spec.owner] += 1
+
+    def release_hold(self, spec: JobSpec) -> None:
+        """Undo ``hold(spec)`` (its answer failed, or it was enqueued)."""
+        for counter, key in ((self.pending_by_lane, spec.lane), (self.pending_by_member, spec.owner)):
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
+
+    async def enqueue_soon(self, spec: JobSpec, roles: Sequence[str] = (), *, held: bool = False) -> None:
+        """``enqueue`` from the event loop once no answer is being made (an answer is Discord's 3 s deadline, the
+        enqueue is not), one job per loop turn, so that a burst of interactions is answered first. No thread: it
+        would compete with the loop for the GIL while answers wait. ``held``: ``hold(spec)`` counted it."""
+        try:
+            async with self._enqueue_turn:
+                await asyncio.sleep(0)
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + defaults.ENQUEUE_MAX_DEFER_S
+                # Woken by the last answer, re-checked (a new one may have begun since); never deferred longer
+                # than ENQUEUE_MAX_DEFER_S, so that a steady stream of answers cannot starve the enqueues.
+                while self._answering and loop.time() < deadline:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._answered.wait(), deadline - loop.time())
+                self.enqueue(spec, roles)
+        finally:
+            if held:
+                self.release_hold(spec)
 
     @property
     def keys(self) -> Keys:

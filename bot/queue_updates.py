@@ -2,10 +2,13 @@
 
 A background task of the bot: every ``QUEUE_EDIT_EVERY_S`` it reads the first ``QUEUE_EDIT_FIRST_N`` queued jobs of
 each lane from Redis, computes position and ETA (``shared.eta.position_and_eta``), and edits a job's waiting message
-over the bot's REST client only when the shown line (position, ETA bucket) changed. At most
-``QUEUE_EDITS_PER_CHANNEL`` edits per channel and one per message a round; a rate limit ends the round. A job is
-never edited once a worker has started it: the worker owns the message from then on (its status is read again right
-before each edit; an edit already in flight when the worker starts is overwritten by the worker's next progress edit).
+over the bot's REST client only when the shown line (position, ETA bucket) changed. Each edit asks the channel's edit
+budget, shared through Redis with every worker's progress edits (``shared.discord_wire.rate_budget``), at the lowest
+rank: progress edits go first, and a channel whose budget has no room for a position edit now is left for the next
+round (its line is then computed afresh: nothing is queued). At most ``QUEUE_EDITS_PER_CHANNEL`` edits per channel and
+one per message a round. A job is never edited once a worker has started it: the worker owns the message from then on
+(its status is read again right before each edit; an edit already in flight when the worker starts is overwritten by
+the worker's next progress edit). With several bot processes, each keeps the jobs of the guilds its shards own.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import discord
@@ -22,11 +26,13 @@ import redis
 from rq.utils import as_text
 
 from bot.jobs import JobDesk
-from bot.submission import mentions_for
+from bot.submission import display_model, mentions_for
 from shared import defaults, messages
+from shared.discord_wire.rate_budget import EDIT, Priority
 from shared.i18n import use_locale
 from shared.jobs.spec import JobStatus
 from shared.keys import Keys
+from shared.queue import worker_models
 from shared.queue.client import get_queue, job_state
 from shared.queue.eta import position_and_eta
 
@@ -48,9 +54,11 @@ class Waiting:
 class QueueUpdater:
     """Edits waiting messages as the queue moves; ``start`` it once the client is logged in (``setup_hook``)."""
 
-    def __init__(self, client: discord.Client, desk: JobDesk) -> None:
+    def __init__(self, client: discord.Client, desk: JobDesk, owns: Callable[[str], bool] = lambda guild: True) -> None:
         self.client = client
         self.desk = desk
+        self.owns = owns
+        """Whether this bot process's shards own a guild (its jobs' waiting messages are this process's to edit)."""
         self.edited_at: dict[str, float] = {}
         """Job id -> monotonic time of our last edit of its waiting message."""
         self._task: asyncio.Task[None] | None = None
@@ -81,6 +89,7 @@ class QueueUpdater:
     def snapshot(self) -> list[Waiting]:
         """The first queued Discord jobs of every lane with the line their waiting message should show (blocking)."""
         connection, settings = self.desk.connection, self.desk.settings
+        announced = worker_models.live(connection, settings)
         found: list[Waiting] = []
         for lane in settings.lanes:
             queue = get_queue(connection, settings, lane)
@@ -92,12 +101,18 @@ class QueueUpdater:
                 channel, message = delivery.channel_id, delivery.waiting_message_id
                 if delivery.kind != "discord" or not channel.isdigit() or not message.isdigit():
                     continue
+                if not self.owns(delivery.guild_id):
+                    continue  # another bot process's shard answered it and keeps it up to date
                 position, eta_s = position_and_eta(connection, settings, job_id)
                 if position is None or position < 1:
                     continue
                 owner = state.spec.owner
+                key = settings.model_key(state.spec.model)
                 with use_locale(state.spec.delivery.locale):  # the line stays in the member's language
-                    line = messages.waiting_line(state.spec.prompt, owner, position, eta_s)
+                    if worker_models.unserved(announced, key):
+                        line = messages.waiting_unserved_line(state.spec.prompt, owner, display_model(key), position)
+                    else:
+                        line = messages.waiting_line(state.spec.prompt, owner, position, eta_s)
                 found.append(Waiting(job_id, int(channel), int(message), owner, position, line))
         return found
 
@@ -112,17 +127,23 @@ class QueueUpdater:
             del self.edited_at[job_id]
         now = time.monotonic()
         per_channel: Counter[int] = Counter()
+        full: set[int] = set()
+        """Channels whose edit budget had no room for a position edit this round."""
         edits = 0
         for item in sorted(waiting, key=lambda w: w.position):
             if shown.get(item.job_id) == item.line:
                 continue
             if now - self.edited_at.get(item.job_id, float("-inf")) < defaults.QUEUE_EDIT_EVERY_S:
                 continue
-            if per_channel[item.channel_id] >= defaults.QUEUE_EDITS_PER_CHANNEL:
+            if per_channel[item.channel_id] >= defaults.QUEUE_EDITS_PER_CHANNEL or item.channel_id in full:
                 continue
             raw = self.desk.connection.hget(Keys.job(item.job_id), "status")
             if raw is None or as_text(raw) != JobStatus.QUEUED.value:
                 continue  # started (the worker's message now), canceled or gone since the snapshot
+            channel = str(item.channel_id)
+            if self.desk.budget.try_acquire(EDIT, channel, message=str(item.message_id), priority=Priority.POSITION):
+                full.add(item.channel_id)  # progress edits (or earlier positions) have the room now
+                continue
             per_channel[item.channel_id] += 1
             message = self.client.get_partial_messageable(item.channel_id).get_partial_message(item.message_id)
             try:

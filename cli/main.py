@@ -22,9 +22,11 @@ from typing import TextIO
 import redis
 from rq import Worker
 
+from shared import messages
 from shared.errors import MemberFacingError
 from shared.intake import Intake, Requester
 from shared.jobs.spec import Delivery, JobSpec, JobStatus
+from shared.queue import worker_models
 from shared.queue.client import job_state, request_cancel
 from shared.settings import Settings, get_settings
 from shared.stores.connection import connect, redis_url
@@ -72,11 +74,14 @@ def wait_for(
     timeout: float,
     out: TextIO,
     worker: subprocess.Popen[bytes] | None = None,
+    *,
+    settings: Settings | None = None,
 ) -> tuple[bool, str]:
     """Show progress until ``spec`` finishes; returns (finished, grid path or error message). With ``worker`` (the
     local worker), its exit before the job ends is reported instead of waiting for the timeout."""
     deadline = time.monotonic() + timeout
     warned = worker is not None  # the local worker registers once its model is loaded; no hint needed meanwhile
+    unserved_told = False
     shown = ""
     while time.monotonic() < deadline:
         state = job_state(connection, spec.job_id)
@@ -85,9 +90,9 @@ def wait_for(
         progress = state.progress
         if state.status is JobStatus.FINISHED:
             out.write(progress_line(spec, 1.0, "done", progress.total, progress.total) + "\n")
-            if state.canceled or state.result is None:
+            if state.canceled or not state.files:
                 return False, f"job {spec.job_id} was cancelled"
-            files = state.result.files
+            files = state.files
             return True, str(files.get("grid") or (files.get("images") or [""])[0])
         if state.status in (JobStatus.FAILED, JobStatus.CANCELED):
             out.write("\n")
@@ -98,6 +103,11 @@ def wait_for(
         if not warned and state.status is JobStatus.QUEUED and not Worker.all(connection=connection):
             out.write(f"\nno worker is running yet; start one with `python -m worker` (job {spec.job_id} waits)\n")
             warned = True
+        if not unserved_told and settings is not None and state.status is JobStatus.QUEUED:
+            key = settings.model_key(spec.model)
+            if worker_models.unserved(worker_models.live(connection, settings), key):
+                out.write("\n" + messages.cli_unserved(key, spec.job_id) + "\n")
+                unserved_told = True
         phase = progress.phase or state.status.value
         line = progress_line(spec, progress.fraction, phase, progress.step, progress.total)
         if line != shown:  # redraw only on change, so logs of non-terminal runs stay short
@@ -175,7 +185,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     failures = 0
     try:
         for spec in specs:
-            ok, detail = wait_for(connection, spec, args.timeout, stream, worker)
+            ok, detail = wait_for(connection, spec, args.timeout, stream, worker, settings=settings)
             if ok:
                 print(detail, file=stream)
                 continue

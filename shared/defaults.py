@@ -34,8 +34,10 @@ DEFAULT_LANE: str = "fast"
 JOB_TIMEOUT_S: int = 900
 """Seconds a single job may run on a worker before RQ stops it."""
 
-RESULT_TTL_S: int = 7 * 24 * 3600
-"""Seconds RQ keeps a finished job's record and result (for /show, buttons and the CLI)."""
+RESULT_TTL_S: int = 3600
+"""Seconds RQ keeps a finished job (its hash, result and registry entry): for the CLI and the bot's look-ups right
+after it ends. Members' buttons, /show and the records read the result store (``IMAGE_TTL_S``), which keeps the full
+record, so RQ's copy need not stay longer (docs/performance.md: Redis memory per finished job)."""
 
 FAILURE_TTL_S: int = 7 * 24 * 3600
 """Seconds RQ keeps a failed job's record, so the member and admins can see why it failed."""
@@ -642,3 +644,69 @@ SHORTEN_MAX_WORDS: int = 60
 
 BLEND_DIMENSIONS: dict[str, tuple[int, int]] = {"portrait": (2, 3), "square": (1, 1), "landscape": (3, 2)}
 """/blend's ``dimensions`` choices and the aspect ratio each makes (Midjourney's)."""
+
+# --- At scale: bot shards, Discord's rate limits shared through Redis, worker models (docs/performance.md) ---
+
+DISCORD_IDENTIFY_WAIT_S: float = 5.0
+"""Seconds between two gateway IDENTIFYs of the bot token (Discord's session start limit, max_concurrency 1);
+every bot process takes its turn through Redis."""
+
+DISCORD_GLOBAL_PER_S: int = 50
+"""REST requests per second Discord allows one bot token (interaction responses and followups exempt)."""
+
+DISCORD_CHANNEL_EDITS: int = 5
+"""Message edits Discord allows per channel in one edit window (a bucket of its own, apart from posts)."""
+
+DISCORD_CHANNEL_EDIT_WINDOW_S: float = 5.0
+"""Seconds of a channel's edit window."""
+
+DISCORD_CHANNEL_POSTS: int = 5
+"""Messages Discord allows a bot to post per channel in one post window (a bucket apart from edits)."""
+
+DISCORD_CHANNEL_POST_WINDOW_S: float = 5.0
+"""Seconds of a channel's post window."""
+
+DISCORD_CHANNEL_DELETES: int = 5
+"""Message deletions Discord allows per channel in one delete window."""
+
+DISCORD_CHANNEL_DELETE_WINDOW_S: float = 1.0
+"""Seconds of a channel's delete window."""
+
+DISCORD_BUDGET_MARGIN_S: float = 0.25
+"""Seconds added to every window the shared budgets keep: a request granted as an old one leaves the window must
+not reach Discord inside that old one's window (transit, a busy process, clock jitter between machines)."""
+
+DISCORD_BUDGET_TTL_S: float = 120.0
+"""Seconds a channel's budget keys live after their last use (idle channels leave nothing in Redis)."""
+
+DISCORD_POSITION_RESERVE: int = 2
+"""Edits of a channel's window that queue-position edits leave free, so a progress edit asked a moment later finds
+room (progress outranks queue position)."""
+
+DISCORD_FIRST_PROGRESS_WAIT_S: float = 1.0
+"""Most seconds a job's first progress edit waits for its channel's edit budget (later ones are skipped, not waited
+for: the next step asks again); a short job would otherwise show no progress at all in a busy channel."""
+
+DISCORD_EDIT_WANT_TTL_S: float = 6.0
+"""Seconds a message that asked for an edit keeps its place in the channel's line without asking again."""
+
+DISCORD_FINAL_EDIT_WAIT_S: float = 30.0
+"""Most seconds a final edit (a failure line) waits for the channel's edit budget before it is sent anyway."""
+
+DISCORD_POSTED_TTL_S: int = 24 * 3600
+"""Seconds a job's "posted as message N" mark lives (a repeated publish of the job, by a retry or the outbox, posts
+nothing again); the outbox gives up long before."""
+
+JOB_DESCRIPTION_CHARS: int = 60
+"""Characters of the prompt kept as RQ's job description (for rq-dashboard; the spec has the whole prompt)."""
+
+WORKER_MODELS_TTL_S: int = 60
+"""Seconds a worker's announcement of the models it serves stays valid without being renewed."""
+
+DISCORD_HTTP_CONNECTIONS: int = 32
+"""Most HTTP connections a bot process keeps to Discord's REST API (its gateway sockets included): a burst of
+interaction answers reuses them instead of opening one connection per answer."""
+
+ENQUEUE_MAX_DEFER_S: float = 0.5
+"""Most seconds the bot defers a job's enqueue while it answers other interactions (answers first: Discord's 3 s
+window; a steady stream of answers must not starve the enqueues)."""

@@ -19,6 +19,7 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
+from rq.results import Result
 from rq.utils import parse_composite_key
 from rq.worker import Worker
 
@@ -32,6 +33,10 @@ RQ_QUEUE_PREFIX: str = Queue.redis_queue_namespace_prefix
 
 RQ_WORKERS: str = Worker.redis_workers_keys
 """RQ's set of registered workers."""
+
+JOB_MODEL_FIELD: str = "imagine_model"
+"""Our field in RQ's job hash: the model key a job is routed by (set when it is queued; RQ ignores unknown fields
+and deletes it with the job)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,11 @@ class Keys:
     def job(job_id: str) -> str:
         """RQ's hash of job ``job_id``."""
         return Job.key_for(job_id)
+
+    @staticmethod
+    def job_results(job_id: str) -> str:
+        """RQ's stream of job ``job_id``'s results."""
+        return Result.get_key(job_id)
 
     @staticmethod
     def execution(composite_key: str) -> str:
@@ -326,6 +336,40 @@ class Keys:
     def reviews_pending(self) -> str:
         """Sorted set job id -> when it was held, of results waiting for a moderator."""
         return f"{self.prefix}:reviews:pending"
+
+    # -- at scale: bot shards, Discord rate budgets, worker models -----------------------------------------------------
+
+    @property
+    def identify_turn(self) -> str:
+        """Lock: present while one bot process's gateway IDENTIFY is recent (Discord's session start limit)."""
+        return f"{self.prefix}:discord:identify"
+
+    @property
+    def discord_global(self) -> str:
+        """Sorted set of the bot token's recent REST requests (id -> time), for its global budget."""
+        return f"{self.prefix}:discord:global"
+
+    def discord_bucket(self, route: str, major: str) -> str:
+        """Sorted set of the recent requests (id -> time) of one Discord rate-limit bucket: ``route`` (post, edit,
+        delete) of the top-level resource ``major`` (a channel id)."""
+        return f"{self.prefix}:discord:bucket:{route}:{major}"
+
+    def discord_edit_wants(self, channel_id: str) -> str:
+        """Sorted set of a channel's messages waiting for an edit (message id -> rank: priority, then last edit)."""
+        return f"{self.prefix}:discord:wants:{channel_id}"
+
+    def discord_edit_asked(self, channel_id: str) -> str:
+        """Sorted set of a channel's waiting messages -> when they last asked (one that stops asking leaves)."""
+        return f"{self.prefix}:discord:asked:{channel_id}"
+
+    def discord_edit_granted(self, channel_id: str) -> str:
+        """Sorted set of a channel's messages -> when they were last edited (the least recently shown goes first)."""
+        return f"{self.prefix}:discord:granted:{channel_id}"
+
+    @property
+    def worker_models(self) -> str:
+        """Hash worker name -> the models and families it serves and holds, with the time of the announcement (JSON)."""
+        return f"{self.prefix}:workers:models"
 
 
 @lru_cache(maxsize=16)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from shared import defaults
@@ -308,8 +309,24 @@ def record_verified(data: dict[str, Any], verify: str) -> str:
     return _record_block(data, defaults.DISCORD_CONTENT_MAX - len(verify) - 1) + "\n" + verify
 
 
+RECORD_KEY_ORDER = ("job_id", "seeds", "size", "spec")
+"""Top-level record keys shown first, so a record cut to fit one message still names the job, its seeds and prompt."""
+
+
 def _record_block(data: dict[str, Any], limit: int) -> str:
-    text = json.dumps(data, indent=1, sort_keys=True, default=str).replace("`", "\\u0060")
+    # Keys in RECORD_KEY_ORDER first, the rest (engine, worker, timings, ...) after, in the order they are stored; the
+    # nested objects sort, so two records of one job read the same.
+    ordered = {key: data[key] for key in RECORD_KEY_ORDER if key in data}
+    ordered.update({key: value for key, value in data.items() if key not in ordered})
+    text = (
+        "{\n"
+        + ",\n".join(
+            f" {json.dumps(key)}: " + json.dumps(value, indent=1, sort_keys=True, default=str).replace("\n", "\n ")
+            for key, value in ordered.items()
+        )
+        + "\n}"
+    )
+    text = text.replace("`", "\\u0060")
     room = limit - len("```json\n\n```") - len("\n... (cut)")
     if len(text) > room:
         text = text[:room] + "\n... (cut)"
@@ -357,6 +374,38 @@ def waiting_line(prompt: str, owner: str, position: int | None = None, eta_s: fl
     if eta_s is not None:
         rest += f" - {eta_text(eta_s)}"
     return _with_prompt(prompt, rest)
+
+
+def waiting_unserved_line(prompt: str, owner: str, model: str, position: int | None = None) -> str:
+    """The waiting message of a job whose model no live worker holds: it waits, in its place, for one that does."""
+    rest = " - " + tr("{who} (Waiting to start)", who=mention(owner))
+    if position is not None and position > 0:
+        rest += " - " + tr("#{position} in the queue", position=position)
+    rest += " - " + tr(
+        "no worker holds the model {model} now; the job waits until one does", model=escape_fitted(model, 100)
+    )
+    return _with_prompt(prompt, rest)
+
+
+def cli_unserved(model: str, job_id: str) -> str:
+    """The CLI's note for a queued job whose model no live worker holds."""
+    return tr(
+        "no worker holds the model {model} now; job {job_id} waits until one does (WORKER_MODELS)",
+        model=model,
+        job_id=job_id,
+    )
+
+
+def workers_models(models: Sequence[str], families: Sequence[str], held: Sequence[str]) -> str:
+    """/workers: what one worker serves (the models it takes jobs of, their families, the ones loaded now)."""
+    if not models:
+        return tr("serves no announced model")
+    line = tr("serves {models}", models=", ".join(models))
+    if families:
+        line += f" ({', '.join(families)})"
+    if held:
+        line += ", " + tr("loaded: {models}", models=", ".join(held))
+    return line
 
 
 def progress_line(prompt: str, owner: str, fraction: float, lane: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -229,6 +230,28 @@ class Settings(BaseSettings):
             raise ValueError(f"DRAFT_LORA must name a configured LoRA ({known}), got {value!r}")
         return value
 
+    # At scale: bot shards (bot/client.py, bot/sharding.py), Discord rate budgets (shared/discord_wire/rate_budget.py),
+    # the models a worker serves (worker/runtime.py, shared/queue/worker_models.py).
+    shard_count: int | None = Field(
+        default=None, ge=1, description="Discord shards in all; empty: the count Discord recommends (GET /gateway/bot)."
+    )
+    shard_ids: str = Field(default="", description="Comma-separated shard ids this bot process runs; empty: all.")
+    discord_identify_wait_s: float = Field(
+        default=defaults.DISCORD_IDENTIFY_WAIT_S, ge=0, description="Seconds between two IDENTIFYs (all processes)."
+    )
+    discord_global_per_s: int = Field(
+        default=defaults.DISCORD_GLOBAL_PER_S, ge=1, description="REST requests per second the bot token may make."
+    )
+    discord_channel_edits: int = Field(
+        default=defaults.DISCORD_CHANNEL_EDITS, ge=1, description="Message edits per channel per edit window."
+    )
+    discord_channel_edit_window_s: float = Field(
+        default=defaults.DISCORD_CHANNEL_EDIT_WINDOW_S, gt=0, description="Seconds of a channel's edit window."
+    )
+    worker_models: str = Field(
+        default="", description="Comma-separated models (refs or --v names) this worker serves; empty: all configured."
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -280,6 +303,28 @@ class Settings(BaseSettings):
         if value.lower() not in defaults.C2PA_ALGORITHMS:
             raise ValueError(f"C2PA_ALG must be one of {', '.join(defaults.C2PA_ALGORITHMS)}, got {value!r}")
         return value.lower()
+
+    @field_validator("shard_count", mode="before")
+    @classmethod
+    def _empty_shard_count(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("shard_ids")
+    @classmethod
+    def _check_shard_ids(cls, value: str, info: ValidationInfo) -> str:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        count = info.data.get("shard_count")
+        if items and count is None:
+            raise ValueError(f"SHARD_IDS needs SHARD_COUNT (the shards in all), got SHARD_IDS={value!r}")
+        for item in items:
+            if not item.isdigit() or (count is not None and int(item) >= count):
+                raise ValueError(
+                    f"SHARD_IDS must be comma-separated shard numbers from 0 to SHARD_COUNT - 1 ({count}), "
+                    f"got {item!r} in {value!r}"
+                )
+        if len(set(items)) != len(items):
+            raise ValueError(f"SHARD_IDS must name each shard once, got {value!r}")
+        return value
 
     @field_validator("result_dir")
     @classmethod
@@ -384,6 +429,30 @@ class Settings(BaseSettings):
     def moderator_roles(self) -> frozenset[str]:
         """``moderator_role_ids`` as a set of role ids."""
         return frozenset(item.strip() for item in self.moderator_role_ids.split(",") if item.strip())
+
+    @property
+    def shard_id_list(self) -> list[int] | None:
+        """``SHARD_IDS`` parsed (validated when settings are read); None: every shard of ``SHARD_COUNT``."""
+        items = [int(item) for item in self.shard_ids.split(",") if item.strip()]
+        return items or None
+
+    def model_key(self, model: str = "") -> str:
+        """The name jobs are routed by (``shared.queue.worker_models``): ``model`` ("" = ``MODEL``) through the
+        aliases, a path under the checkout written relative to it, so every process of one configuration agrees."""
+        ref = (self.model if not model else self.model_aliases.get(model, model)).strip().rstrip("/")
+        path = Path(ref)
+        if path.is_absolute():
+            with contextlib.suppress(ValueError):
+                return path.relative_to(defaults.PROJECT_ROOT).as_posix()
+        return ref
+
+    def worker_model_keys(self) -> frozenset[str]:
+        """The model keys a worker with this configuration serves: ``WORKER_MODELS`` when set, else ``MODEL`` and
+        every alias target."""
+        listed = [item.strip() for item in self.worker_models.split(",") if item.strip()]
+        if listed:
+            return frozenset(self.model_key(item) for item in listed)
+        return frozenset({self.model_key(), *(self.model_key(ref) for ref in self.model_aliases.values())})
 
     @property
     def guild_ids(self) -> list[int]:

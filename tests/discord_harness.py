@@ -45,16 +45,17 @@ def discord_env(settings_env: dict[str, str], fake_discord: FakeDiscord) -> dict
 
 
 @pytest.fixture
-def start_bot(discord_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """Start ``python -m bot`` against the fake Discord; every bot started is stopped at teardown."""
+def start_bot(discord_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start ``python -m bot`` against the fake Discord (``env``: extra variables, e.g. ``SHARD_IDS``); every bot
+    started is stopped at teardown."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start() -> subprocess.Popen[bytes]:
+    def start(env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log_path = tmp_path / f"bot-{len(processes)}.log"
         proc = subprocess.Popen(
             [sys.executable, "-m", "bot"],
             cwd=ROOT,
-            env=child_env(discord_env),
+            env=child_env({**discord_env, **(env or {})}),
             stdout=log_path.open("wb"),
             stderr=subprocess.STDOUT,
         )

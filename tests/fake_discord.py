@@ -9,6 +9,17 @@ Facts that discord.py 2.7 needs (found by building this): JSON responses carry e
 application/json``; READY carries ``resume_gateway_url``; interaction payloads carry ``attachment_size_limit``; the
 callback endpoint answers ``{"interaction": ..., "resource": ...}`` (``?with_response=1``), not 204; component clicks
 carry the message (with its components) that this fake returned when it was posted.
+
+Rate limits as Discord enforces them (``enforce_limits``, on by default): per route and top-level resource, fixed
+windows that start with a bucket's first request (posting 5 per 5 s per channel, editing 5 per 5 s per channel in a
+bucket of its own, deleting 5 per s, interaction followups 5 per 2 s per token), and 50 requests per second per bot
+token (interaction callbacks and followups exempt). Answers carry ``X-RateLimit-*`` headers; a request over a limit
+gets 429 with ``retry_after`` (seconds, float), ``global``, ``Retry-After``, ``X-RateLimit-Scope`` and the ``Via``
+header by which discord.py tells Discord's 429 from Cloudflare's. ``rate_limited`` records every such 429.
+
+Sharding as Discord does it: a guild belongs to shard ``(guild_id >> 22) % shard_count``; IDENTIFY names its shard
+(``[id, count]``), READY lists that shard's guilds only, and each event of a guild goes to the socket of the shard that
+owns it (direct messages to shard 0). ``GET /gateway/bot`` recommends ``recommended_shards``.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import html
 import itertools
 import json
 import logging
+import math
 import threading
 import time
 import urllib.parse
@@ -56,6 +68,27 @@ MODAL_TITLE_MAX = 45
 
 TEXT_INPUT_MAX = 4000
 """Largest max_length (and so prefilled value) of a modal's text input."""
+ROUTE_LIMITS: dict[str, tuple[int, float]] = {
+    "post": (5, 5.0),
+    "edit": (5, 5.0),
+    "delete": (5, 1.0),
+    "followup": (5, 2.0),
+}
+"""Route -> (requests, window seconds), per top-level resource (channel, or interaction token for followups)."""
+
+GLOBAL_PER_S = 50
+"""Requests per second per bot token."""
+
+VIA = "1.1 google"
+"""The ``Via`` header of Discord's answers (discord.py treats a 429 without it as a Cloudflare ban)."""
+
+
+@dataclass
+class Window:
+    """A fixed rate-limit window: when it started and the requests counted in it."""
+
+    started: float
+    count: int = 0
 
 
 @dataclass
@@ -91,8 +124,11 @@ class InteractionRecord:
     response: Any = None
     response_message_id: int | None = None
     expired: bool = False
+    guild_id: int = 0
     channel_id: int = 0
     """The channel the interaction came from (0: the fake's default channel)."""
+    shard: int | None = None
+    """The shard whose socket the interaction was sent to (None before it is dispatched)."""
 
     @property
     def ack_latency_s(self) -> float | None:
@@ -123,12 +159,34 @@ class FakeDiscord:
         guild_id: int = 700000000000000002,
         channel_id: int = 700000000000000003,
         bot_user_id: int = 700000000000000001,
+        extra_guilds: int = 0,
+        channels_per_guild: int = 1,
+        recommended_shards: int = 1,
+        enforce_limits: bool = True,
     ) -> None:
         self.token = token
         self.application_id = application_id
+        if extra_guilds:  # guild i (0 included) on shard i of extra_guilds + 1
+            guild_id = guild_with_shard(guild_id, 0, extra_guilds + 1)
         self.guild_id = guild_id
         self.channel_id = channel_id
         self.bot_user_id = bot_user_id
+        self.recommended_shards = recommended_shards
+        """The ``shards`` that ``GET /gateway/bot`` recommends."""
+        self.enforce_limits = enforce_limits
+        self.rate_limited: list[Call] = []
+        """Requests answered 429 because they were over a limit (injected faults are not counted)."""
+        self._windows: dict[str, Window] = {}
+        self.guild_channels: dict[int, list[int]] = {guild_id: [channel_id]}
+        """Guild id -> its text channels (the first guild and channel are ``guild_id`` and ``channel_id``)."""
+        ids = itertools.count(1)
+        for index in range(extra_guilds + 1):
+            guild = guild_id if index == 0 else guild_with_shard(guild_id + 1000 * index, index, extra_guilds + 1)
+            channels = self.guild_channels.setdefault(guild, [])
+            while len(channels) < channels_per_guild:
+                channels.append(channel_id + 100_000 * index + next(ids))
+        self.channel_guild: dict[int, int] = {c: g for g, cs in self.guild_channels.items() for c in cs}
+        """Channel id -> its guild."""
         self.port = 0
         self.calls: list[Call] = []
         self.messages: dict[int, dict[str, Any]] = {}
@@ -147,6 +205,8 @@ class FakeDiscord:
         self.identifies = 0
         self.roles: dict[int, str] = {}
         """Extra guild roles (id -> name) in GUILD_CREATE, so members' roles resolve; set them before connecting."""
+        self.identified_shards: list[tuple[int, int]] = []
+        """``(shard id, shard count)`` of every IDENTIFY, in order (``(0, 1)`` when the client sent no shard)."""
         self.gateway_errors: list[str] = []
         self.fail_next: list[tuple[str, int, float]] = []
         """Queued faults for channel-message routes: (method or "*", status, retry_after for 429)."""
@@ -154,6 +214,8 @@ class FakeDiscord:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._sockets: set[web.WebSocketResponse] = set()
+        self._socket_shards: dict[web.WebSocketResponse, tuple[int, int]] = {}
+        """Identified socket -> its ``(shard id, shard count)``."""
         self._sequence = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -193,8 +255,9 @@ class FakeDiscord:
             "DISCORD_TOKEN": self.token,
             "DISCORD_API_BASE": self.api_base,
             "DISCORD_GATEWAY_URL": self.gateway_url,
-            "DISCORD_GUILD_IDS": str(self.guild_id),
+            "DISCORD_GUILD_IDS": ",".join(str(guild) for guild in self.guild_channels),
             "DISCORD_GUILD_READY_TIMEOUT_S": "0.1",
+            "DISCORD_IDENTIFY_WAIT_S": "0",  # one fake session start limit: no 5 s between shards
         }
 
     def start(self) -> FakeDiscord:
@@ -315,11 +378,12 @@ class FakeDiscord:
             "permissions": "2251799813685247",
         }
 
-    def _channel(self) -> dict[str, Any]:
+    def _channel(self, channel_id: int | None = None) -> dict[str, Any]:
+        channel = channel_id or self.channel_id
         return {
-            "id": str(self.channel_id),
+            "id": str(channel),
             "type": 0,
-            "guild_id": str(self.guild_id),
+            "guild_id": str(self.channel_guild.get(channel, self.guild_id)),
             "name": "imagine",
             "position": 0,
             "permission_overwrites": [],
@@ -331,10 +395,11 @@ class FakeDiscord:
             "flags": 0,
         }
 
-    def _guild(self) -> dict[str, Any]:
+    def _guild(self, guild_id: int | None = None) -> dict[str, Any]:
+        guild = guild_id or self.guild_id
         return {
-            "id": str(self.guild_id),
-            "name": "Fake guild",
+            "id": str(guild),
+            "name": f"Fake guild {guild % 10000}",
             "icon": None,
             "owner_id": "1",
             "roles": [
@@ -353,7 +418,7 @@ class FakeDiscord:
                     for role_id, name in self.roles.items()
                 ),
                 {
-                    "id": str(self.guild_id),
+                    "id": str(guild),
                     "name": "@everyone",
                     "permissions": "2251799813685247",
                     "position": 0,
@@ -369,7 +434,7 @@ class FakeDiscord:
             "features": [],
             "member_count": 2,
             "members": [self._member(self.bot_user_id)],
-            "channels": [self._channel()],
+            "channels": [self._channel(channel) for channel in self.guild_channels.get(guild, [])],
             "threads": [],
             "presences": [],
             "voice_states": [],
@@ -423,51 +488,89 @@ class FakeDiscord:
                         self.gateway_errors.append("identify with a wrong token")
                         await ws.close(code=4004)
                         break
-                    await self._ready(ws)
+                    shard = payload["d"].get("shard") or [0, 1]
+                    shard_id, shard_count = int(shard[0]), int(shard[1])
+                    if not 0 <= shard_id < shard_count:
+                        self.gateway_errors.append(f"identify with an invalid shard {shard!r}")
+                        await ws.close(code=4010)  # Discord's "Invalid shard"
+                        break
+                    await self._ready(ws, shard_id, shard_count)
                 elif op == 6:
                     # No session resumption here: the client re-identifies.
                     await ws.send_str(json.dumps({"op": 9, "d": False, "s": None, "t": None}))
         finally:
             self._sockets.discard(ws)
+            self._socket_shards.pop(ws, None)
         return ws
 
-    async def _ready(self, ws: web.WebSocketResponse) -> None:
+    async def _ready(self, ws: web.WebSocketResponse, shard_id: int = 0, shard_count: int = 1) -> None:
+        guilds = [guild for guild in self.guild_channels if shard_of(guild, shard_count) == shard_id]
         ready = {
             "v": 10,
             "user": self.user(self.bot_user_id, "imagine"),
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(guild), "unavailable": True} for guild in guilds],
             "session_id": f"session-{self.snowflake()}",
             "resume_gateway_url": self.gateway_url,
-            "shard": [0, 1],
+            "shard": [shard_id, shard_count],
             "application": {"id": str(self.application_id), "flags": 0},
             "private_channels": [],
             "relationships": [],
         }
+        self._socket_shards[ws] = (shard_id, shard_count)
         await self._send_dispatch(ws, "READY", ready)
-        await self._send_dispatch(ws, "GUILD_CREATE", self._guild())
+        for guild in guilds:
+            await self._send_dispatch(ws, "GUILD_CREATE", self._guild(guild))
         with self._lock:
             self.identifies += 1
+            self.identified_shards.append((shard_id, shard_count))
         self._notify()
 
     async def _send_dispatch(self, ws: web.WebSocketResponse, event: str, data: Any) -> None:
         self._sequence += 1
         await ws.send_str(json.dumps({"op": 0, "t": event, "s": self._sequence, "d": data}))
 
-    async def _dispatch_all(self, event: str, data: Any) -> None:
-        if not self._sockets:
-            raise RuntimeError(f"no bot is connected to the fake gateway to receive {event}")
-        for ws in list(self._sockets):
+    def _sockets_for(self, data: Any) -> list[tuple[web.WebSocketResponse, int]]:
+        """The identified sockets an event about ``data`` goes to, with their shard: the shard of its guild (shard 0
+        for direct messages), as Discord routes events."""
+        guild = data.get("guild_id") if isinstance(data, dict) else None
+        guild_id = int(guild) if isinstance(guild, str | int) and str(guild).isdigit() else 0
+        found = []
+        for ws, (shard_id, shard_count) in list(self._socket_shards.items()):
+            owner = shard_of(guild_id, shard_count)
+            if owner == shard_id:
+                found.append((ws, shard_id))
+        return found
+
+    async def _dispatch_all(self, event: str, data: Any) -> int | None:
+        """Send ``event`` to the shard that owns its guild; returns that shard."""
+        targets = self._sockets_for(data)
+        if not targets:
+            raise RuntimeError(f"no bot shard that owns this event's guild is connected to receive {event}")
+        for ws, _ in targets:
             await self._send_dispatch(ws, event, data)
+        return targets[0][1]
 
     def wait_connected(self, identifies: int = 1, timeout: float = 60.0) -> None:
         """Block until the bot has identified ``identifies`` times in all (i.e. is connected and set up)."""
         self.wait_for(lambda: self.identifies >= identifies and self._sockets, timeout, f"{identifies} IDENTIFY")
 
+    def connected_shards(self) -> set[int]:
+        """Shard ids with an identified socket now."""
+        with self._lock:
+            return {shard for shard, _ in self._socket_shards.values()}
+
+    def guild_of_shard(self, shard_id: int, shard_count: int) -> int:
+        """A guild of this fake that belongs to shard ``shard_id`` of ``shard_count``."""
+        for guild in self.guild_channels:
+            if shard_of(guild, shard_count) == shard_id:
+                return guild
+        raise KeyError(f"no guild of this fake is on shard {shard_id} of {shard_count}: {list(self.guild_channels)}")
+
     # --- interactions -------------------------------------------------------------------------------------------
 
     def channel_payload(self, channel_id: int, *, nsfw: bool = False) -> dict[str, Any]:
         """A text channel of the guild as interactions carry it (``nsfw``: age-restricted)."""
-        return {**self._channel(), "id": str(channel_id), "name": f"channel-{channel_id % 10000}", "nsfw": nsfw}
+        return {**self._channel(channel_id), "name": f"channel-{channel_id % 10000}", "nsfw": nsfw}
 
     def _interaction(
         self,
@@ -485,21 +588,23 @@ class FakeDiscord:
         interaction_id = self.snowflake()
         token = f"itoken-{interaction_id}"
         channel = channel_id or self.channel_id
+        guild = self.channel_guild.get(channel, self.guild_id)
         with self._lock:
             self.interactions[interaction_id] = InteractionRecord(
-                interaction_id, token, kind, user_id, channel_id=channel
+                interaction_id, token, kind, user_id, guild_id=guild, channel_id=channel
             )
         member = self._member(user_id)
         member["roles"] = [str(role) for role in roles]
         if permissions is not None:
             member["permissions"] = permissions
-        channel_data = self._channel() if channel == self.channel_id else self.channel_payload(channel, nsfw=nsfw)
+        known = channel in self.channel_guild and not nsfw
+        channel_data = self._channel(channel) if known else self.channel_payload(channel, nsfw=nsfw)
         return {
             "id": str(interaction_id),
             "application_id": str(self.application_id),
             "type": kind,
             "data": data,
-            "guild_id": str(self.guild_id),
+            "guild_id": str(guild),
             "channel_id": str(channel),
             "channel": channel_data,
             "member": member,
@@ -509,7 +614,7 @@ class FakeDiscord:
             "locale": locale,
             "guild_locale": "en-US",
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "authorizing_integration_owners": {"0": str(guild)},
             "context": 0,
             "attachment_size_limit": 10 * 1024 * 1024,
             **extra,
@@ -521,7 +626,7 @@ class FakeDiscord:
         async def send() -> None:
             with self._lock:
                 record.dispatched_at = time.monotonic()
-            await self._dispatch_all("INTERACTION_CREATE", payload)
+            record.shard = await self._dispatch_all("INTERACTION_CREATE", payload)
 
         self._run(send())
         return record
@@ -552,7 +657,7 @@ class FakeDiscord:
             "id": command.get("id", str(self.snowflake())),
             "name": head,
             "type": 1,
-            "guild_id": str(self.guild_id),
+            "guild_id": str(self.channel_guild.get(where.get("channel_id") or self.channel_id, self.guild_id)),
             "options": nested,
         }
         if uploads:
@@ -567,9 +672,10 @@ class FakeDiscord:
             for index, payload in enumerate(payloads):
                 if interval_s > 0:
                     await asyncio.sleep(max(0.0, start + index * interval_s - time.monotonic()))
+                record = self.interactions[int(payload["id"])]
                 with self._lock:
-                    self.interactions[int(payload["id"])].dispatched_at = time.monotonic()
-                await self._dispatch_all("INTERACTION_CREATE", payload)
+                    record.dispatched_at = time.monotonic()
+                record.shard = await self._dispatch_all("INTERACTION_CREATE", payload)
 
         assert self._loop is not None, "fake Discord is not started"
         asyncio.run_coroutine_threadsafe(send_all(), self._loop).result(30 + interval_s * len(payloads))
@@ -595,10 +701,10 @@ class FakeDiscord:
             "name": name,
             "type": 3,
             "target_id": str(message_id),
-            "guild_id": str(self.guild_id),
+            "guild_id": str(self.channel_guild.get(int(message["channel_id"]), self.guild_id)),
             "resolved": {"messages": {str(message_id): message}},
         }
-        return self._send_interaction(self._interaction(2, data, user_id))
+        return self._send_interaction(self._interaction(2, data, user_id, channel_id=int(message["channel_id"])))
 
     def upload(self, filename: str, data: bytes, content_type: str = "image/png") -> dict[str, Any]:
         """An attachment a member picked for a slash command's attachment option (pass it as the option's value); its
@@ -624,7 +730,7 @@ class FakeDiscord:
             "user_id": str(user_id),
             "channel_id": message["channel_id"],
             "message_id": str(message_id),
-            "guild_id": str(self.guild_id),
+            "guild_id": str(self.channel_guild.get(int(message["channel_id"]), self.guild_id)),
             "message_author_id": message["author"]["id"],
             "member": self._member(user_id),
             "emoji": {"id": None, "name": emoji},
@@ -654,6 +760,79 @@ class FakeDiscord:
 
     # --- REST ---------------------------------------------------------------------------------------------------
 
+    def _bucket_of(self, call: Call) -> tuple[str, str] | None:
+        """``(route, bucket key)`` of a call that a per-route limit counts, or None."""
+        parts = [p for p in call.path.split("/") if p]
+        if len(parts) >= 3 and parts[0] == "channels" and parts[2] == "messages":
+            if len(parts) == 3 and call.method == "POST":
+                return "post", f"post:{parts[1]}"
+            if len(parts) == 4 and call.method == "PATCH":
+                return "edit", f"edit:{parts[1]}"
+            if len(parts) == 4 and call.method == "DELETE":
+                return "delete", f"delete:{parts[1]}"
+        if len(parts) >= 3 and parts[0] == "webhooks" and call.method in ("POST", "PATCH"):
+            return "followup", f"followup:{parts[2]}"
+        return None
+
+    def _take(self, key: str, limit: int, period: float, now: float) -> tuple[bool, Window]:
+        """Count a request in the fixed window ``key`` (a new window starts with the first request after the last
+        one ended); False when the window is full."""
+        window = self._windows.get(key)
+        if window is None or now >= window.started + period:
+            window = self._windows[key] = Window(started=now)
+        if window.count >= limit:
+            return False, window
+        window.count += 1
+        return True, window
+
+    def _enforce(self, call: Call) -> tuple[web.Response | None, dict[str, str]]:
+        """Discord's limits for ``call``: a 429 answer when it is over one, else the headers its answer carries."""
+        if not self.enforce_limits:
+            return None, {}
+        now = call.at
+        with self._lock:
+            if call.auth == f"Bot {self.token}":  # the global limit counts bot-token requests only
+                allowed, window = self._take("global", GLOBAL_PER_S, 1.0, now)
+                if not allowed:
+                    return self._too_many(call, window.started + 1.0 - now, "global"), {}
+            found = self._bucket_of(call)
+            if found is None:
+                return None, {"Via": VIA}
+            route, key = found
+            limit, period = ROUTE_LIMITS[route]
+            allowed, window = self._take(key, limit, period, now)
+            reset_after = max(0.0, window.started + period - now)
+            if not allowed:
+                if call.auth == f"Bot {self.token}":  # the refused request does not count globally
+                    self._windows["global"].count -= 1
+                return self._too_many(call, reset_after, "user"), {}
+        headers = {
+            "Via": VIA,
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(limit - window.count),
+            "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+            "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+            "X-RateLimit-Bucket": f"fake-{route}-bucket",
+        }
+        return None, headers
+
+    def _too_many(self, call: Call, retry_after: float, scope: str) -> web.Response:
+        with self._lock:
+            self.rate_limited.append(call)
+        body = {
+            "message": "You are being rate limited.",
+            "retry_after": round(retry_after, 3),
+            "global": scope == "global",
+        }
+        headers = {
+            "Retry-After": str(max(1, math.ceil(retry_after))),
+            "X-RateLimit-Scope": scope,
+            "Via": VIA,
+        }
+        if scope == "global":
+            headers["X-RateLimit-Global"] = "true"
+        return _json({**body, "code": 0}, 429, headers=headers)
+
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()
         path = "/" + request.match_info["tail"]
@@ -662,7 +841,10 @@ class FakeDiscord:
             request.method, path, dict(request.query), body, files, request.headers.get("Authorization", ""), at=arrived
         )
         try:
-            response = self._route(call)
+            response, limit_headers = self._enforce(call)
+            if response is None:
+                response = self._route(call)
+                response.headers.update(limit_headers)
         except Exception:
             log.exception("fake Discord failed on %s %s", request.method, path)
             response = _json({"message": "fake Discord error", "code": 0}, 500)
@@ -696,6 +878,9 @@ class FakeDiscord:
             return _json({"message": "401: Unauthorized", "code": 0}, 401)
         if parts[:2] == ["guilds", str(self.guild_id)] and method == "GET":
             return self._guild_route(parts[2:])
+        if parts in (["gateway", "bot"], ["gateway"]) and method == "GET":
+            limits = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
+            return _json({"url": self.gateway_url, "shards": self.recommended_shards, "session_start_limit": limits})
         if parts == ["users", "@me"] and method == "GET":
             return _json(self.user(self.bot_user_id, "imagine"))
         if parts == ["users", "@me", "channels"] and method == "POST":
@@ -743,7 +928,7 @@ class FakeDiscord:
             return _json(
                 {"message": "You are being rate limited.", "retry_after": retry_after, "global": False},
                 429,
-                headers={"Retry-After": str(max(1, round(retry_after))), "X-RateLimit-Scope": "user"},
+                headers={"Retry-After": str(max(1, round(retry_after))), "X-RateLimit-Scope": "user", "Via": VIA},
             )
         return _json({"message": "upstream error", "code": 0}, status)
 
@@ -858,8 +1043,9 @@ class FakeDiscord:
             if refused is not None:
                 return refused
         if len(parts) == 3 and call.method == "POST":
-            channel = record.channel_id or self.channel_id
-            created = self._new_message(channel, call, author=self.user(self.bot_user_id), webhook=True)
+            created = self._new_message(
+                record.channel_id or self.channel_id, call, author=self.user(self.bot_user_id), webhook=True
+            )
             created["interaction_token"] = token
             return _json(created)
         if len(parts) == 5 and parts[3] == "messages":
@@ -921,7 +1107,7 @@ class FakeDiscord:
             "allowed_mentions": data.get("allowed_mentions"),
         }
         if channel_id not in self.dm_channels.values():
-            message["guild_id"] = str(self.guild_id)
+            message["guild_id"] = str(self.channel_guild.get(channel_id, self.guild_id))
         if webhook:
             message["webhook_id"] = str(self.application_id)
             message["application_id"] = str(self.application_id)
@@ -1092,6 +1278,19 @@ def _modal_inputs(modal: dict[str, Any]) -> list[dict[str, Any]]:
         children = row.get("components") or ([row["component"]] if isinstance(row.get("component"), dict) else [])
         found += [child for child in children if child.get("type") == 4]
     return found
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard that owns ``guild_id`` among ``shard_count`` (Discord's formula)."""
+    return (guild_id >> 22) % shard_count
+
+
+def guild_with_shard(base: int, shard_id: int, shard_count: int) -> int:
+    """A snowflake near ``base`` that lands on shard ``shard_id`` of ``shard_count``."""
+    guild = base
+    while shard_of(guild, shard_count) != shard_id:
+        guild += 1 << 22
+    return guild
 
 
 def _option(name: str, value: Any) -> dict[str, Any]:

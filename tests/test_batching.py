@@ -17,6 +17,7 @@ from rq.serializers import JSONSerializer
 from shared.jobs.spec import JobKind, JobSpec, SourceImage
 from shared.queue.client import enqueue, get_queue
 from shared.settings import Settings
+from shared.stores.images import get_record
 from worker.batching import Follower, batch_key, claim_followers
 from worker.engine import Engine, Generation
 from worker.runner import ImagineWorker, build_worker
@@ -182,7 +183,8 @@ def test_worker_runs_compatible_queued_jobs_as_one_batch_and_finishes_each(
         job = Job.fetch(spec.job_id, connection=redis_conn, serializer=JSONSerializer)
         assert job.get_status() == "finished"
         assert len(job.results()) == 1
-        record = job.return_value()
+        record = get_record(redis_conn, settings, spec.job_id).to_dict()  # the whole record is in the result store
+        assert job.return_value() == {"job_id": spec.job_id, "files": record["files"]}  # RQ keeps a slim result
         assert record["job_id"] == spec.job_id and record["seeds"] == list(spec.seeds)
         assert job.worker_name == worker.name and job.started_at is not None and job.ended_at is not None
         records[spec.job_id] = record
@@ -208,5 +210,5 @@ def test_a_default_worker_on_a_cpu_runs_jobs_alone(settings: Settings, redis_con
     assert worker.batch_max_images is None and not runtime.on_accelerator()
     worker.work(burst=True)
     for spec in specs:
-        record = Job.fetch(spec.job_id, connection=redis_conn, serializer=JSONSerializer).return_value()
+        record = get_record(redis_conn, settings, spec.job_id).to_dict()
         assert record["job_id"] == spec.job_id and "batch" not in record["notes"]

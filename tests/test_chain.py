@@ -21,6 +21,7 @@ from rq.serializers import JSONSerializer
 from shared.jobs.spec import JobSpec, JobStatus
 from shared.queue.client import enqueue, job_state
 from shared.settings import Settings
+from shared.stores.images import get_record
 from tests.conftest import ROOT, child_env
 
 pytestmark = pytest.mark.slow
@@ -112,9 +113,9 @@ def test_two_workers_share_eight_jobs_each_run_once(
     for spec in specs:
         job = Job.fetch(spec.job_id, connection=redis_conn, serializer=JSONSerializer)
         assert len(job.results()) == 1, f"job {spec.job_id} ran {len(job.results())} times"
-        record = job.return_value()
-        assert record["worker"]["engine_loads"] == 1
-        pids.add(record["worker"]["pid"])
+        record = get_record(redis_conn, settings, spec.job_id)
+        assert record.worker["engine_loads"] == 1
+        pids.add(record.worker["pid"])
     assert pids == {w.pid for w in workers}
 
     for worker in workers:

@@ -174,3 +174,17 @@ def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import(tmp_path
     lazy = tmp_path / "lazy.py"
     lazy.write_text("def f():\n    from shared.queue import client\n    return client\n")
     assert imported_names(lazy, "worker.lazy") == ["shared.queue.client"]
+
+
+def test_every_import_of_a_project_module_names_one_that_exists() -> None:
+    # A function-level import runs only when its function does: a module renamed on one branch and imported lazily on
+    # another fails at run time in a worker, not at start. ``from a.b import c`` needs module ``a.b.c`` or ``a.b``.
+    paths = module_paths()
+    missing = []
+    for name, path in paths.items():
+        for imported in imported_names(path, name):
+            if imported.split(".")[0] not in PACKAGES:
+                continue
+            if imported not in paths and imported.rpartition(".")[0] not in paths:
+                missing.append(f"{path.relative_to(ROOT)}: {imported}")
+    assert missing == []

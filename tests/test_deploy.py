@@ -47,11 +47,11 @@ KEDA_API = "keda.sh/v1alpha1"
 """apiVersion of KEDA's ScaledObject and TriggerAuthentication."""
 
 PENDING_ENV = frozenset(
-    {"SHARD_COUNT", "SHARD_IDS", "RESULT_STORE", "S3_ENDPOINT_URL", "S3_BUCKET", "S3_REGION", "S3_ACCESS_KEY_ID"}
+    {"RESULT_STORE", "S3_ENDPOINT_URL", "S3_BUCKET", "S3_REGION", "S3_ACCESS_KEY_ID"}
     | {"S3_SECRET_ACCESS_KEY", "WEB_BASE_URL"}
 )
 """Environment variables the manifests set for settings that are being added to shared/settings.py in other branches
-(bot sharding, the S3 result store, the web companion)."""
+(the S3 result store, the web companion)."""
 
 PROCESS_ENV = frozenset({"REDIS_ADDRESS", "REDIS_PASSWORD", "IMAGINE_CONFIG", "LOG_LEVEL", "MODEL_ALIASES"})
 """Environment variables that are not plain settings fields: Redis URL parts, the config file, the log level of

@@ -55,6 +55,6 @@ def test_queued_jobs_and_records_survive_a_redis_crash_and_then_run(
     )
     assert worker.returncode == 0, worker.stderr[-2000:]
     for spec in queued:
-        state = job_state(connection, spec.job_id)
+        state = job_state(connection, spec.job_id, settings)
         assert state is not None and state.status is JobStatus.FINISHED, spec.job_id
         assert state.result is not None and state.result.seeds == spec.seeds

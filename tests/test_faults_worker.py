@@ -19,6 +19,7 @@ from shared.jobs.spec import JobSpec, JobStatus
 from shared.messages import ABANDONED as ABANDONED_MESSAGE
 from shared.queue.client import enqueue, job_state, request_cancel
 from shared.settings import Settings
+from shared.stores.images import get_record
 from tests.test_chain import make_spec, wait_until
 from worker.faults import FAULT_MARKER
 
@@ -60,8 +61,8 @@ def test_worker_killed_mid_job_is_requeued_once_and_delivered_once(
     successes = [r for r in job.results() if r.type.name == "SUCCESSFUL"]
     assert len(successes) == 1, [r.type for r in job.results()]
     assert job.retries_left == 0
-    record = job.return_value()
-    assert isinstance(record, dict) and record["worker"]["pid"] == second.pid
+    record = get_record(redis_conn, settings, spec.job_id)
+    assert record.worker["pid"] == second.pid
     folder = Path(settings.output_dir) / spec.job_id
     assert sorted(p.name for p in folder.iterdir()) == ["grid.png", "image_1.png", "image_2.png", "image_3.png",
                                                          "image_4.png", "job.json"]  # fmt: skip
@@ -116,7 +117,7 @@ def test_out_of_memory_and_internal_errors_fail_with_member_messages_and_the_wor
     failed = job_state(redis_conn, oom.job_id)
     assert failed is not None and failed.status is JobStatus.FAILED
     assert failed.error == "The GPU ran out of memory for this job; try a smaller --ar or --quality."
-    ok = job_state(redis_conn, after.job_id)
+    ok = job_state(redis_conn, after.job_id, settings)
     assert ok is not None and ok.status is JobStatus.FINISHED, ok
     assert ok.result is not None and ok.result.worker["pid"] == worker.pid
     assert ok.result.worker["engine_loads"] == 1

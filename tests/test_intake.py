@@ -139,10 +139,22 @@ def test_a_job_sized_for_another_model_is_not_run_by_this_worker(
     assert spec.model == str(settings.model) and (spec.width, spec.height) != (64, 64)
     enqueue(redis_conn, settings, spec)
     shipped = settings.model_copy(update={"model": str(SHIPPED_MODEL)})
-    run_burst_worker(shipped)
+    run_burst_worker(shipped)  # routed by model: the shipped model's worker leaves it queued for another
+    state = job_state(redis_conn, spec.job_id)
+    assert state is not None and state.status is JobStatus.QUEUED
+
+    # Behind the routing, a defence: a worker that takes it anyway (a queue without the model filter) refuses it.
+    from worker.runner import build_worker
+    from worker.runtime import WorkerRuntime, install
+
+    worker = build_worker(shipped, runtime=install(WorkerRuntime(shipped)))
+    for queue in worker.queues:
+        queue.models = None  # type: ignore[attr-defined]
+    worker.batch_max_images = 0
+    worker.work(burst=True, with_scheduler=False)
     state = job_state(redis_conn, spec.job_id)
     assert state is not None and state.status is JobStatus.FAILED
-    assert state.error == messages.wrong_model(spec.model, str(SHIPPED_MODEL))
+    assert state.error == messages.wrong_model(spec.model, ", ".join(sorted(shipped.worker_model_keys())))
     assert not (settings.output_dir / spec.job_id).exists()  # nothing was generated
 
     # A size far beyond the model's pixel budget is refused at submission, naming both.

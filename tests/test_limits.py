@@ -84,9 +84,11 @@ def test_cancel_of_a_queued_job_and_a_failed_job_release_their_counts(
     assert limits.counts(redis_conn, limited, "444") == (0, 0)
     assert get_queue(redis_conn, limited, limited.default_lane).count == 0
 
-    broken = spec_for(limited, "444", seed=2).replace(model="/nonexistent/model")
-    enqueue(redis_conn, limited, broken)
-    run_burst_worker(limited)
+    # A configured model that cannot be loaded (a model no worker serves would wait instead: routing by model).
+    configured = limited.model_copy(update={"model_aliases": {"broken": "/nonexistent/model"}})
+    broken = spec_for(configured, "444", seed=2).replace(model="/nonexistent/model")
+    enqueue(redis_conn, configured, broken)
+    run_burst_worker(configured)
     state = job_state(redis_conn, broken.job_id)
     assert state is not None and state.status is JobStatus.FAILED
     assert limits.counts(redis_conn, limited, "444") == (0, 0)

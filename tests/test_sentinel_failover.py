@@ -118,7 +118,7 @@ def test_jobs_queued_and_running_survive_a_primary_crash_and_finish_exactly_once
     log_text = ANSI.sub("", log_path.read_text(errors="replace"))
     output_dir = Path(settings_env["OUTPUT_DIR"])
     for spec in specs:
-        state = job_state(connection, spec.job_id)
+        state = job_state(connection, spec.job_id, settings)
         assert state is not None and state.status is JobStatus.FINISHED, (spec.job_id, state)
         assert state.result is not None and state.result.seeds == spec.seeds
         job = Job.fetch(spec.job_id, connection=connection, serializer=JSONSerializer)

@@ -1,10 +1,17 @@
 """Deliver jobs to Discord over REST with the bot token (channel message endpoints; never the interaction token).
 
 The member's "(Waiting to start)" message is edited with the percentage and a low-resolution preview while the job
-runs (at most every ``PROGRESS_EVERY_S``; an edit that meets a rate limit is skipped, not waited for), then the result
-is posted as a new message with its buttons and the waiting message is removed. Final posts honour 429
-``retry_after`` and retry 5xx and network errors with exponential back-off. Small and synchronous on purpose: a
-worker does one job at a time.
+runs (at most every ``PROGRESS_EVERY_S``; an edit the channel's budget does not grant now is skipped, not waited for,
+and the next step asks again with fresher progress), then the result is posted as a new message with its buttons and
+the waiting message is removed. Final posts honour 429 ``retry_after`` and retry 5xx and network errors with
+exponential back-off. Small and synchronous on purpose: a worker does one job at a time.
+
+Rate limits, as Discord counts them: every request first asks the token's budget shared through Redis
+(``shared.discord_wire.rate_budget``: global 50/s, and per channel separate post, edit and delete buckets, progress
+edits ranked against the bot's queue-position edits), so the bot and all workers together stay under the limits.
+``DiscordRest`` also tracks each route's bucket from Discord's own headers, as discord.py does
+(``X-RateLimit-Bucket``, ``-Remaining``, ``-Reset-After`` per route and top-level resource), and counts the 429s it
+meets.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from PIL import Image
 
 from shared import defaults, messages, provenance
 from shared.discord_wire import buttons, results
+from shared.discord_wire.rate_budget import EDIT, Priority, RateBudget, route_of
 from shared.i18n import use_locale
 from shared.jobs.spec import JobSpec
 from shared.keys import keys_for
@@ -59,7 +67,8 @@ class RateLimited(DiscordError):
 
 
 class DiscordRest:
-    """A tiny synchronous Discord REST client: JSON and multipart bodies, 429 and 5xx handling, per-channel buckets."""
+    """A tiny synchronous Discord REST client: JSON and multipart bodies, 429 and 5xx handling, and Discord's rate
+    limit buckets per route and top-level resource, learnt from the response headers."""
 
     def __init__(
         self,
@@ -75,10 +84,17 @@ class DiscordRest:
             raise ValueError(f"DISCORD_API_BASE must be an http(s) URL, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self._token = token
-        self._sleep = sleep
+        self.sleep = sleep
+        """How the client waits (a test passes one that records instead)."""
         self._timeout_s = timeout_s
+        self._bucket_of_route: dict[str, str] = {}
+        """Route (method and path template) -> Discord's ``X-RateLimit-Bucket`` for it."""
         self._blocked_until: dict[str, float] = {}
-        """Bucket (channel) -> monotonic time when its exhausted rate limit resets."""
+        """Bucket and top-level resource -> monotonic time when its exhausted rate limit resets."""
+        self._global_until = 0.0
+        """Monotonic time when a global rate limit met ends."""
+        self.responses_429 = 0
+        """429 answers met (the load test checks it is 0)."""
 
     def request(
         self,
@@ -87,7 +103,6 @@ class DiscordRest:
         *,
         payload: dict[str, Any] | None = None,
         files: list[tuple[str, bytes]] | None = None,
-        bucket: str = "",
         wait: bool = True,
     ) -> Any:
         """Call ``method path``; returns the decoded JSON body (None for 204).
@@ -97,7 +112,9 @@ class DiscordRest:
         """
         attempts = defaults.DISCORD_HTTP_ATTEMPTS if wait else 1
         delay = defaults.DISCORD_RETRY_BASE_S
+        route, major = route_template(method, path)
         for attempt in range(1, attempts + 1):
+            bucket = f"{self._bucket_of_route.get(route, route)}:{major}"
             self._respect_bucket(method, path, bucket, wait)
             body, content_type = _encode(payload, files)
             req = urllib.request.Request(self.base_url + path, data=body, method=method)
@@ -107,22 +124,29 @@ class DiscordRest:
                 req.add_header("Content-Type", content_type)
             try:
                 with urllib.request.urlopen(req, timeout=self._timeout_s) as response:
-                    self._note_bucket(bucket, response.headers)
+                    self._note_bucket(route, major, response.headers)
                     raw = response.read()
                     return json.loads(raw) if raw else None
             except urllib.error.HTTPError as exc:
                 data = _decode(exc.read())
-                self._note_bucket(bucket, exc.headers)
+                self._note_bucket(route, major, exc.headers)
                 if exc.code == 429:
+                    self.responses_429 += 1
                     retry_after = _retry_after(data, exc.headers)
                     if not wait or retry_after > defaults.DISCORD_RETRY_MAX_S:
+                        # Remembered, so that the next best-effort call does not try before it ends.
+                        until = time.monotonic() + retry_after
+                        if _is_global(data, exc.headers):
+                            self._global_until = until
+                        else:
+                            self._blocked_until[bucket] = until
                         raise RateLimited(method, path, retry_after) from exc
                     log.warning("Discord rate limit on %s %s: retrying in %.2f s", method, path, retry_after)
-                    self._sleep(retry_after)
+                    self.sleep(retry_after)
                     continue
                 if exc.code >= 500 and attempt < attempts:
                     log.warning("Discord %s %s: HTTP %d, retry %d in %.1f s", method, path, exc.code, attempt, delay)
-                    self._sleep(delay)
+                    self.sleep(delay)
                     delay = min(2 * delay, defaults.DISCORD_RETRY_MAX_S)
                     continue
                 raise DiscordError(method, path, exc.code, data) from exc
@@ -130,23 +154,28 @@ class DiscordRest:
                 if attempt >= attempts:
                     raise DiscordError(method, path, 0, {"message": f"network error: {exc}"}) from exc
                 log.warning("Discord %s %s: %s, retry %d in %.1f s", method, path, exc, attempt, delay)
-                self._sleep(delay)
+                self.sleep(delay)
                 delay = min(2 * delay, defaults.DISCORD_RETRY_MAX_S)
         raise DiscordError(method, path, 429, {"message": f"still rate limited after {attempts} tries"})
 
     def _respect_bucket(self, method: str, path: str, bucket: str, wait: bool) -> None:
-        if not bucket:
-            return
-        left = self._blocked_until.get(bucket, 0.0) - time.monotonic()
+        """Wait (or, best effort, give up) while the route's bucket or the global limit is known to be exhausted."""
+        now = time.monotonic()
+        left = max(self._blocked_until.get(bucket, 0.0), self._global_until) - now
         if left <= 0:
             return
         if not wait:
             raise RateLimited(method, path, left)
-        self._sleep(min(left, defaults.DISCORD_RETRY_MAX_S))
+        self.sleep(min(left, defaults.DISCORD_RETRY_MAX_S))
 
-    def _note_bucket(self, bucket: str, headers: Any) -> None:
-        if not bucket or headers is None:
+    def _note_bucket(self, route: str, major: str, headers: Any) -> None:
+        """Learn the route's bucket and, when it is used up, when it resets (Discord's headers)."""
+        if headers is None:
             return
+        name = headers.get("X-RateLimit-Bucket")
+        if name:
+            self._bucket_of_route[route] = name
+        bucket = f"{self._bucket_of_route.get(route, route)}:{major}"
         if headers.get("X-RateLimit-Remaining") == "0":
             try:
                 reset_after = float(headers.get("X-RateLimit-Reset-After") or 0)
@@ -165,11 +194,14 @@ class DiscordPublisher:
         rest: DiscordRest | None = None,
         connection: redis.Redis | None = None,
         clock: Callable[[], float] = time.monotonic,
+        budget: RateBudget | None = None,
     ) -> None:
         self.settings = settings
         self._clock = clock
         self.rest = rest or DiscordRest(settings.discord_api_base, settings.discord_token.get_secret_value())
         self._connection = connection
+        self.budget = budget or RateBudget(lambda: self.connection, settings)
+        """The token's rate budget shared with the bot and every worker (Redis)."""
         self._last_progress: dict[str, float] = {}
         self._gone: set[str] = set()
         """Jobs whose waiting message no longer exists (no more progress edits for them)."""
@@ -181,20 +213,52 @@ class DiscordPublisher:
             self._connection = connect(self.settings)
         return self._connection
 
-    def progress(self, spec: JobSpec, fraction: float, preview: Image.Image | None) -> None:
-        """Edit the waiting message: "**prompt** - <@user> (42%) (fast)" and the preview; best effort, throttled."""
-        with use_locale(spec.delivery.locale):
-            self._progress(spec, fraction, preview)
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        payload: dict[str, Any] | None = None,
+        files: list[tuple[str, bytes]] | None = None,
+        wait: bool = True,
+        priority: Priority = Priority.FINAL,
+    ) -> Any:
+        """One REST call within the shared budget: waited for (``wait``), or skipped at once with ``RateLimited``
+        when the budget does not grant it now (best-effort progress edits)."""
+        route, channel, message = route_of(method, path)
+        if wait:
+            granted = self.budget.acquire(
+                route,
+                channel,
+                message=message,
+                priority=priority,
+                sleep=self.rest.sleep,
+                max_wait_s=defaults.DISCORD_FINAL_EDIT_WAIT_S,
+            )
+            if not granted:
+                limit = defaults.DISCORD_FINAL_EDIT_WAIT_S
+                log.warning("%s %s waited %.0f s for the rate budget; sending it now", method, path, limit)
+        else:
+            delay = self.budget.try_acquire(route, channel, message=message, priority=priority)
+            if delay > 0:
+                raise RateLimited(method, path, delay)
+        return self.rest.request(method, path, payload=payload, files=files, wait=wait)
 
-    def _progress(self, spec: JobSpec, fraction: float, preview: Image.Image | None) -> None:
+    def progress(self, spec: JobSpec, fraction: float, preview: Image.Image | None) -> bool:
+        """Edit the waiting message: "**prompt** - <@user> (42%) (fast)" and the preview; best effort, throttled.
+        Returns False when the channel's edit budget did not grant it now (the caller asks again at its next step,
+        with fresher progress); True otherwise (shown, not due yet, or nothing to edit)."""
+        with use_locale(spec.delivery.locale):
+            return self._progress(spec, fraction, preview)
+
+    def _progress(self, spec: JobSpec, fraction: float, preview: Image.Image | None) -> bool:
         delivery = spec.delivery
         if not (delivery.channel_id and delivery.waiting_message_id) or spec.job_id in self._gone:
-            return
+            return True
         now = self._clock()
         # The caller throttles too; the 5% slack keeps its evenly spaced calls from being dropped here.
         if now - self._last_progress.get(spec.job_id, -1e9) < 0.95 * defaults.PROGRESS_EVERY_S:
-            return
-        self._last_progress[spec.job_id] = now
+            return True
         payload: dict[str, Any] = {
             "content": messages.progress_line(spec.prompt, spec.owner, fraction, spec.lane),
             "allowed_mentions": _mentions(spec.owner),
@@ -203,21 +267,30 @@ class DiscordPublisher:
         if preview is not None:
             payload["attachments"] = [{"id": 0, "filename": "preview.png"}]
             files.append(("preview.png", provenance.stamp_preview(_small(preview), spec.job_id)))
+        path = f"/channels/{delivery.channel_id}/messages/{delivery.waiting_message_id}"
         try:
-            self.rest.request(
-                "PATCH",
-                f"/channels/{delivery.channel_id}/messages/{delivery.waiting_message_id}",
-                payload=payload,
-                files=files,
-                bucket=f"channel:{delivery.channel_id}",
-                wait=False,
-            )
+            if spec.job_id not in self._last_progress:  # the first: worth a short wait, or a short job shows none
+                if not self.budget.acquire(
+                    EDIT,
+                    delivery.channel_id,
+                    message=delivery.waiting_message_id,
+                    priority=Priority.PROGRESS,
+                    max_wait_s=defaults.DISCORD_FIRST_PROGRESS_WAIT_S,
+                    sleep=self.rest.sleep,
+                ):
+                    raise RateLimited("PATCH", path, defaults.DISCORD_FIRST_PROGRESS_WAIT_S)
+                self.rest.request("PATCH", path, payload=payload, files=files, wait=False)  # counted just now
+            else:
+                self.send("PATCH", path, payload=payload, files=files, wait=False, priority=Priority.PROGRESS)
         except RateLimited as exc:
-            log.info("skipping a progress edit of job %s: %s", spec.job_id, exc)
+            log.debug("progress edit of job %s not now: %s", spec.job_id, exc)
+            return False
         except DiscordError as exc:
             if exc.code == UNKNOWN_MESSAGE:
                 self._gone.add(spec.job_id)
             log.warning("progress edit of job %s failed: %s", spec.job_id, exc)
+        self._last_progress[spec.job_id] = now
+        return True
 
     def publish(self, result: JobResult) -> dict[str, Any]:
         """Post the result with its buttons, then remove the waiting message; a job is posted at most once."""
@@ -249,15 +322,11 @@ class DiscordPublisher:
             "attachments": [{"id": 0, "filename": name}],
         }
         started = time.perf_counter()
-        message = self.rest.request(
-            "POST",
-            f"/channels/{channel}/messages",
-            payload=payload,
-            files=[(name, result_png(result, picture))],
-            bucket=f"channel:{channel}",
+        message = self.send(
+            "POST", f"/channels/{channel}/messages", payload=payload, files=[(name, result_png(result, picture))]
         )
         message_id = str(message["id"])
-        self.connection.set(mark, message_id, ex=self.settings.image_ttl_s)
+        self.connection.set(mark, message_id, ex=max(self.settings.result_ttl_s, defaults.DISCORD_POSTED_TTL_S))
         self._remove_waiting(spec)
         log.info("job %s posted as message %s in channel %s", spec.job_id, message_id, channel)
         return {
@@ -288,17 +357,15 @@ class DiscordPublisher:
         try:
             if spec.delivery.waiting_message_id:
                 try:
-                    self.rest.request(
-                        "PATCH",
-                        f"/channels/{channel}/messages/{spec.delivery.waiting_message_id}",
-                        payload=payload,
-                        bucket=f"channel:{channel}",
-                    )
+                    waiting = spec.delivery.waiting_message_id
+                    self.send("PATCH", f"/channels/{channel}/messages/{waiting}", payload=payload)
                     return
                 except DiscordError as exc:
                     if exc.code != UNKNOWN_MESSAGE:
                         raise
-            self.rest.request("POST", f"/channels/{channel}/messages", payload=payload, bucket=f"channel:{channel}")
+                finally:
+                    self.budget.forget(channel, spec.delivery.waiting_message_id)
+            self.send("POST", f"/channels/{channel}/messages", payload=payload)
         except DiscordError:
             log.exception("could not tell the member that job %s failed (%s)", spec.job_id, message)
 
@@ -307,14 +374,38 @@ class DiscordPublisher:
         if not waiting:
             return
         channel = spec.delivery.channel_id
+        self.budget.forget(channel, waiting)
+        try:  # the message is going: reactions on it have nothing left to find (7 days of a key per job saved)
+            self.connection.delete(keys_for(self.settings).waiting_message(waiting))
+        except redis.RedisError:
+            log.warning(
+                "could not forget the waiting message %s of job %s (it expires by itself)", waiting, spec.job_id
+            )
         try:
-            self.rest.request("DELETE", f"/channels/{channel}/messages/{waiting}", bucket=f"channel:{channel}")
+            self.send("DELETE", f"/channels/{channel}/messages/{waiting}")
         except DiscordError as exc:
             if exc.code != UNKNOWN_MESSAGE:
                 log.warning("could not remove the waiting message of job %s: %s", spec.job_id, exc)
 
     def _posted_key(self, job_id: str) -> str:
         return keys_for(self.settings).discord_posted(job_id)
+
+
+def route_template(method: str, path: str) -> tuple[str, str]:
+    """``(route, major)`` of a call as Discord buckets it (and discord.py keys it): the method and path with ids
+    replaced, and the top-level resource (channel, guild or webhook id) whose limits are its own."""
+    parts = [part for part in path.split("?", maxsplit=1)[0].split("/") if part]
+    major = ""
+    template = []
+    for index, part in enumerate(parts):
+        if index == 1 and parts[0] in ("channels", "guilds", "webhooks"):
+            major = part
+            template.append("{major}")
+        elif part.isdigit() or (index == 2 and parts[0] == "webhooks"):
+            template.append("{id}")
+        else:
+            template.append(part)
+    return f"{method} /{'/'.join(template)}", major
 
 
 def _mentions(owner: str) -> dict[str, Any]:
@@ -372,6 +463,11 @@ def _decode(raw: bytes) -> Any:
         return json.loads(raw) if raw else {}
     except ValueError:
         return {"message": raw.decode(errors="replace")[:300]}
+
+
+def _is_global(body: Any, headers: Any) -> bool:
+    """Whether a 429 is the token's global limit (not one route's)."""
+    return (isinstance(body, dict) and bool(body.get("global"))) or headers.get("X-RateLimit-Scope") == "global"
 
 
 def _retry_after(body: Any, headers: Any) -> float:

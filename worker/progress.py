@@ -40,6 +40,8 @@ class ProgressReporter:
         now = time.monotonic()
         due = self._last_publish is None or now - self._last_publish >= self.every_s
         if done < total and due:
-            self._last_publish = now
             preview = latents_to_preview(latents) if latents is not None else None
-            self.publisher.progress(self.spec, done / max(total, 1), preview)
+            # False: the channel's shared edit budget had no room now; ask again at the next step, with fresher
+            # progress (coalescing: a step's state is never queued, the newest one is shown when there is room).
+            if self.publisher.progress(self.spec, done / max(total, 1), preview) is not False:
+                self._last_publish = now

@@ -42,8 +42,9 @@ class JobResult:
 class Publisher(Protocol):
     """Delivers progress and results of jobs to members."""
 
-    def progress(self, spec: JobSpec, fraction: float, preview: Image.Image | None) -> None:
-        """Called during generation (the caller throttles); ``preview`` is a cheap low-resolution image or None."""
+    def progress(self, spec: JobSpec, fraction: float, preview: Image.Image | None) -> bool | None:
+        """Called during generation (the caller throttles); ``preview`` is a cheap low-resolution image or None.
+        False asks the caller to try again at its next step (not shown now: a rate budget); None or True: done."""
 
     def publish(self, result: JobResult) -> dict[str, Any]:
         """Deliver a finished job; returns what the job's RQ result should record (paths, message ids)."""

@@ -51,12 +51,8 @@ def hold_for_review(
             "allowed_mentions": {"parse": []},
             "attachments": [{"id": 0, "filename": name}],
         }
-        posted = publisher.rest.request(
-            "POST",
-            f"/channels/{channel}/messages",
-            payload=payload,
-            files=[(name, result_png(result, picture))],
-            bucket=f"channel:{channel}",
+        posted = publisher.send(
+            "POST", f"/channels/{channel}/messages", payload=payload, files=[(name, result_png(result, picture))]
         )
         message_id = str(posted["id"])
         review.set_staff_message(connection, settings, spec.job_id, message_id)

@@ -31,6 +31,7 @@ from shared.stores.connection import connect
 from worker import image_moderation, payload_guard, rq_adapter
 from worker.abandoned import make_abandoned_handler
 from worker.adapters import adapters_of
+from worker.announce import ModelAnnouncer
 from worker.batching import Follower, claim_followers
 from worker.delivery import drain_outbox
 from worker.heartbeat import JobHeartbeat
@@ -190,6 +191,10 @@ def build_worker(
     )
     worker.abandon_after_s = settings.worker_abandon_after_s
     worker.runtime = runtime
+    served = settings.worker_model_keys()
+    for queue in worker.queues:  # the fair-share dequeue gives this worker only jobs of the models it serves
+        if isinstance(queue, FairQueue):
+            queue.models = served
     return worker
 
 
@@ -200,15 +205,26 @@ def run_worker(settings: Settings, *, burst: bool = False, lanes: Sequence[str] 
     runtime = install(WorkerRuntime(settings))
     worker = build_worker(settings, lanes, name, runtime)
     # the model's adapters (a configured IP-Adapter is loaded now, not in the first job: worker.adapters)
-    adapters_of(runtime.engine_for(settings.model), settings)
+    adapters_of(runtime.engine_for(preloaded_model(settings)), settings)
     log.info("worker %s serving %s", worker.name, ", ".join(q.name for q in worker.queues))
     metrics.start_metrics_server(worker.connection, settings)
+    announcer = ModelAnnouncer(worker.connection, settings, worker.name, runtime).start()
     heartbeat = JobHeartbeat(worker, settings.job_heartbeat_s, settings.worker_abandon_after_s).start()
     try:
         worker.work(burst=burst, logging_level=logging.getLevelName(log.getEffectiveLevel()), with_scheduler=False)
     finally:
         heartbeat.stop()
+        announcer.stop()
     return 0
+
+
+def preloaded_model(settings: Settings) -> str:
+    """The model a worker loads before taking jobs: ``MODEL`` when it serves it, else the first of
+    ``WORKER_MODELS``."""
+    listed = [item.strip() for item in settings.worker_models.split(",") if item.strip()]
+    if not listed or settings.model_key() in settings.worker_model_keys():
+        return settings.model
+    return listed[0]
 
 
 def visible_gpus() -> list[str]:

@@ -36,6 +36,10 @@ class WorkerRuntime:
         """Make ``engine`` resident (the worker loads its model once at start, before taking jobs)."""
         self._engines[engine.model_ref] = engine
 
+    def engines(self) -> dict[str, Engine]:
+        """The resident engines by model reference (a copy)."""
+        return dict(self._engines)
+
     def on_accelerator(self) -> bool:
         """Whether a resident engine runs on a GPU (or another non-CPU device): where cross-job batching pays off."""
         return any(engine.pipes.device.type != "cpu" for engine in self._engines.values())
@@ -46,8 +50,10 @@ class WorkerRuntime:
         does not serve is refused (``JobRefused``): a job sized for another model never runs here as if it were ours.
         """
         settings = self.settings
-        if not settings.serves(model):
-            served = ", ".join(sorted(settings.served_models()))
+        # A defence only: the dequeue routes jobs by model (shared.queue.worker_models), so a job of a model this
+        # worker does not serve (WORKER_MODELS, else MODEL and the aliases' targets) reaches it only if routed wrongly.
+        if not settings.serves(model) or settings.model_key(model) not in settings.worker_model_keys():
+            served = ", ".join(sorted(settings.worker_model_keys()))
             raise JobRefused(messages.wrong_model(model, served))
         ref = settings.resolve_model(model or None)
         if ref in self._engines:

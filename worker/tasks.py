@@ -42,18 +42,25 @@ from worker.runtime import WorkerRuntime, current
 log = logging.getLogger(__name__)
 
 Outcome = dict[str, Any] | BaseException
-"""What became of one job of a batch: its RQ result (the record as a dict), or the exception it failed with."""
+"""What became of one job of a batch: its RQ result (``rq_result``), or the exception it failed with."""
+
+
+def rq_result(record: JobRecord) -> dict[str, Any]:
+    """What RQ keeps as a finished job's result: its id and where it was delivered (``files``). The whole record is
+    in the result store (``shared.stores.images``); a copy in RQ's result stream cost about 4.7 KB of Redis per job
+    for ``RESULT_TTL_S`` (docs/performance.md)."""
+    return {"job_id": record.job_id, "files": record.files}
 
 
 def run_job(payload: dict[str, Any]) -> dict[str, Any]:
-    """RQ's entry point: run one job end to end with the process's runtime; returns the job's record (JSON)."""
+    """RQ's entry point: run one job end to end with the process's runtime; returns ``rq_result`` (JSON)."""
     return run_one(current(), JobSpec.from_dict(payload), get_current_job())
 
 
 def run_one(runtime: WorkerRuntime, spec: JobSpec, job: Job | None) -> dict[str, Any]:
-    """Generate, compose, store and publish one job; returns its record as a dict (``{"canceled": True}`` when the
-    member cancelled it). A failure tells the member (``member_message``, in the member's language) and is raised for
-    RQ to record."""
+    """Generate, compose, store and publish one job; returns ``rq_result`` of its record (``{"canceled": True}``
+    when the member cancelled it). A failure tells the member (``member_message``, in the member's language) and is
+    raised for RQ to record."""
     with use_locale(spec.delivery.locale):
         return _run_one(runtime, spec, job)
 
@@ -100,7 +107,7 @@ def _run_one(runtime: WorkerRuntime, spec: JobSpec, job: Job | None) -> dict[str
         _failed(spec, job, publisher, exc)
         raise
     record = _finish(spec, job, settings, publisher=publisher, engine=engine, generation=generation, started=started)
-    return record.to_dict()
+    return rq_result(record)
 
 
 def run_batch(runtime: WorkerRuntime, members: Sequence[tuple[JobSpec, Job | None]]) -> list[Outcome]:
@@ -192,7 +199,7 @@ def _finish_member(
     if isinstance(generation, JobCanceled):
         return _canceled(spec, job, publisher, generation)
     record = _finish(spec, job, settings, publisher=publisher, engine=engine, generation=generation, started=started)
-    return record.to_dict()
+    return rq_result(record)
 
 
 def _cancel_check(connection: redis.Redis | None, settings: Settings, job_id: str) -> Callable[[], bool] | None:

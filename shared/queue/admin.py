@@ -23,7 +23,7 @@ from rq.utils import as_text
 from shared import defaults
 from shared.jobs.spec import JobSpec
 from shared.keys import keys_for
-from shared.queue import eta, limits, meta
+from shared.queue import eta, limits, meta, worker_models
 from shared.queue.client import fetch_job, get_queue, request_cancel
 from shared.settings import Settings
 from shared.stores import audit_log
@@ -188,13 +188,21 @@ class WorkerInfo:
     current_job: str
     last_heartbeat: float | None
     queues: tuple[str, ...]
+    models: tuple[str, ...] = ()
+    """Model keys it serves (its announcement, ``shared.queue.worker_models``)."""
+    families: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()
+    """Model keys loaded in it now."""
 
 
-def workers(connection: redis.Redis) -> list[WorkerInfo]:
-    """Every registered worker with its state, current job and last heartbeat (Unix time)."""
+def workers(connection: redis.Redis, settings: Settings | None = None) -> list[WorkerInfo]:
+    """Every registered worker with its state, current job and last heartbeat (Unix time), and with ``settings`` the
+    models it announced (``shared.queue.worker_models``)."""
+    announced = {entry.worker: entry for entry in worker_models.live(connection, settings)} if settings else {}
     found = []
     for worker in sorted(Worker.all(connection=connection), key=lambda w: w.name):
         beat = worker.last_heartbeat
+        entry = announced.get(worker.name)
         found.append(
             WorkerInfo(
                 name=worker.name,
@@ -202,6 +210,9 @@ def workers(connection: redis.Redis) -> list[WorkerInfo]:
                 current_job=worker.get_current_job_id() or "",
                 last_heartbeat=beat.timestamp() if beat is not None else None,
                 queues=tuple(worker.queue_names()),
+                models=entry.models if entry else (),
+                families=entry.families if entry else (),
+                held=entry.held if entry else (),
             )
         )
     return found
@@ -228,7 +239,7 @@ def status(connection: redis.Redis, settings: Settings) -> QueueStatus:
         paused=is_paused(connection, settings),
         waiting={name: get_queue(connection, settings, name).count for name in settings.lanes},
         running=_running_ids(connection, settings),
-        workers=workers(connection),
+        workers=workers(connection, settings),
         jobs_per_minute=eta.jobs_per_minute(connection, settings),
         members=limits.all_counts(connection, settings),
     )

@@ -18,8 +18,8 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from shared import allowances, messages
-from shared.errors import MemberFacingError
+from shared import allowances, defaults, messages
+from shared.errors import MemberFacingError, ResultExpired
 from shared.jobs.record import JobRecord
 from shared.jobs.spec import JobSpec, JobStatus
 from shared.keys import keys_for
@@ -27,6 +27,7 @@ from shared.prompt.resolve import check_size
 from shared.queue import limits, meta, metrics
 from shared.queue.fair_share import FairQueue
 from shared.settings import Settings
+from shared.stores import images
 from shared.stores.connection import wait_for_replica
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ def enqueue(connection: redis.Redis, settings: Settings, spec: JobSpec, roles: S
     queue = get_queue(connection, settings, spec.lane)
     check_size(spec, settings)
     payload = spec.to_dict()
+    if isinstance(queue, FairQueue):  # routed to workers that serve the job's model (shared.queue.worker_models)
+        queue.route_model = settings.model_key(spec.model)
     try:
         limits.acquire(connection, settings, spec.owner, spec.job_id, roles)
     except MemberFacingError:
@@ -90,7 +93,7 @@ def enqueue(connection: redis.Redis, settings: Settings, spec: JobSpec, roles: S
             job_timeout=settings.job_timeout_s,
             result_ttl=settings.result_ttl_s,
             failure_ttl=settings.failure_ttl_s,
-            description=spec.prompt[:200],
+            description=spec.prompt[: defaults.JOB_DESCRIPTION_CHARS],
             meta=meta.initial(spec),
             on_success=Callback(f"{CALLBACKS}.on_job_success"),
             on_failure=Callback(f"{CALLBACKS}.on_job_failure"),
@@ -159,7 +162,10 @@ class JobState:
     error: str = ""
     """The member-facing sentence of a failed job."""
     result: JobRecord | None = None
-    """A finished job's record (None until it finishes, or for a cancelled job)."""
+    """A finished job's record, read from the result store when ``job_state`` is given the settings (RQ keeps only
+    ``files``); None until it finishes, for a cancelled job, or once its record expired."""
+    files: dict[str, Any] = field(default_factory=dict)
+    """Where a finished job was delivered (``JobRecord.files``: paths, or the Discord message), from RQ's result."""
     canceled: bool = False
     """The member's cancel stopped it (the RQ job may still have finished normally)."""
 
@@ -182,11 +188,15 @@ def job_status(job: Job) -> JobStatus:
     return _STATUS.get(str(getattr(raw, "value", raw)), JobStatus.QUEUED)
 
 
-def job_state(connection: redis.Redis, job_id: str) -> JobState | None:
-    """Status, progress, record or error of ``job_id``; None if Redis has no record of it or it is not ours."""
+def job_state(connection: redis.Redis, job_id: str, settings: Settings | None = None) -> JobState | None:
+    """Status, progress, record or error of ``job_id``; None if Redis has no record of it or it is not ours.
+
+    With ``settings``, a finished job's record is read from the result store (RQ's result holds only where the job
+    was delivered, ``files``), and a job RQ no longer keeps (``RESULT_TTL_S``) is still found there, finished.
+    """
     job = fetch_job(connection, job_id)
     if job is None:
-        return None
+        return _stored_state(connection, settings, job_id) if settings is not None else None
     status = job_status(job)
     data = job.get_meta(refresh=True)
     spec = meta.spec_of(job)
@@ -194,10 +204,16 @@ def job_state(connection: redis.Redis, job_id: str) -> JobState | None:
         return None
     error = ""
     result: JobRecord | None = None
+    files: dict[str, Any] = {}
     if status is JobStatus.FINISHED:
         value = job.return_value(refresh=True)
-        if isinstance(value, dict) and "spec" in value:
+        if isinstance(value, dict) and "spec" in value:  # a full record, as jobs finished before slim results
             result = JobRecord.from_dict(value)
+            files = result.files
+        elif isinstance(value, dict):
+            files = dict(value.get("files") or {})
+            if settings is not None and not value.get("canceled"):
+                result = _stored_record(connection, settings, job_id)
     elif status is JobStatus.FAILED:
         error = meta.error_of(data) or _last_line(job)
     return JobState(
@@ -207,7 +223,30 @@ def job_state(connection: redis.Redis, job_id: str) -> JobState | None:
         progress=meta.progress_of(data),
         error=error,
         result=result,
+        files=files,
         canceled=bool(data.get(meta.CANCELED)),
+    )
+
+
+def _stored_record(connection: redis.Redis, settings: Settings, job_id: str) -> JobRecord | None:
+    try:
+        return images.get_record(connection, settings, job_id)
+    except ResultExpired:
+        return None
+
+
+def _stored_state(connection: redis.Redis, settings: Settings, job_id: str) -> JobState | None:
+    """A finished job that RQ no longer keeps, from its stored record (None if that is gone too)."""
+    record = _stored_record(connection, settings, job_id)
+    if record is None:
+        return None
+    return JobState(
+        job_id=job_id,
+        status=JobStatus.FINISHED,
+        spec=record.spec,
+        progress=meta.Progress(fraction=1.0, phase="done"),
+        result=record,
+        files=record.files,
     )
 
 
@@ -246,6 +285,5 @@ def cancel_requested(connection: redis.Redis, settings: Settings, job_id: str) -
 
 
 def job_payload(job: Job) -> dict[str, Any] | None:
-    """The spec dict an RQ job carries in its meta (for tools that show raw payloads), or None."""
-    data = job.meta.get(meta.SPEC) if isinstance(job.meta, dict) else None
-    return data if isinstance(data, dict) else None
+    """The spec dict an RQ job carries (for tools that show raw payloads), or None."""
+    return meta.spec_data(job)

@@ -110,16 +110,37 @@ def eta_for(
 ) -> float | None:
     """Expected seconds until a queued job of ``model`` on ``lane`` is done, with ``ahead_by_lane`` jobs ahead of it
     in each lane served before it (and its own); None until some job's duration has been measured."""
-    own = average_seconds(connection, settings, lane, model or "default")
+    keys = keys_for(settings)
+    raw = connection.hgetall(keys.eta_seconds)
+    now = time.time()
+    running = sum(int(connection.zcount(keys.started_registry(name), now, "+inf")) for name in settings.lanes)
+    return eta_from(
+        parse_averages(raw), lane, model, ahead_by_lane, running=running, workers=Worker.count(connection=connection)
+    )
+
+
+def parse_averages(raw: dict[Any, Any]) -> dict[str, float]:
+    """The ``eta_seconds`` hash as read from Redis (``HGETALL``): ``model|lane`` -> seconds."""
+    return {as_text(key): float(value) for key, value in raw.items()}
+
+
+def average_from(averages: dict[str, float], lane: str, model: str = ANY) -> float | None:
+    """``average_seconds`` from the averages already read (``parse_averages``)."""
+    for name in (f"{model}|{lane}", f"{ANY}|{lane}", f"{ANY}|{ANY}"):
+        if name in averages:
+            return averages[name]
+    return None
+
+
+def eta_from(
+    averages: dict[str, float], lane: str, model: str, ahead_by_lane: dict[str, int], *, running: int, workers: int
+) -> float | None:
+    """``eta_for`` from figures already read: the averages, the jobs running now and the workers (one Redis round
+    trip for a whole burst of answers, ``bot/ack.py``)."""
+    own = average_from(averages, lane, model or "default")
     if own is None:
         return None
-    work_ahead = sum(
-        count * (average_seconds(connection, settings, name) or 0.0) for name, count in ahead_by_lane.items()
-    )
-    now = time.time()
-    keys = keys_for(settings)
-    running = sum(int(connection.zcount(keys.started_registry(name), now, "+inf")) for name in settings.lanes)
-    workers = max(1, Worker.count(connection=connection))
+    work_ahead = sum(count * (average_from(averages, name) or 0.0) for name, count in ahead_by_lane.items())
     # A running job is on average half done.
     remaining = running * own / 2
-    return (work_ahead + remaining) / workers + own
+    return (work_ahead + remaining) / max(1, workers) + own

@@ -13,6 +13,9 @@ Design (docs/operations.md explains it to operators):
   in the per-member counts (``shared.limits``). When nothing is eligible the worker blocks on a wake-up list
   that every enqueue pushes to, for at most ``FAIR_POLL_S``.
 - Jobs without an owner record (pushed by plain RQ, e.g. a requeue) are served in list order and never counted.
+- Routing by model (``shared.queue.worker_models``): the enqueue writes the job's model key into its RQ hash
+  (``JOB_MODEL_FIELD``); a worker's dequeue passes the model keys it serves, and the take script skips a job of any
+  other model, which keeps its place for a worker that serves it. A queue without ``models`` takes any job.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from rq.timeouts import BaseDeathPenalty
 from rq.utils import as_text
 
 from shared import defaults
-from shared.keys import Keys
+from shared.keys import JOB_MODEL_FIELD, RQ_JOB_PREFIX, Keys
 from shared.queue import limits
 from shared.settings import Settings
 
@@ -79,22 +82,34 @@ return round
 """
 
 # KEYS: paused flag, owner hash, running hash, queued hash, cap hash, running-jobs set, since hash, round hash,
-#       then the lane lists in priority order.  ARGV: now, most jobs scanned per lane.
+#       then the lane lists in priority order.
+# ARGV: now, most jobs scanned per lane, RQ's job key prefix, our model field, then the model keys this worker serves
+#       (none: any model).
 # Returns {lane key, job id} or nil.
 _TAKE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return nil end
 local owners, running, queued, caps = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local active, since, rounds = KEYS[6], KEYS[7], KEYS[8]
 local full = {}
+local serves = nil
+if #ARGV > 4 then
+  serves = {}
+  for i = 5, #ARGV do serves[ARGV[i]] = true end
+end
 for k = 9, #KEYS do
   local items = redis.call('LRANGE', KEYS[k], 0, tonumber(ARGV[2]) - 1)
   for _, id in ipairs(items) do
-    local owner = redis.call('HGET', owners, id)
-    if not owner then
+    local mine = true
+    if serves then
+      local model = redis.call('HGET', ARGV[3] .. id, ARGV[4])
+      if model and not serves[model] then mine = false end
+    end
+    local owner = mine and redis.call('HGET', owners, id)
+    if mine and not owner then
       redis.call('LREM', KEYS[k], 1, id)
       return {KEYS[k], id}
     end
-    if not full[owner] then
+    if mine and not full[owner] then
       local cap = tonumber(redis.call('HGET', caps, owner) or '1000000')
       local run = tonumber(redis.call('HGET', running, owner) or '0')
       if run < cap then
@@ -121,6 +136,12 @@ class FairQueue(Queue):
     """The settings the queue was made for (``shared.queue.client.get_queue`` sets it; RQ builds instances without
     it, which is why the keys come from the queue's own name)."""
 
+    models: frozenset[str] | None = None
+    """Model keys the worker dequeuing from this queue serves (None: any); the worker sets it."""
+
+    route_model: str = ""
+    """Model key of the job being enqueued through this instance, written into its RQ hash at the push."""
+
     @property
     def keys(self) -> Keys:
         """The keys of the system this queue belongs to (its name is ``<prefix>:<lane>``)."""
@@ -129,6 +150,8 @@ class FairQueue(Queue):
     def push_job_id(self, job_id: str, pipeline: Pipeline | None = None, at_front: bool = False) -> None:
         keys = self.keys
         client = pipeline if pipeline is not None else self.connection
+        if self.route_model:  # before the push: a worker never sees the job without its model
+            client.hset(RQ_JOB_PREFIX + job_id, JOB_MODEL_FIELD, self.route_model)
         if at_front:
             super().push_job_id(job_id, pipeline=pipeline, at_front=True)
         else:
@@ -143,8 +166,11 @@ class FairQueue(Queue):
         client.ltrim(keys.fair_wake, 0, defaults.FAIR_WAKE_TOKENS - 1)
 
     @classmethod
-    def take(cls, connection: Redis, keys: Keys, queue_keys: Sequence[str]) -> tuple[str, str] | None:
-        """Atomically pop the next eligible job of ``queue_keys`` (priority order): ``(queue key, job id)`` or None."""
+    def take(
+        cls, connection: Redis, keys: Keys, queue_keys: Sequence[str], models: Iterable[str] | None = None
+    ) -> tuple[str, str] | None:
+        """Atomically pop the next eligible job of ``queue_keys`` (priority order) whose model is one of ``models``
+        (None: any): ``(queue key, job id)`` or None."""
         script = connection.register_script(_TAKE)
         result: Any = script(
             keys=[
@@ -158,7 +184,7 @@ class FairQueue(Queue):
                 keys.fair_round,
                 *queue_keys,
             ],
-            args=[time.time(), defaults.FAIR_SCAN_MAX],
+            args=[time.time(), defaults.FAIR_SCAN_MAX, RQ_JOB_PREFIX, JOB_MODEL_FIELD, *sorted(models or ())],
         )
         if not result:
             return None
@@ -182,11 +208,12 @@ class FairQueue(Queue):
         by_key = {queue.key: queue for queue in queues}
         keys = Keys.of_queue(queues[0].name)
         settings = getattr(queues[0], "settings", None)
+        models = getattr(queues[0], "models", None)
         deadline = None if timeout is None else time.monotonic() + timeout
         if settings is not None:
             limits.maybe_reconcile(connection, settings)
         while True:
-            picked = cls.take(connection, keys, list(by_key))
+            picked = cls.take(connection, keys, list(by_key), models)
             if picked is None:
                 if deadline is None:
                     return None

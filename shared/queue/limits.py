@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 from rq.utils import as_text
@@ -161,12 +162,17 @@ def started_registries(settings: Settings) -> list[str]:
 
 def configured_limits(connection: Redis, settings: Settings) -> dict[str, Limits]:
     """Scope -> limits: ``default`` and ``role:<id>`` from settings, overridden by ``/limits set`` (Redis)."""
+    return limits_table(settings, connection.hgetall(keys_for(settings).limits_config))
+
+
+def limits_table(settings: Settings, stored: dict[Any, Any]) -> dict[str, Limits]:
+    """``configured_limits`` from the ``limits_config`` hash as already read (``HGETALL``)."""
     found: dict[str, Limits] = {
         "default": Limits(running=settings.max_running_per_member, queued=settings.max_queued_per_member)
     }
     for role, value in settings.role_limits.items():
         found[f"role:{role}"] = Limits(running=int(value["running"]), queued=int(value["queued"]))
-    for raw_scope, raw in connection.hgetall(keys_for(settings).limits_config).items():
+    for raw_scope, raw in stored.items():
         value = json.loads(raw)
         found[as_text(raw_scope)] = Limits(running=int(value["running"]), queued=int(value["queued"]))
     return found
@@ -182,7 +188,11 @@ def set_limits(connection: Redis, settings: Settings, scope: str, value: Limits)
 
 def limits_for(connection: Redis, settings: Settings, roles: Sequence[str] = ()) -> Limits:
     """The member's limits: the default, raised by any of their roles' overrides (the most generous applies)."""
-    table = configured_limits(connection, settings)
+    return best_limits(configured_limits(connection, settings), roles)
+
+
+def best_limits(table: dict[str, Limits], roles: Sequence[str] = ()) -> Limits:
+    """``limits_for`` from a table already read (``limits_table``)."""
     best = table["default"]
     for role in roles:
         override = table.get(f"role:{role}")

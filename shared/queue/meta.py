@@ -20,7 +20,8 @@ TASK_PATH = "worker.tasks.run_job"
 """Dotted path of the worker's job function; jobs are enqueued by this string, never by a pickled callable."""
 
 SPEC = "spec"
-"""Meta key: the job spec as a dict (``JobSpec.to_dict``)."""
+"""Meta key of jobs queued before the spec was read from the payload: the job spec as a dict (``JobSpec.to_dict``).
+New jobs keep the spec once, in RQ's payload (``job.args[0]``)."""
 PROGRESS = "progress"
 """Meta key: fraction of the job done, 0.0-1.0."""
 STEP = "step"
@@ -46,14 +47,29 @@ class Progress:
 
 
 def initial(spec: JobSpec) -> dict[str, Any]:
-    """The meta a job is enqueued with: its spec, no progress, phase ``queued``."""
-    return {SPEC: spec.to_dict(), PROGRESS: 0.0, PHASE: "queued"}
+    """The meta a job is enqueued with: no progress, phase ``queued`` (the spec is RQ's payload, kept once)."""
+    return {PROGRESS: 0.0, PHASE: "queued"}
+
+
+def spec_data(job: Job) -> dict[str, Any] | None:
+    """The spec dict of one of our jobs as loaded: its meta's (jobs queued before the payload was the one copy) or
+    the payload of ``worker.tasks.run_job`` (no Redis round trip); None for any other job."""
+    data = job.meta.get(SPEC) if isinstance(job.meta, dict) else None
+    if isinstance(data, dict):
+        return data
+    try:
+        if job.func_name != TASK_PATH or not job.args:
+            return None
+        payload = job.args[0]
+    except Exception:  # an unreadable payload (not JSON, not ours): not one of our jobs
+        log.warning("job %s has an unreadable payload", job.id, exc_info=True)
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 def spec_of(job: Job) -> JobSpec | None:
-    """The job's spec from its meta as loaded (no Redis round trip), or None for jobs that are not ours or unreadable
-    (logged)."""
-    data = job.meta.get(SPEC) if isinstance(job.meta, dict) else None
+    """The job's spec as loaded (no Redis round trip), or None for jobs that are not ours or unreadable (logged)."""
+    data = spec_data(job)
     if not isinstance(data, dict):
         return None
     try:

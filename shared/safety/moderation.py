@@ -123,6 +123,8 @@ def deobfuscate(text: str) -> str:
 
 def banned_match(text: str, banned: BannedList) -> str:
     """The banned entry ``text`` matches, or ``""``."""
+    if not banned.phrases and not banned.patterns:  # nothing banned (the default): no de-obfuscation to do
+        return ""
     marked = [(_squash(word), spelled) for word, spelled in _marked_words(text)]
     words = [word for word, _ in marked]
     spelled_out = [word for word, spelled in marked if spelled]
