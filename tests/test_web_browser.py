@@ -6,11 +6,12 @@ login's callback is cross-site, as with the real Discord).
 One browser session does the whole flow: log in through the fake Discord's OAuth2, see your images, search them, open
 a job page, paint a mask on an upscale in the editor (rectangle, brush, undo), submit, and see the repainted result in
 Discord and in the gallery; a stealth member's images are not shown; a tampered link is refused. Each page is
-screenshotted to ``docs/screenshots/``.
+screenshotted (to ``docs/screenshots/`` by ``make screenshots``).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -50,8 +51,9 @@ CHROMIUM_FLAGS = [
 ]
 """Headless Chromium on a closed network: no background traffic (``--headless`` is Playwright's ``headless``)."""
 
-SCREENSHOTS = ROOT / "docs" / "screenshots"
-"""Where the test writes a screenshot of each page (committed; the README shows two)."""
+SCREENSHOTS_ENV = "IMAGINE_SCREENSHOTS_DIR"
+"""Where ``make screenshots`` has the test write a screenshot of each page (``docs/screenshots``, committed; the README
+shows two); otherwise they go to the test's temporary folder, so a test run leaves the checkout as it was."""
 
 SECRET = "browser-test-secret-of-enough-length"
 
@@ -168,7 +170,8 @@ def test_the_web_companion_in_a_browser(  # noqa: PLR0917 - pytest fixtures
     link = re.search(r"<(http[^>]+)>", region.content)
     assert link and link.group(1).startswith(f"{site}/region/"), region.content
     region_link = link.group(1)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    screenshots = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path / "screenshots")
+    screenshots.mkdir(parents=True, exist_ok=True)
 
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
@@ -183,7 +186,7 @@ def test_the_web_companion_in_a_browser(  # noqa: PLR0917 - pytest fixtures
 
         # Log in through the fake Discord's OAuth2 (authorize page on another site, then the callback).
         page.goto(site)
-        page.screenshot(path=str(SCREENSHOTS / "login.png"))
+        page.screenshot(path=str(screenshots / "login.png"))
         fake.oauth_user = MEMBER
         page.click("#login")
         page.wait_for_url(re.compile(r"http://localhost:\d+/oauth2/authorize.*"))
@@ -195,12 +198,12 @@ def test_the_web_companion_in_a_browser(  # noqa: PLR0917 - pytest fixtures
         cards = page.locator(".card")
         assert [cards.nth(i).get_attribute("data-job") for i in range(3)] == [up_id, star_id, grid_id]
         until(page, IMAGES_LOADED)
-        page.screenshot(path=str(SCREENSHOTS / "my-images.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "my-images.png"), full_page=True)
         page.fill("#search", "star")
         page.click("#search-go")
         expect(page.locator("#count")).to_contain_text("1 job matching")
         assert page.locator(".card").count() == 1 and page.locator(".card").get_attribute("data-job") == star_id
-        page.screenshot(path=str(SCREENSHOTS / "search.png"))
+        page.screenshot(path=str(screenshots / "search.png"))
 
         # A job page: images, the full prompt, seeds and parameters, copy prompt, open in Discord.
         page.goto(f"{site}/me")
@@ -212,7 +215,7 @@ def test_the_web_companion_in_a_browser(  # noqa: PLR0917 - pytest fixtures
         page.click("#copy-prompt")
         expect(page.locator("#copy-prompt")).to_have_text("Copied")
         until(page, IMAGES_LOADED)
-        page.screenshot(path=str(SCREENSHOTS / "job.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "job.png"), full_page=True)
 
         # The stealth member's job: not in the gallery, its page and image refused.
         page.goto(f"{site}/gallery")
@@ -227,7 +230,7 @@ def test_the_web_companion_in_a_browser(  # noqa: PLR0917 - pytest fixtures
         tampered = f"{site}/region/{token[:-2]}{'AA' if not token.endswith('AA') else 'BB'}"
         assert page.goto(tampered).status == 403  # type: ignore[union-attr]
         expect(page.locator("#message")).to_have_text(messages.LINK_FORGED)
-        page.screenshot(path=str(SCREENSHOTS / "tampered-link.png"))
+        page.screenshot(path=str(screenshots / "tampered-link.png"))
 
         # The editor: a rectangle, a brush stroke taken back with undo, submit.
         page.goto(region_link)
@@ -246,7 +249,7 @@ def test_the_web_companion_in_a_browser(  # noqa: PLR0917 - pytest fixtures
         assert page.evaluate("window.regionEditor.shapes.length") == 2
         page.click("#undo")
         assert page.evaluate("window.regionEditor.shapes.length") == 1
-        page.screenshot(path=str(SCREENSHOTS / "region-editor.png"))
+        page.screenshot(path=str(screenshots / "region-editor.png"))
         page.click("#submit-region")
         page.wait_for_url(re.compile(rf"{re.escape(site)}/jobs/[0-9a-f]+"))
         inpaint_id = page.url.rsplit("/", 1)[1]
@@ -258,15 +261,15 @@ def test_the_web_companion_in_a_browser(  # noqa: PLR0917 - pytest fixtures
         page.goto(f"{site}/jobs/{inpaint_id}")
         expect(page.locator(".job-images img")).to_have_count(4)
         until(page, IMAGES_LOADED)
-        page.screenshot(path=str(SCREENSHOTS / "repainted.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "repainted.png"), full_page=True)
         page.goto(f"{site}/gallery")
         expect(page.locator(".card").first).to_have_attribute("data-job", inpaint_id)
         assert page.locator(f'.card[data-job="{hidden_id}"]').count() == 0
         until(page, IMAGES_LOADED)
-        page.screenshot(path=str(SCREENSHOTS / "gallery.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "gallery.png"), full_page=True)
         page.goto(f"{site}/admin/queue")  # the fake guild's @everyone has Manage Server: an admin
         expect(page.locator("#queue-state")).to_have_text("running")
-        page.screenshot(path=str(SCREENSHOTS / "admin-queue.png"))
+        page.screenshot(path=str(screenshots / "admin-queue.png"))
         context.close()
 
     record = image_store.get_record(redis_conn, settings, inpaint_id)
