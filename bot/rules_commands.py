@@ -36,7 +36,7 @@ def rules_group(settings: Settings) -> app_commands.Group:
     """/rules show|set|clear."""
     group = app_commands.Group(
         name="rules",
-        description="Admin: which models, lanes, quality and sizes are allowed, per role and channel",
+        description="Admin: which models, LoRAs, lanes, quality and sizes are allowed, per role and channel",
         guild_only=True,
         default_permissions=discord.Permissions(manage_guild=True),
     )
@@ -55,6 +55,7 @@ def rules_group(settings: Settings) -> app_commands.Group:
         channel="The channel the rule is for",
         name="What members are told the rule is called",
         models="Allowed --v names, comma-separated (default = the configured model); empty: any",
+        loras="Allowed --lora names, comma-separated (none = no LoRA); empty: any",
         lanes="Allowed lanes, comma-separated; empty: any",
         max_quality="Highest --quality",
         max_repeat="Highest --repeat",
@@ -71,6 +72,7 @@ def rules_group(settings: Settings) -> app_commands.Group:
         channel: discord.TextChannel | None = None,
         name: str = "",
         models: str = "",
+        loras: str = "",
         lanes: str = "",
         max_quality: float | None = None,
         max_repeat: app_commands.Range[int, 1, 40] | None = None,
@@ -82,6 +84,7 @@ def rules_group(settings: Settings) -> app_commands.Group:
         table: dict[str, Any] = {
             "name": name,
             "models": models,
+            "loras": loras,
             "lanes": lanes,
             "max_quality": max_quality,
             "max_repeat": max_repeat,

@@ -722,6 +722,18 @@ def rule_models(models: tuple[str, ...]) -> str:
     return tr("models {models}", models=", ".join(f"`{escape_fitted(m, 40)}`" for m in models))
 
 
+def rule_loras_asked(names: tuple[str, ...]) -> str:
+    """What was asked: LoRAs (the ones the rule does not allow)."""
+    return ntr("LoRA {names}", "LoRAs {names}", len(names), names=", ".join(f"`{escape_fitted(n, 40)}`" for n in names))
+
+
+def rule_loras(names: tuple[str, ...]) -> str:
+    """What is allowed: these LoRAs (none at all when the rule names only ``none``)."""
+    if not names:
+        return tr("no LoRA")
+    return tr("LoRAs {names}", names=", ".join(f"`{escape_fitted(n, 40)}`" for n in names))
+
+
 def rule_lane(lane: str) -> str:
     """What was asked: a lane."""
     return tr("the {lane} lane", lane=escape_fitted(lane, 40))
@@ -762,7 +774,7 @@ def rule_max_pixels(pixels: int) -> str:
     return tr("images of at most {pixels} pixels", pixels=pixels)
 
 
-NO_RULES = N_("No rules: everyone may use every model, lane, quality and size, everywhere.")
+NO_RULES = N_("No rules: everyone may use every model, LoRA, lane, quality and size, everywhere.")
 """/rules show without any rule."""
 
 

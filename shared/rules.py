@@ -1,5 +1,5 @@
-"""The server's rules: per channel and per role, which models (``--v`` aliases), lanes, and how much quality, repeat
-and size a job may ask for, and whether a channel may receive adult-rated results.
+"""The server's rules: per channel and per role, which models (``--v`` aliases), LoRAs (``--lora`` names) and lanes,
+and how much quality, repeat and size a job may ask for, and whether a channel may receive adult-rated results.
 
 Scopes and how they combine:
 
@@ -10,7 +10,9 @@ Scopes and how they combine:
   ``adult`` field says whether adult-rated results may be delivered there; unset, Discord's own age-restricted
   (``nsfw``) flag of the channel decides.
 
-A field left empty (``models = []``) or unset (``max_quality``) allows anything. A job that breaks a rule is refused
+A field left empty (``models = []``) or unset (``max_quality``) allows anything; ``loras = ["none"]`` allows no LoRA
+(no configured LoRA is called ``none``). The draft LoRA (``DRAFT_LORA``) is the server's, not the member's: ``--draft``
+is never refused for it. A job that breaks a rule is refused
 with ``RuleRefused``, whose sentence names the rule and what is allowed; nothing is enqueued.
 
 The rules live in Redis (``shared.keys.Keys.rules``), filled once from the ``[rules]`` section of the configuration
@@ -77,6 +79,8 @@ class Rule:
     """What members are told the rule is called (default: the scope)."""
     models: tuple[str, ...] = ()
     """``--v``/``--niji`` aliases allowed (``default`` names the configured ``MODEL``)."""
+    loras: tuple[str, ...] = ()
+    """``--lora`` names allowed (as configured in ``[loras]``)."""
     lanes: tuple[str, ...] = ()
     """Lanes allowed."""
     max_quality: float | None = None
@@ -109,7 +113,12 @@ class Rule:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, unset fields left out."""
-        data: dict[str, Any] = {"name": self.name, "models": list(self.models), "lanes": list(self.lanes)}
+        data: dict[str, Any] = {
+            "name": self.name,
+            "models": list(self.models),
+            "loras": list(self.loras),
+            "lanes": list(self.lanes),
+        }
         for key in ("max_quality", "max_repeat", "max_pixels", "adult"):
             value = getattr(self, key)
             if value is not None:
@@ -138,6 +147,7 @@ class Rule:
             scope=check_scope(scope),
             name=str(data.get("name") or ""),
             models=words("models"),
+            loras=words("loras"),
             lanes=words("lanes"),
             max_quality=number("max_quality", float),
             max_repeat=number("max_repeat", int),
@@ -153,6 +163,8 @@ class Ask:
     model: str
     """The ``--v``/``--niji`` alias, or ``default``."""
     lane: str
+    loras: tuple[str, ...] = ()
+    """The ``--lora`` names the job asks for (not the server's draft LoRA)."""
     quality: float = 1.0
     repeat: int = 1
     pixels: Callable[[], tuple[int, int]] | None = field(default=None, compare=False)
@@ -216,6 +228,7 @@ def _merge(rules: Sequence[Rule]) -> Rule:
     return Rule(
         scope=rules[0].scope,
         models=union([rule.models for rule in rules]),
+        loras=union([rule.loras for rule in rules]),
         lanes=union([rule.lanes for rule in rules]),
         max_quality=highest([rule.max_quality for rule in rules]),
         max_repeat=highest([rule.max_repeat for rule in rules]),
@@ -227,6 +240,12 @@ def _check_against(ask: Ask, rule: Rule, title: str) -> None:
     if rule.models and ask.model not in rule.models:
         raise RuleRefused(
             messages.rule_refused(title, messages.rule_model(ask.model), messages.rule_models(rule.models))
+        )
+    refused = [name for name in ask.loras if name not in rule.loras] if rule.loras else []
+    if refused:
+        allowed = tuple(name for name in rule.loras if name != "none")
+        raise RuleRefused(
+            messages.rule_refused(title, messages.rule_loras_asked(tuple(refused)), messages.rule_loras(allowed))
         )
     if rule.lanes and ask.lane not in rule.lanes:
         raise RuleRefused(messages.rule_refused(title, messages.rule_lane(ask.lane), messages.rule_lanes(rule.lanes)))
@@ -264,6 +283,7 @@ def ask_of_prompt(prompt: Prompt, settings: Settings, lane: str = "") -> Ask:
     return Ask(
         model=model,
         lane=prompt.speed or lane or settings.default_lane,
+        loras=tuple(dict.fromkeys(name for name, _ in prompt.loras)),
         quality=prompt.quality,
         repeat=prompt.repeat,
         pixels=pixels,
@@ -277,7 +297,10 @@ def ask_of_spec(spec: JobSpec, settings: Settings) -> Ask:
     model = str(version) if version else defaults.DEFAULT_MODEL_NAME
     quality = float(extra.get("quality") or 1.0)
     # An upscale keeps its source's size in the spec (the upscaler multiplies it): the rule caps what is generated.
-    return Ask(model=model, lane=spec.lane, quality=quality, repeat=1, pixels=lambda: (spec.width, spec.height))
+    loras = tuple(dict.fromkeys(name for name, _ in spec.loras if name != settings.draft_lora))
+    return Ask(
+        model=model, lane=spec.lane, loras=loras, quality=quality, repeat=1, pixels=lambda: (spec.width, spec.height)
+    )
 
 
 # -- storage --------------------------------------------------------------------------------------------------------

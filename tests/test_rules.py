@@ -13,6 +13,7 @@ from shared import rules
 from shared.errors import PromptError, RuleRefused
 from shared.intake import Intake, Requester
 from shared.jobs.spec import Delivery
+from shared.prompt.parser import parse
 from shared.settings import Settings
 from shared.stores import audit_log
 from tests.queue_control import spec_for
@@ -61,6 +62,40 @@ def test_members_get_their_best_rule_and_channels_narrow_it(ruled: Settings, red
     book = rules.load(redis_conn, ruled)
     assert not book.adult_allowed(SFW, channel_nsfw=True)
     assert book.adult_allowed("42", channel_nsfw=True) and not book.adult_allowed("42", channel_nsfw=False)
+
+
+def test_loras_are_locked_to_the_roles_a_rule_names_and_the_draft_lora_is_the_servers(
+    ruled: Settings, redis_conn: redis.Redis
+) -> None:
+    locked = ruled.model_copy(
+        update={
+            "draft_lora": "lcm",
+            "rules": {
+                "default": {"name": "everyone", "loras": ["none"]},
+                f"role:{ARTISTS}": {"name": "artists", "loras": ["ink", "paper"]},
+            },
+        }
+    )
+    rules.forget_cache()
+    intake = Intake(redis_conn, locked, rules=[rules.IntakeRules(redis_conn, locked)])
+    member = Requester(member_id="1", channel_id="42")
+    with pytest.raises(RuleRefused) as refused:
+        intake.jobs_from_text("a cat --lora ink:0.8", member, Delivery(kind="discord", channel_id="42"))
+    assert str(refused.value) == 'Not allowed by the rule "everyone": LoRA `ink`. Allowed: no LoRA.'
+    book = rules.load(redis_conn, locked)
+    artist = rules.Asker(roles=(ARTISTS,), channel_id="42")
+    book.check(rules.ask_of_prompt(parse("a cat --lora ink, paper:0.5")[0], locked), artist)  # the role widens it
+    with pytest.raises(
+        RuleRefused, match=re.escape('"everyone + artists": LoRA `comic`. Allowed: LoRAs `ink`, `paper`.')
+    ):
+        book.check(rules.ask_of_prompt(parse("a cat --lora ink comic")[0], locked), rules.Asker(roles=(ARTISTS, "9")))
+    book.check(rules.ask_of_prompt(parse("a cat")[0], locked), rules.Asker())  # no LoRA: allowed to everyone
+    # A --draft job carries the server's draft LoRA: not the member's ask, so a no-LoRA rule lets it through.
+    draft = spec_for(locked, "1").replace(loras=(("lcm", 1.0),), delivery=Delivery(kind="discord", channel_id="42"))
+    rules.check_spec(redis_conn, locked, draft)
+    with pytest.raises(RuleRefused, match="LoRA `ink`"):
+        rules.check_spec(redis_conn, locked, draft.replace(loras=(("lcm", 1.0), ("ink", 1.0))))
+    assert rules.Rule.from_dict("default", {"loras": "Ink, paper"}).to_dict() == {"loras": ["ink", "paper"]}
 
 
 def test_follow_ups_are_checked_for_the_channel_and_roles_they_are_made_in(
