@@ -62,23 +62,34 @@ class QueueUpdater:
         self.edited_at: dict[str, float] = {}
         """Job id -> monotonic time of our last edit of its waiting message."""
         self._task: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Event | None = None
 
     def start(self) -> None:
         """Start the background loop (once)."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="queue-updates")
+            self._stopping = asyncio.Event()
+            self._task = asyncio.create_task(self._run(self._stopping), name="queue-updates")
 
     async def stop(self) -> None:
-        """Stop the background loop and wait for it."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop the background loop and wait for it (at most one round's time)."""
+        if self._task is None or self._stopping is None:
+            return
+        # The event, not only the cancel: Python 3.11's asyncio.wait_for loses a cancel that lands just as the edit it
+        # waits for completes (the round's edit returns, the loop goes on as if never cancelled), which kept a bot
+        # on SIGTERM until it was killed. The event ends the loop at its next turn whatever the cancel did.
+        self._stopping.set()
+        self._task.cancel()
+        await asyncio.wait({self._task}, timeout=defaults.QUEUE_EDIT_EVERY_S * 2)
+        if not self._task.done():
+            log.warning("queue position updates did not stop within %.0f s", defaults.QUEUE_EDIT_EVERY_S * 2)
+        self._task = self._stopping = None
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(defaults.QUEUE_EDIT_EVERY_S)
+    async def _run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=defaults.QUEUE_EDIT_EVERY_S)
+            if stopping.is_set():
+                return
             try:
                 await self.round()
             except redis.RedisError:
