@@ -372,7 +372,30 @@ class SD3Adapter(Adapter):
         return Encoded((segment, t5), joined_pooled, self.t5.report(text))
 
 
-class ChromaAdapter(Adapter):
+class OneEncoderAdapter(Adapter):
+    """A family with one sequence encoder (T5 alone, or a chat LLM): its tokens, spans, word embeddings and the one
+    segment of its states all come from ``encoder``; no pooled vector."""
+
+    encoder: SequenceEncoder | ChatEncoder
+
+    @property
+    def models(self) -> list[PreTrainedModel]:
+        return [self.encoder.model]
+
+    def tokenize(self, text: str) -> TokenReport:
+        return self.encoder.report(text)
+
+    def word_embeddings(self, text: str) -> Tensor:
+        return self.encoder.input_embeddings(self.encoder.report(text).ids)
+
+    def spans(self, text: str) -> tuple[tuple[Span, ...], ...]:
+        return (self.encoder.spans(text),)
+
+    def encode(self, text: str) -> Encoded:
+        return Encoded((self.encoder.segment(text),), None, self.encoder.report(text))
+
+
+class ChromaAdapter(OneEncoderAdapter):
     """Chroma: T5 alone over ``length`` tokens with its attention mask; the pipeline's mask keeps the text's tokens
     and one pad token (0/1 in the encoder's dtype); no pooled vector."""
 
@@ -380,39 +403,25 @@ class ChromaAdapter(Adapter):
     kind = "t5"
     mask_rule: MaskRule = "chroma"
     names = KwargNames(mask="prompt_attention_mask", negative_mask="negative_prompt_attention_mask", bool_mask=True)
+    encoder: SequenceEncoder
 
     def __init__(self, t5: SequenceEncoder) -> None:
-        self.t5 = t5
+        self.encoder = t5
         self.layouts = (SegmentLayout(t5.name, length=t5.length),)
 
     @property
     def window(self) -> int:
-        return self.t5.length
-
-    @property
-    def models(self) -> list[PreTrainedModel]:
-        return [self.t5.model]
+        return self.encoder.length
 
     def signature(self) -> tuple[Hashable, ...]:
-        return (self.kind, "masked", self.t5.length)
-
-    def tokenize(self, text: str) -> TokenReport:
-        return self.t5.report(text)
-
-    def word_embeddings(self, text: str) -> Tensor:
-        return self.t5.input_embeddings(self.t5.report(text).ids)
-
-    def spans(self, text: str) -> tuple[tuple[Span, ...], ...]:
-        return (self.t5.spans(text),)
-
-    def encode(self, text: str) -> Encoded:
-        return Encoded((self.t5.segment(text),), None, self.t5.report(text))
+        return (self.kind, "masked", self.encoder.length)
 
 
-class ChatAdapter(Adapter):
+class ChatAdapter(OneEncoderAdapter):
     """A decoder-only LLM in its chat template (FLUX.2 klein, Qwen-Image, Z-Image; see ``ChatRecipe``)."""
 
     kind = "chat-llm"
+    encoder: ChatEncoder
 
     def __init__(self, family: str, encoder: ChatEncoder, names: KwargNames, mask_rule: MaskRule = "none") -> None:
         self.family = family
@@ -427,25 +436,9 @@ class ChatAdapter(Adapter):
     def window(self) -> int:
         return self.encoder.recipe.length
 
-    @property
-    def models(self) -> list[PreTrainedModel]:
-        return [self.encoder.model]
-
     def signature(self) -> tuple[Hashable, ...]:
         recipe = self.encoder.recipe
         return (self.kind, self.encoder.template_hash, recipe.layers, recipe.length, recipe.drop, recipe.keep_padding)
-
-    def tokenize(self, text: str) -> TokenReport:
-        return self.encoder.report(text)
-
-    def word_embeddings(self, text: str) -> Tensor:
-        return self.encoder.input_embeddings(self.encoder.report(text).ids)
-
-    def spans(self, text: str) -> tuple[tuple[Span, ...], ...]:
-        return (self.encoder.spans(text),)
-
-    def encode(self, text: str) -> Encoded:
-        return Encoded((self.encoder.segment(text),), None, self.encoder.report(text))
 
 
 # --- which adapter a pipeline gets ------------------------------------------------------------------------------------
