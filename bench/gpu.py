@@ -236,27 +236,7 @@ def measure(
             if best is None or outcome.timings["generate_s"] < best.timings["generate_s"]:
                 best = outcome
         assert best is not None
-        t = best.timings
-        if engine.pipes.device.type == "cuda":
-            memory = torch.cuda.max_memory_allocated(engine.pipes.device) / 2**30
-        else:
-            memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # process peak RSS (KiB on Linux)
-        achieved = flops * steps / max(t["denoise_s"], 1e-9) / 1e12
-        rows.append(
-            Row(
-                batch=batch,
-                images_per_s=batch / t["generate_s"],
-                encode_s=t["encode_s"],
-                denoise_s=t["denoise_s"],
-                decode_s=t["decode_s"],
-                total_s=t["generate_s"],
-                denoiser_fraction=t["denoise_s"] / t["generate_s"],
-                peak_mem_gib=memory,
-                step_gflops=flops / 1e9,
-                achieved_tflops=achieved,
-                peak_fraction=(achieved / peak) if peak else None,
-            )
-        )
+        rows.append(_row(engine, batch, best, flops=flops, steps=steps, peak=peak))
     return rows
 
 
